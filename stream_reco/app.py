@@ -1,0 +1,110 @@
+"""Faust wiring only: topics, agents and the worker; every decision lives in pipeline.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+
+from stream_reco import pipeline
+from stream_reco.config import Settings
+from stream_reco.errors import StoreError
+from stream_reco.pipeline import Message, Out
+from stream_reco.storage.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+
+def _broker_url(servers: str) -> list[str]:
+    return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app with its three agents (events, catalogue, requests)."""
+    app = faust.App(
+        settings.app_id,
+        broker=_broker_url(settings.kafka_bootstrap_servers),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+        # Request/response wants small waits; Faust's defaults favour throughput.
+        broker_commit_interval=1.0,
+        producer_linger=0.001,
+        stream_buffer_maxsize=max(settings.batch_max * 2, 1000),
+    )
+    events = app.topic(settings.topic_events)
+    catalog = app.topic(settings.topic_catalog)
+    requests = app.topic(settings.topic_requests)
+    sinks = {
+        name: app.topic(name) for name in (settings.topic_responses, settings.topic_deadletter)
+    }
+    within = max(settings.batch_within_ms, 1) / 1000.0  # 0 would mean "wait forever" in Faust
+    store: list[RedisStore] = []
+
+    def get_store() -> RedisStore:
+        # Created lazily on the worker's own event loop.
+        if not store:
+            store.append(RedisStore.connect(settings))
+        return store[0]
+
+    async def send(outs: Sequence[Out]) -> None:
+        for o in outs:
+            await sinks[o.topic].send(key=o.key, value=o.value)
+
+    async def guarded(
+        msgs: list[Message],
+        work: Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]],
+    ) -> None:
+        """Run `work`; a Redis outage is waited out (never acked as done), a bug dead-letters."""
+        while True:
+            try:
+                await send(await work(get_store(), settings, msgs))
+                return
+            except StoreError as exc:
+                log.error("store unavailable, holding %d messages: %s", len(msgs), exc)
+                await asyncio.sleep(1.0)
+            except Exception as exc:  # noqa: BLE001 - errors are values on the dead-letter topic
+                log.exception("processing failed; dead-lettering %d messages", len(msgs))
+                why = f"internal error: {type(exc).__name__}: {exc}"
+                await send([pipeline.rejected(settings, m, why) for m in msgs])
+                return
+
+    @app.agent(events)
+    async def ingest(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=within):
+            await guarded([_message(e) for e in batch], pipeline.on_event_messages)
+
+    @app.agent(catalog)
+    async def update_catalog(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=within):
+            await guarded([_message(e) for e in batch], pipeline.on_catalog_messages)
+
+    async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+        return list(await asyncio.gather(*(pipeline.on_request_message(st, s, m) for m in msgs)))
+
+    @app.agent(requests)
+    async def answer(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=within):
+            await guarded([_message(e) for e in batch], answer_all)
+
+    return app
+
+
+def _message(event: Any) -> Message:
+    m = event.message
+    return Message(m.topic, m.partition, m.offset, m.key, m.value)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one Faust worker until Ctrl-C/SIGTERM; several workers share the partitions."""
+    from faust.worker import Worker
+
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel, redirect_stdouts=False).execute_from_commandline()

@@ -1,0 +1,52 @@
+"""Co-occurrence candidates: neighbours of the session's items, recent and cart items first."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stream_reco.candidates import Candidate
+from stream_reco.state import Interaction, SessionView
+
+# Each step back in the session counts this much less: the latest items say most about intent.
+RECENCY = 0.7
+
+
+def sources(
+    session: SessionView, weights: Mapping[str, float], limit: int
+) -> list[tuple[Interaction, float]]:
+    """The session items to expand, newest first, each with how much its neighbours count."""
+    out: list[tuple[Interaction, float]] = []
+    for pos, it in enumerate(session.strongest()[:limit]):
+        if it.item_id in session.cart:
+            kind = "add_to_cart"
+        elif it.type == "remove_from_cart":
+            kind = "view"  # taken out of the cart: still a sign of interest, no more
+        else:
+            kind = it.type
+        out.append((Interaction(it.item_id, kind, it.ts), max(weights[kind], 1e-3) * RECENCY**pos))
+    return out
+
+
+def gather(
+    expand: list[tuple[Interaction, float]],
+    neighbours: Mapping[str, list[tuple[str, float]]],
+    into: dict[str, Candidate],
+) -> None:
+    """Add each source's neighbours, scores normalised per source so decay factors cancel."""
+    for src, weight in expand:
+        row = neighbours.get(src.item_id) or []
+        if not row:
+            continue
+        top = row[0][1] or 1.0
+        for item_id, score in row:
+            share = weight * score / top
+            cand = into.get(item_id)
+            if cand is None:
+                cand = into[item_id] = Candidate(item_id)
+            cand.features["cooc"] = cand.features.get("cooc", 0.0) + share
+            if share > cand.source_share:
+                cand.source_item, cand.source_type, cand.source_share = (
+                    src.item_id,
+                    src.type,
+                    share,
+                )

@@ -1,0 +1,31 @@
+"""Forward time decay (Cormode et al., ICDE 2009): event time in, order-preserving weights out."""
+
+from __future__ import annotations
+
+# 2**1000 is still a finite double; past this an addend would overflow, so the store must be
+# re-based (every score times a constant) before event time gets this far from the landmark.
+MAX_EXPONENT = 1000.0
+
+
+class LandmarkTooOld(ValueError):
+    """Event time is so far past the landmark that forward weights would overflow."""
+
+
+def exponent(ts_ms: int, landmark_ms: int, half_life_s: float) -> float:
+    """Half-lives between the landmark and `ts_ms` (negative for events before the landmark)."""
+    return (ts_ms - landmark_ms) / (half_life_s * 1000.0)
+
+
+def forward_weight(weight: float, ts_ms: int, landmark_ms: int, half_life_s: float) -> float:
+    """What an event of `weight` at `ts_ms` adds to a forward-decayed sum."""
+    e = exponent(ts_ms, landmark_ms, half_life_s)
+    if e > MAX_EXPONENT:
+        raise LandmarkTooOld(
+            f"event time is {e:.0f} half-lives past the decay landmark; re-base the store"
+        )
+    return weight * 2.0 ** max(e, -MAX_EXPONENT)
+
+
+def value_at(stored: float, at_ms: int, landmark_ms: int, half_life_s: float) -> float:
+    """The decayed value at event time `at_ms` of a forward-decayed sum `stored`."""
+    return stored * 2.0 ** -exponent(at_ms, landmark_ms, half_life_s)

@@ -1,0 +1,19 @@
+"""One exception hierarchy for stream-reco, rooted in StreamRecoError."""
+
+from __future__ import annotations
+
+
+class StreamRecoError(Exception):
+    """Base of every error stream-reco raises on purpose."""
+
+
+class ConfigError(StreamRecoError):
+    """A setting is missing or out of range; the message names the env variable to fix."""
+
+
+class StackError(StreamRecoError):
+    """The local Kafka/Redis stack cannot be set up, started or reached."""
+
+
+class StoreError(StreamRecoError):
+    """The state store (Redis) failed after bounded retries."""

@@ -1,0 +1,246 @@
+"""Wire schemas: decode and validate every inbound message, encode responses and dead letters."""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream_reco.config import EVENT_TYPES
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_ID_LEN = 128
+MAX_CONTEXT_BYTES = 4096
+MAX_EXCLUDE = 1000
+MAX_TAGS = 50
+MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is almost surely seconds, not ms
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+MAX_PRICE = 1e9
+MAX_QUANTITY = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    type: str
+    session_id: str
+    item_id: str
+    ts: int
+    user_id: str | None = None
+    quantity: int = 1
+    price: float | None = None
+    recommendation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    item_id: str
+    title: str = ""
+    category: str = ""
+    brand: str = ""
+    price: float | None = None
+    in_stock: bool = True
+    tags: tuple[str, ...] = ()
+    margin: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A null catalogue value: the item is removed."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: str
+    session_id: str
+    k: int
+    user_id: str | None = None
+    placement: str | None = None
+    exclude: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a message was refused; goes to the dead-letter topic with the original bytes."""
+
+    reason: str
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _load(raw: bytes | None) -> dict[str, Any]:
+    if raw is None or len(raw) == 0:
+        raise _Invalid("empty message")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise _Invalid(f"message is {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Invalid(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _Invalid(f"expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _id(doc: dict[str, Any], name: str, *, optional: bool = False) -> str | None:
+    value = doc.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LEN:
+        raise _Invalid(f"{name} is longer than {MAX_ID_LEN} characters")
+    return value
+
+
+def _int(doc: dict[str, Any], name: str, lo: int, hi: int, default: int | None = None) -> int:
+    value = doc.get(name)
+    if value is None:
+        value = default
+    # bool is an int subclass; true/false is never a count or a timestamp.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Invalid(f"{name} must be an integer")
+    if not lo <= value <= hi:
+        raise _Invalid(f"{name}={value} is outside {lo}..{hi}")
+    return value
+
+
+def _number(doc: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _Invalid(f"{name} must be a number")
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise _Invalid(f"{name}={value} is outside {lo}..{hi}")
+    return float(value)
+
+
+def _context(doc: dict[str, Any]) -> None:
+    value = doc.get("context")
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _Invalid("context must be a JSON object")
+    if len(orjson.dumps(value)) > MAX_CONTEXT_BYTES:
+        raise _Invalid(f"context is larger than {MAX_CONTEXT_BYTES} bytes")
+
+
+def _text(doc: dict[str, Any], name: str, limit: int = 512) -> str:
+    value = doc.get(name) or ""
+    if not isinstance(value, str):
+        raise _Invalid(f"{name} must be a string")
+    if len(value) > limit:
+        raise _Invalid(f"{name} is longer than {limit} characters")
+    return value
+
+
+def decode_event(raw: bytes | None) -> Event | Rejected:
+    """Parse and validate one `reco-events` value."""
+    try:
+        doc = _load(raw)
+        kind = doc.get("type")
+        if kind not in EVENT_TYPES:
+            raise _Invalid(f"type must be one of {list(EVENT_TYPES)}, got {kind!r}")
+        _context(doc)
+        return Event(
+            event_id=_id(doc, "event_id"),  # type: ignore[arg-type]
+            type=kind,
+            session_id=_id(doc, "session_id"),  # type: ignore[arg-type]
+            item_id=_id(doc, "item_id"),  # type: ignore[arg-type]
+            ts=_int(doc, "ts", MIN_TS_MS, MAX_TS_MS),
+            user_id=_id(doc, "user_id", optional=True),
+            quantity=_int(doc, "quantity", 1, MAX_QUANTITY, default=1),
+            price=_number(doc, "price", 0.0, MAX_PRICE),
+            recommendation_id=_id(doc, "recommendation_id", optional=True),
+        )
+    except _Invalid as exc:
+        return Rejected(f"invalid event: {exc}")
+
+
+def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombstone | Rejected:
+    """Parse one `reco-catalog` record; a null/empty value is a tombstone for its key."""
+    try:
+        if raw is None or len(raw) == 0 or raw.strip() == b"null":
+            if not key:
+                raise _Invalid("tombstone without a key: cannot tell which item to remove")
+            item_id = key.decode("utf-8", errors="replace")
+            return Tombstone(_id({"item_id": item_id}, "item_id"))  # type: ignore[arg-type]
+        doc = _load(raw)
+        tags = doc.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise _Invalid("tags must be a list of strings")
+        if len(tags) > MAX_TAGS:
+            raise _Invalid(f"more than {MAX_TAGS} tags")
+        in_stock = doc.get("in_stock", True)
+        if not isinstance(in_stock, bool):
+            raise _Invalid("in_stock must be true or false")
+        return CatalogItem(
+            item_id=_id(doc, "item_id"),  # type: ignore[arg-type]
+            title=_text(doc, "title"),
+            category=_text(doc, "category", MAX_ID_LEN),
+            brand=_text(doc, "brand", MAX_ID_LEN),
+            price=_number(doc, "price", 0.0, MAX_PRICE),
+            in_stock=in_stock,
+            tags=tuple(t[:MAX_ID_LEN] for t in tags),
+            margin=_number(doc, "margin", -1e9, 1e9),
+        )
+    except _Invalid as exc:
+        return Rejected(f"invalid catalogue record: {exc}")
+
+
+def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | Rejected:
+    """Parse one `reco-requests` value."""
+    try:
+        doc = _load(raw)
+        _context(doc)
+        exclude = doc.get("exclude") or []
+        if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+            raise _Invalid("exclude must be a list of item ids")
+        if len(exclude) > MAX_EXCLUDE:
+            raise _Invalid(f"exclude has more than {MAX_EXCLUDE} ids")
+        k = doc.get("k")
+        return Request(
+            request_id=_id(doc, "request_id"),  # type: ignore[arg-type]
+            session_id=_id(doc, "session_id"),  # type: ignore[arg-type]
+            k=default_k if k is None else _int(doc, "k", 1, max_k),
+            user_id=_id(doc, "user_id", optional=True),
+            placement=_id(doc, "placement", optional=True),
+            exclude=frozenset(exclude),
+        )
+    except _Invalid as exc:
+        return Rejected(f"invalid request: {exc}")
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    return orjson.dumps(doc)
+
+
+def dead_letter(
+    reason: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    ts_ms: int,
+) -> bytes:
+    """The dead-letter record: enough to find, understand and replay the original message."""
+    return orjson.dumps(
+        {
+            "source_topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key_b64": base64.b64encode(key).decode() if key is not None else None,
+            "value_b64": base64.b64encode(value).decode() if value is not None else None,
+            "reason": reason,
+            "ts": ts_ms,
+        }
+    )

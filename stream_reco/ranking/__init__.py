@@ -1,0 +1,1 @@
+"""Ranking: score candidates, apply the shop's rules, explain each returned item."""

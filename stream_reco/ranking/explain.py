@@ -1,0 +1,27 @@
+"""Explanations: a short human-readable reason naming the session item a pick came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stream_reco.candidates import Candidate
+from stream_reco.events import CatalogItem
+
+WHERE = {
+    "add_to_cart": "in your cart",
+    "purchase": "you bought",
+    "click": "you viewed",
+    "view": "you viewed",
+}
+
+
+def label(item_id: str, meta: Mapping[str, CatalogItem]) -> str:
+    info = meta.get(item_id)
+    return f"{info.title} ({item_id})" if info and info.title else item_id
+
+
+def reason(c: Candidate, meta: Mapping[str, CatalogItem]) -> str:
+    if c.source_item is not None and c.features.get("cooc", 0.0) > 0:
+        where = WHERE.get(c.source_type or "view", "you viewed")
+        return f"often chosen with {label(c.source_item, meta)} {where}"
+    return "popular"

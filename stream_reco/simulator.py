@@ -1,0 +1,249 @@
+"""A seeded simulated storefront: a catalogue and shopper sessions in reco-events wire format."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterator
+from typing import cast
+
+# Category -> (nouns for titles, median price). Medians differ so price features carry signal.
+_CATEGORIES: dict[str, tuple[tuple[str, ...], float]] = {
+    "kitchen": (("Mug", "Kettle", "Pan", "Knife Set", "Cutting Board"), 25.0),
+    "garden": (("Hose", "Planter", "Trowel", "Seed Kit", "Watering Can"), 30.0),
+    "books": (("Novel", "Cookbook", "Atlas", "Notebook", "Journal"), 15.0),
+    "toys": (("Puzzle", "Robot", "Kite", "Plush Bear", "Block Set"), 20.0),
+    "outdoor": (("Tent", "Lantern", "Backpack", "Sleeping Bag", "Camp Stove"), 60.0),
+    "electronics": (("Headphones", "Charger", "Speaker", "Power Bank", "Cable"), 45.0),
+    "beauty": (("Serum", "Lipstick", "Brush", "Face Mask", "Perfume"), 18.0),
+    "sports": (("Yoga Mat", "Racket", "Ball", "Dumbbell", "Water Bottle"), 28.0),
+    "pets": (("Leash", "Pet Bed", "Chew Toy", "Bowl", "Collar"), 16.0),
+    "home": (("Lamp", "Cushion", "Rug", "Vase", "Blanket"), 35.0),
+    "office": (("Pen Set", "Stapler", "Desk Lamp", "Planner", "Organizer"), 14.0),
+    "fashion": (("Scarf", "Cap", "Belt", "Socks", "Tote Bag"), 22.0),
+}
+_GENERIC_NOUNS = ("Gadget", "Kit", "Set", "Bundle", "Pack")
+_BRANDS = (
+    "Acme", "Nordlys", "Verde", "Lumen", "Atlas", "Brightside", "Oakline", "Pico",
+    "Zenith", "Harbor", "Kestrel", "Juniper", "Solace", "Tundra", "Maple", "Orbit",
+)  # fmt: skip
+_ADJECTIVES = (
+    "Blue", "Red", "Green", "Black", "White", "Grey", "Compact", "Classic", "Deluxe", "Mini",
+    "Pro", "Eco",
+)  # fmt: skip
+_TAGS = (
+    "ceramic", "wooden", "steel", "cotton", "organic", "wireless", "handmade", "premium",
+    "kids", "travel", "gift", "waterproof", "recycled", "bestseller",
+)  # fmt: skip
+
+ZIPF_EXPONENT = 1.1
+_N_USERS = 1000  # a bounded pool so signed-in users come back across sessions
+_GAP_MS = (2_000, 60_000)
+
+
+def make_catalog(
+    n_items: int = 200,
+    n_categories: int = 8,
+    n_brands: int = 12,
+    seed: int = 0,
+    out_of_stock_share: float = 0.03,
+) -> list[dict[str, object]]:
+    """Return `n_items` catalogue records in the reco-catalog wire format, fixed by `seed`."""
+    if n_items < 1 or n_categories < 1 or n_brands < 1:
+        raise ValueError("n_items, n_categories and n_brands must be at least 1")
+    if not 0.0 <= out_of_stock_share <= 1.0:
+        raise ValueError(f"out_of_stock_share must be in [0, 1], got {out_of_stock_share}")
+    rng = random.Random(seed)
+    known = list(_CATEGORIES)
+    categories: list[tuple[str, tuple[str, ...], float]] = []
+    for i in range(n_categories):
+        if i < len(known):
+            nouns, median = _CATEGORIES[known[i]]
+            categories.append((known[i], nouns, median))
+        else:
+            categories.append((f"category-{i}", _GENERIC_NOUNS, rng.uniform(10.0, 80.0)))
+    brands = [_BRANDS[i] if i < len(_BRANDS) else f"brand-{i}" for i in range(n_brands)]
+    width = max(4, len(str(n_items - 1)))
+    catalog: list[dict[str, object]] = []
+    for i in range(n_items):
+        # The first items cycle through the categories so none of them is empty.
+        name, nouns, median = categories[i if i < n_categories else rng.randrange(n_categories)]
+        brand = rng.choice(brands)
+        adjective = rng.choice(_ADJECTIVES)
+        catalog.append(
+            {
+                "item_id": f"item-{i:0{width}d}",
+                "title": f"{brand} {adjective} {rng.choice(nouns)}",
+                "category": name,
+                "brand": brand,
+                "price": round(max(0.99, median * rng.lognormvariate(0.0, 0.6)), 2),
+                "in_stock": rng.random() >= out_of_stock_share,
+                "tags": [adjective.lower(), *rng.sample(_TAGS, rng.randint(0, 2))],
+                "margin": round(rng.uniform(0.05, 0.5), 2),
+            }
+        )
+    return catalog
+
+
+class Storefront:
+    """Shoppers browsing `catalog`: Zipf popularity, focus categories, complements in the cart.
+
+    Everything (popularity ranking, complements, sessions) comes from one `random.Random(seed)`,
+    so the same seed and the same sequence of calls give the same events.
+    """
+
+    def __init__(
+        self,
+        catalog: list[dict[str, object]],
+        seed: int = 0,
+        run_id: str = "sim",
+        start_ms: int = 1_700_000_000_000,
+    ) -> None:
+        if not catalog:
+            raise ValueError("catalog is empty")
+        self.run_id = run_id
+        self._rng = random.Random(seed)
+        self._clock_ms = start_ms
+        self._n_sessions = 0
+        self._n_events = 0
+        self._ids = [str(item["item_id"]) for item in catalog]
+        self._category = {str(i["item_id"]): str(i["category"]) for i in catalog}
+        self._price = {str(i["item_id"]): float(cast(float, i["price"])) for i in catalog}
+        self._in_stock = {str(i["item_id"]): bool(i["in_stock"]) for i in catalog}
+
+        ranking = self._ids[:]
+        self._rng.shuffle(ranking)
+        weight = {item: (rank + 1) ** -ZIPF_EXPONENT for rank, item in enumerate(ranking)}
+        self._by_category: dict[str, list[str]] = {}
+        for item in self._ids:
+            self._by_category.setdefault(self._category[item], []).append(item)
+        self._categories = list(self._by_category)
+        self._weights = {c: [weight[i] for i in items] for c, items in self._by_category.items()}
+        self._all_weights = [weight[i] for i in self._ids]
+
+        self.complements: dict[str, list[str]] = {}
+        for item in self._ids:
+            self.complements[item] = self._pick_complements(item)
+
+    def _pick_complements(self, item: str) -> list[str]:
+        own = self._category[item]
+        same = [i for i in self._by_category[own] if i != item]
+        other = [i for i in self._ids if self._category[i] != own]
+        chosen: list[str] = []
+        for _ in range(self._rng.randint(1, 3)):
+            # Mostly cross-category (tent -> lantern): that is what co-views alone would miss.
+            pool = other if other and (not same or self._rng.random() < 0.8) else same
+            pool = [i for i in pool if i not in chosen]
+            if pool:
+                chosen.append(self._rng.choice(pool))
+        return chosen
+
+    def complement_pairs(self) -> list[tuple[str, str]]:
+        """Every (item, complement) pair the shoppers are inclined to buy together."""
+        return [(item, other) for item, others in self.complements.items() for other in others]
+
+    def session(self) -> list[dict[str, object]]:
+        """One session's events in time order; the next session starts after this one ends."""
+        events = self._session_at(self._clock_ms)
+        self._clock_ms = cast(int, events[-1]["ts"]) + self._rng.randint(*_GAP_MS)
+        return events
+
+    def stream(
+        self, n_sessions: int | None = None, concurrency: int = 20
+    ) -> Iterator[dict[str, object]]:
+        """Events of `concurrency` overlapping sessions in global ts order; None means endless.
+
+        A finished session is replaced by a new one that starts after it, so about
+        `concurrency` shoppers are active at any time, like a real shop.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if n_sessions is not None and n_sessions < 0:
+            raise ValueError(f"n_sessions must be >= 0 or None, got {n_sessions}")
+        started = 0
+        # (ts of next event, start order, session events, index); the start order breaks ties
+        # deterministically and keeps the lists from ever being compared.
+        heap: list[tuple[int, int, list[dict[str, object]], int]] = []
+
+        def start(at_ms: int) -> None:
+            nonlocal started
+            events = self._session_at(at_ms)
+            started += 1
+            heapq.heappush(heap, (cast(int, events[0]["ts"]), started, events, 0))
+
+        first = concurrency if n_sessions is None else min(concurrency, n_sessions)
+        for _ in range(first):
+            # Staggered arrivals, so the opening minute is not every shopper at once.
+            start(self._clock_ms + self._rng.randint(0, _GAP_MS[1]))
+        while heap:
+            ts, order, events, index = heapq.heappop(heap)
+            self._clock_ms = max(self._clock_ms, ts)
+            yield events[index]
+            if index + 1 < len(events):
+                heapq.heappush(heap, (cast(int, events[index + 1]["ts"]), order, events, index + 1))
+            elif n_sessions is None or started < n_sessions:
+                start(ts + self._rng.randint(*_GAP_MS))
+
+    def _draw(self, category: str | None) -> str:
+        if category is None:
+            return self._rng.choices(self._ids, weights=self._all_weights)[0]
+        return self._rng.choices(self._by_category[category], weights=self._weights[category])[0]
+
+    def _session_at(self, start_ms: int) -> list[dict[str, object]]:
+        rng = self._rng
+        session_id = f"{self.run_id}-s{self._n_sessions}"
+        self._n_sessions += 1
+        user_id = None if rng.random() < 0.5 else f"user-{rng.randrange(_N_USERS)}"
+        focus = rng.sample(self._categories, min(len(self._categories), rng.randint(1, 2)))
+        events: list[dict[str, object]] = []
+        ts = start_ms
+        cart: dict[str, int] = {}
+
+        def emit(kind: str, item: str, quantity: int | None = None) -> None:
+            nonlocal ts
+            if events:
+                ts += rng.randint(*_GAP_MS)
+            event: dict[str, object] = {
+                "event_id": f"{self.run_id}-e{self._n_events}",
+                "type": kind,
+                "session_id": session_id,
+                "user_id": user_id,
+                "item_id": item,
+                "ts": ts,
+            }
+            self._n_events += 1
+            if quantity is not None:
+                event["quantity"] = quantity
+            if kind in ("add_to_cart", "purchase"):
+                event["price"] = self._price[item]
+            event["recommendation_id"] = None
+            events.append(event)
+
+        def add(item: str) -> bool:
+            # Out-of-stock items can be looked at but never bought.
+            if not self._in_stock[item] or item in cart:
+                return False
+            cart[item] = 1 if rng.random() < 0.8 else rng.randint(2, 3)
+            emit("add_to_cart", item, cart[item])
+            return True
+
+        n_interactions = rng.randint(2, 12)
+        adds: set[int] = set()
+        if rng.random() < 0.4:
+            adds = set(rng.sample(range(n_interactions), min(n_interactions, rng.randint(1, 3))))
+        for position in range(n_interactions):
+            item = self._draw(rng.choice(focus) if rng.random() < 0.85 else None)
+            emit("click" if rng.random() < 0.3 else "view", item)
+            if position in adds and add(item) and self.complements[item]:
+                # The complement step is what makes "bought together" learnable.
+                complement = rng.choice(self.complements[item])
+                emit("view", complement)
+                if rng.random() < 0.6:
+                    add(complement)
+        if cart and rng.random() < 0.05:
+            dropped = rng.choice(list(cart))
+            emit("remove_from_cart", dropped, cart.pop(dropped))
+        if cart and rng.random() < 0.35:
+            for item, quantity in cart.items():
+                emit("purchase", item, quantity)
+        return events

@@ -1,0 +1,83 @@
+"""Session state: what one shopping session has done so far, as a request reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+TYPE_RANK = {"view": 0, "click": 1, "remove_from_cart": 1, "add_to_cart": 2, "purchase": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    item_id: str
+    type: str
+    ts: int
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session as stored: recent interactions (newest first), cart, purchases, counters."""
+
+    session_id: str
+    recent: tuple[Interaction, ...] = ()
+    cart: dict[str, int] = field(default_factory=dict)
+    purchased: frozenset[str] = frozenset()
+    events: int = 0
+    user_id: str | None = None
+    last_ts: int | None = None
+
+    def strongest(self) -> list[Interaction]:
+        """One entry per distinct item, newest first, carrying the item's strongest type."""
+        best: dict[str, Interaction] = {}
+        order: list[str] = []
+        for it in self.recent:
+            have = best.get(it.item_id)
+            if have is None:
+                order.append(it.item_id)
+                best[it.item_id] = it
+            elif TYPE_RANK[it.type] > TYPE_RANK[have.type]:
+                best[it.item_id] = Interaction(it.item_id, it.type, have.ts)
+        for item_id in self.cart:  # a cart item outlives the recent-events cap
+            if item_id not in best:
+                order.append(item_id)
+                best[item_id] = Interaction(item_id, "add_to_cart", self.last_ts or 0)
+        return [best[i] for i in order]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "events": self.events,
+            "last_ts": self.last_ts,
+            "cart": self.cart,
+            "purchased": sorted(self.purchased),
+            "recent": [[i.item_id, i.type, i.ts] for i in self.recent],
+        }
+
+
+def entry(item_id: str, event_type: str, ts: int) -> bytes:
+    """How one interaction is stored in the session's recent list."""
+    return orjson.dumps([item_id, event_type, ts])
+
+
+def parse_session(
+    session_id: str,
+    recent: list[bytes],
+    cart: dict[bytes, bytes],
+    bought: set[bytes],
+    info: dict[bytes, bytes],
+) -> SessionView:
+    items = tuple(Interaction(*orjson.loads(raw)) for raw in recent)
+    user = info.get(b"user_id")
+    last = info.get(b"last_ts")
+    return SessionView(
+        session_id=session_id,
+        recent=items,
+        cart={k.decode(): int(v) for k, v in cart.items()},
+        purchased=frozenset(b.decode() for b in bought),
+        events=int(info.get(b"events", b"0")),
+        user_id=user.decode() if user else None,
+        last_ts=int(last) if last else None,
+    )

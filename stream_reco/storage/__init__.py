@@ -1,0 +1,1 @@
+"""State store: the Redis adapter behind a narrow interface."""

@@ -1,0 +1,33 @@
+"""The one key builder: every Redis key stream-reco uses is made here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key layout `<prefix>:<scope>:{<id>}:<name>`; the hash tag keeps a session's keys in one
+    Redis Cluster slot so its update can stay one atomic script when we shard."""
+
+    prefix: str
+
+    def session(self, session_id: str, name: str) -> str:
+        return f"{self.prefix}:s:{{{session_id}}}:{name}"
+
+    def dedup(self, session_id: str, event_id: str) -> str:
+        # In the session's slot: the dedup check and the session update share one script.
+        return f"{self.prefix}:d:{{{session_id}}}:{event_id}"
+
+    def item(self, item_id: str, name: str) -> str:
+        return f"{self.prefix}:i:{{{item_id}}}:{name}"
+
+    def item_pattern(self, name: str) -> tuple[str, str]:
+        """Prefix and suffix that wrap an item id, for scripts that build item keys."""
+        return f"{self.prefix}:i:{{", f"}}:{name}"
+
+    def global_(self, name: str) -> str:
+        return f"{self.prefix}:g:{name}"
+
+    def all_pattern(self) -> str:
+        return f"{self.prefix}:*"

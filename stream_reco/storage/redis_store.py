@@ -1,0 +1,296 @@
+"""The Redis store: idempotent atomic event updates, catalogue writes, the reads requests need."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stream_reco.config import Settings
+from stream_reco.decay import LandmarkTooOld, forward_weight, value_at
+from stream_reco.errors import StoreError
+from stream_reco.events import CatalogItem, Event, Tombstone
+from stream_reco.state import SessionView, entry, parse_session
+from stream_reco.storage.keys import Keys
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua").read_text()
+RETRIES = 5
+
+Scored = list[tuple[str, float]]
+
+
+class RedisStore:
+    """Everything stream-reco keeps in Redis, behind one narrow async interface."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._apply = client.register_script(APPLY_EVENT)
+        self._landmark: int | None = None
+
+    @classmethod
+    def connect(cls, settings: Settings) -> RedisStore:
+        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        return cls(client, settings)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Bounded retry with backoff: a Redis restart is waited out, not turned into data loss."""
+        delay = 0.05
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if attempt == RETRIES:
+                    msg = f"{what}: Redis unavailable after {RETRIES} tries: {exc}"
+                    raise StoreError(msg) from exc
+                log.warning("%s failed (%s), retry %d in %.2fs", what, exc, attempt, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 4, 2.0)
+        raise AssertionError("unreachable")
+
+    async def landmark(self, ts_hint: int) -> int:
+        """The forward-decay landmark: the first event time this store ever saw, fixed after."""
+        if self._landmark is None:
+            key = self.keys.global_("landmark")
+
+            async def fix() -> int:
+                await self.client.set(key, ts_hint, nx=True)
+                return int(await self.client.get(key))
+
+            self._landmark = await self._retry("landmark", fix)
+        return self._landmark
+
+    async def apply_events(
+        self, events: Sequence[Event], *, learn: bool = True
+    ) -> list[bool | str]:
+        """Apply a batch in one pipeline: per event True (new), False (duplicate) or a reason
+        it could not be applied."""
+        if not events:
+            return []
+        s, k = self.settings, self.keys
+        landmark = await self.landmark(min(e.ts for e in events))
+        kp, ks = k.item_pattern("co")
+        pop = k.global_("pop")
+        clock = k.global_("clock")
+
+        async def run() -> list[bool | str]:
+            pipe = self.client.pipeline(transaction=False)
+            refused: dict[int, str] = {}
+            for n, e in enumerate(events):
+                w = s.weight(e.type)
+                try:
+                    cooc_w = forward_weight(w, e.ts, landmark, s.cooc_half_life_s)
+                    pop_w = forward_weight(w, e.ts, landmark, s.pop_half_life_s)
+                except LandmarkTooOld as exc:
+                    refused[n] = str(exc)
+                    continue
+                sid = e.session_id
+                keys = [
+                    k.dedup(sid, e.event_id),
+                    k.session(sid, "recent"),
+                    k.session(sid, "cart"),
+                    k.session(sid, "bought"),
+                    k.session(sid, "info"),
+                    pop,
+                    clock,
+                ]
+                args = [
+                    e.type,
+                    e.item_id,
+                    e.ts,
+                    e.quantity,
+                    e.user_id or "",
+                    entry(e.item_id, e.type, e.ts),
+                    1 if learn else 0,
+                    cooc_w,
+                    pop_w,
+                    s.session_ttl_s,
+                    s.dedup_ttl_s,
+                    s.session_max_events,
+                    s.cooc_window,
+                    s.neighbours_max,
+                    s.popular_max,
+                    kp,
+                    ks,
+                ]
+                await self._apply(keys=keys, args=args, client=pipe)
+            done = iter(await pipe.execute())
+            return [refused[n] if n in refused else bool(next(done)) for n in range(len(events))]
+
+        return await self._retry("apply_events", run)
+
+    async def apply_catalog(self, records: Sequence[CatalogItem | Tombstone]) -> None:
+        """Upsert or remove catalogue items; a record replaces the item's whole metadata."""
+        if not records:
+            return
+
+        async def run() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for r in records:
+                meta = self.keys.item(r.item_id, "meta")
+                pipe.delete(meta)
+                if isinstance(r, Tombstone):
+                    pipe.zrem(self.keys.global_("pop"), r.item_id)
+                    pipe.delete(self.keys.item(r.item_id, "co"))
+                    continue
+                pipe.hset(meta, mapping=_meta_fields(r))
+            await pipe.execute()
+
+        await self._retry("apply_catalog", run)
+
+    async def read_session(self, session_id: str) -> SessionView:
+        k = self.keys
+
+        async def run() -> SessionView:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrange(k.session(session_id, "recent"), 0, -1)
+            pipe.hgetall(k.session(session_id, "cart"))
+            pipe.smembers(k.session(session_id, "bought"))
+            pipe.hgetall(k.session(session_id, "info"))
+            recent, cart, bought, info = await pipe.execute()
+            return parse_session(session_id, recent, cart, bought, info)
+
+        return await self._retry("read_session", run)
+
+    async def read_neighbours(self, item_ids: Sequence[str], n: int) -> dict[str, Scored]:
+        """Each item's top-n co-occurring items with forward-decayed scores."""
+        if not item_ids:
+            return {}
+
+        async def run() -> dict[str, Scored]:
+            pipe = self.client.pipeline(transaction=False)
+            for item in item_ids:
+                pipe.zrevrange(self.keys.item(item, "co"), 0, n - 1, withscores=True)
+            rows = await pipe.execute()
+            return {item: _decode_scored(row) for item, row in zip(item_ids, rows, strict=True)}
+
+        return await self._retry("read_neighbours", run)
+
+    async def read_popular(self, n: int) -> Scored:
+        key = self.keys.global_("pop")
+
+        async def run() -> Scored:
+            return _decode_scored(await self.client.zrevrange(key, 0, n - 1, withscores=True))
+
+        return await self._retry("read_popular", run)
+
+    async def read_items(self, item_ids: Sequence[str]) -> dict[str, CatalogItem]:
+        """Catalogue metadata of the known items among `item_ids`."""
+        if not item_ids:
+            return {}
+
+        async def run() -> dict[str, CatalogItem]:
+            pipe = self.client.pipeline(transaction=False)
+            for item in item_ids:
+                pipe.hgetall(self.keys.item(item, "meta"))
+            rows = await pipe.execute()
+            return {i: _parse_meta(i, row) for i, row in zip(item_ids, rows, strict=True) if row}
+
+        return await self._retry("read_items", run)
+
+    async def inspect_item(self, item_id: str, n: int = 20) -> dict[str, object]:
+        """An item's metadata, decayed popularity and top neighbours, as plain JSON data."""
+        s = self.settings
+        meta = (await self.read_items([item_id])).get(item_id)
+        neighbours = (await self.read_neighbours([item_id], n))[item_id]
+        pop = await self.client.zscore(self.keys.global_("pop"), item_id)
+        clock = await self.client.get(self.keys.global_("clock"))
+        landmark = await self.client.get(self.keys.global_("landmark"))
+        now = int(clock) if clock else None
+
+        def decayed(stored: float, half_life: float) -> float:
+            if now is None or landmark is None:
+                return stored
+            return round(value_at(stored, now, int(landmark), half_life), 6)
+
+        return {
+            "item_id": item_id,
+            "known": meta is not None,
+            "meta": _meta_json(meta) if meta else None,
+            "event_clock_ts": now,
+            "popularity": decayed(pop, s.pop_half_life_s) if pop is not None else 0.0,
+            "neighbours": [
+                {"item_id": i, "score": decayed(v, s.cooc_half_life_s)} for i, v in neighbours
+            ],
+        }
+
+    async def clear(self) -> int:
+        """Delete every key under this store's prefix (tests, evaluation); returns the count."""
+        deleted = 0
+        async for batch in _chunks(
+            self.client.scan_iter(match=self.keys.all_pattern(), count=1000)
+        ):
+            deleted += await self.client.unlink(*batch)
+        self._landmark = None
+        return deleted
+
+
+def _meta_fields(r: CatalogItem) -> dict[str, str | bytes]:
+    fields: dict[str, str | bytes] = {
+        "title": r.title,
+        "category": r.category,
+        "brand": r.brand,
+        "in_stock": "1" if r.in_stock else "0",
+        "tags": orjson.dumps(list(r.tags)),
+    }
+    if r.price is not None:
+        fields["price"] = repr(r.price)
+    if r.margin is not None:
+        fields["margin"] = repr(r.margin)
+    return fields
+
+
+def _parse_meta(item_id: str, row: dict[bytes, bytes]) -> CatalogItem:
+    def num(name: bytes) -> float | None:
+        return float(row[name]) if name in row else None
+
+    return CatalogItem(
+        item_id=item_id,
+        title=row.get(b"title", b"").decode(),
+        category=row.get(b"category", b"").decode(),
+        brand=row.get(b"brand", b"").decode(),
+        price=num(b"price"),
+        in_stock=row.get(b"in_stock") == b"1",
+        tags=tuple(orjson.loads(row.get(b"tags", b"[]"))),
+        margin=num(b"margin"),
+    )
+
+
+def _meta_json(m: CatalogItem) -> dict[str, object]:
+    return {
+        "title": m.title,
+        "category": m.category,
+        "brand": m.brand,
+        "price": m.price,
+        "in_stock": m.in_stock,
+        "tags": list(m.tags),
+        "margin": m.margin,
+    }
+
+
+def _decode_scored(row: list[tuple[bytes, float]]) -> Scored:
+    return [(member.decode(), float(score)) for member, score in row]
+
+
+async def _chunks(it, size: int = 500):  # type: ignore[no-untyped-def]
+    batch: list[bytes] = []
+    async for key in it:
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
