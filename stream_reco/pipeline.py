@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -124,10 +125,13 @@ async def handle_events(
     started = time.perf_counter()
     new, refused = await ingest(store, events)
     carted = list(dict.fromkeys(e.session_id for e in new if e.type == "add_to_cart"))
-    pushes = []
-    for session_id in carted:
-        picks = await recommend(store, settings, session_id, settings.default_k)
-        pushes.append(response(session_id, "add_to_cart", picks, started))
+    # Sessions are independent: their reads overlap on the connection pool.
+    picked = await asyncio.gather(
+        *(recommend(store, settings, sid, settings.default_k) for sid in carted)
+    )
+    pushes = [
+        response(sid, "add_to_cart", p, started) for sid, p in zip(carted, picked, strict=True)
+    ]
     return pushes, refused
 
 

@@ -1,0 +1,195 @@
+"""The demo: local stack, a worker and a simulated storefront, with live pushed recommendations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+import orjson
+
+from stream_reco import kafka_io, stack
+from stream_reco.config import Settings
+from stream_reco.errors import StackError
+from stream_reco.simulator import Storefront, make_catalog
+
+STATUS_EVERY_S = 2.0
+WORKER_READY_S = 90.0
+
+
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """A `stream-reco worker` child with exactly these settings; its output goes to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings.to_env()}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream_reco.cli", "worker", "--loglevel", "info"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def wait_worker_ready(proc: subprocess.Popen[bytes], log_path: Path, since: int = 0) -> None:
+    """Block until the worker logs that it is ready (bounded), or fail with its log tail."""
+    deadline = time.monotonic() + WORKER_READY_S
+    while time.monotonic() < deadline:
+        text = log_path.read_bytes()[since:].decode(errors="replace")
+        if "Worker ready" in text:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+    raise StackError(f"the worker did not become ready; log tail ({log_path}):\n{tail}")
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Board:
+    """What the demo prints: pushed recommendations as they come and a running status line."""
+
+    def __init__(self, titles: dict[str, str]) -> None:
+        self.titles = titles
+        self.sent = 0
+        self.pushes = 0
+        self.rejected = 0
+        self.carted: dict[str, tuple[str, float]] = {}  # session -> (item, when published)
+        self.e2e_ms: deque[float] = deque(maxlen=2000)
+        self.engine_ms: deque[float] = deque(maxlen=2000)
+        self.started = time.monotonic()
+        self.window = (time.monotonic(), 0)
+
+    def on_response(self, doc: dict[str, object]) -> None:
+        self.pushes += 1
+        session = str(doc["session_id"])
+        item, when = self.carted.get(session, ("?", time.monotonic()))
+        self.e2e_ms.append((time.monotonic() - when) * 1000)
+        self.engine_ms.append(float(doc["latency_ms"]))  # type: ignore[arg-type]
+        items = doc["items"]
+        assert isinstance(items, list)
+        print(f"\n🛒 {session} added {self.titles.get(item, item)} → recommendations:")
+        for n, rec in enumerate(items[:3], 1):
+            print(f"   {n}. {self.titles.get(rec['item_id'], rec['item_id'])}  — {rec['reason']}")
+
+    def status(self) -> None:
+        now = time.monotonic()
+        t0, n0 = self.window
+        rate = (self.sent - n0) / max(now - t0, 1e-9)
+        self.window = (now, self.sent)
+        print(
+            f"\n[{now - self.started:6.1f}s] {rate:7.1f} events/s sent | {self.sent} events, "
+            f"{self.pushes} pushes, {self.rejected} dead-lettered | "
+            f"cart→push p50 {_pct(self.e2e_ms, 50)} p99 {_pct(self.e2e_ms, 99)} | "
+            f"engine p50 {_pct(self.engine_ms, 50)} p99 {_pct(self.engine_ms, 99)}",
+            flush=True,
+        )
+
+
+def _pct(values: deque[float], q: int) -> str:
+    if len(values) < 2:
+        return "  n/a"
+    return f"{statistics.quantiles(values, n=100)[q - 1]:5.1f} ms"
+
+
+def run_demo(
+    settings: Settings,
+    duration: float | None,
+    rate: float,
+    start_stack: bool = True,
+    items: int = 300,
+    seed: int = 7,
+) -> int:
+    """Run until `duration` seconds pass or Ctrl-C; the stack is left running for the next run."""
+    if start_stack:
+        stack.up(settings)
+    kafka_io.ensure_topics(settings)
+    log_path = settings.home.resolve() / "logs" / "demo-worker.log"
+    since = log_path.stat().st_size if log_path.exists() else 0
+    print(f"starting a worker (log: {log_path}) ...", flush=True)
+    worker = start_worker(settings, log_path)
+    try:
+        wait_worker_ready(worker, log_path, since)
+        return _storefront(settings, duration, rate, items, seed, worker)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_worker(worker)
+        print("\nworker stopped; the stack keeps running (`stream-reco stack down` stops it)")
+
+
+def _storefront(
+    settings: Settings,
+    duration: float | None,
+    rate: float,
+    items: int,
+    seed: int,
+    worker: subprocess.Popen[bytes],
+) -> int:
+    catalog = make_catalog(n_items=items, seed=seed)
+    board = Board({str(c["item_id"]): str(c["title"]) for c in catalog})
+    producer = kafka_io.producer(settings)
+    for record in catalog:
+        producer.produce(
+            settings.topic_catalog, key=str(record["item_id"]), value=orjson.dumps(record)
+        )
+    producer.flush(10)
+    consumer = kafka_io.consumer(
+        settings,
+        [settings.topic_responses, settings.topic_deadletter],
+        group=f"demo-{uuid.uuid4().hex[:8]}",
+    )
+    shop = Storefront(
+        catalog, seed=seed, run_id=f"demo{uuid.uuid4().hex[:6]}", start_ms=int(time.time() * 1000)
+    ).stream()
+    print(
+        f"storefront: {len(catalog)} items, publishing ~{rate:.0f} events/s "
+        f"({'Ctrl-C' if duration is None else f'{duration:.0f} s'} to stop)",
+        flush=True,
+    )
+    end = None if duration is None else time.monotonic() + duration
+    next_send = last_status = time.monotonic()
+    try:
+        while end is None or time.monotonic() < end:
+            if worker.poll() is not None:
+                print("the worker exited; see its log", file=sys.stderr)
+                return 1
+            while next_send <= time.monotonic():
+                ev = next(shop)
+                producer.produce(
+                    settings.topic_events, key=str(ev["session_id"]), value=orjson.dumps(ev)
+                )
+                board.sent += 1
+                if ev["type"] == "add_to_cart":
+                    board.carted[str(ev["session_id"])] = (str(ev["item_id"]), time.monotonic())
+                next_send += 1.0 / rate
+            producer.poll(0)
+            msg = consumer.poll(max(0.0, min(0.05, next_send - time.monotonic())))
+            if msg is not None and not msg.error():
+                if msg.topic() == settings.topic_deadletter:
+                    board.rejected += 1
+                else:
+                    board.on_response(orjson.loads(msg.value()))
+            if time.monotonic() - last_status >= STATUS_EVERY_S:
+                board.status()
+                last_status = time.monotonic()
+    finally:
+        producer.flush(5)
+        consumer.close()
+    board.status()
+    return 0

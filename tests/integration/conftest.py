@@ -1,0 +1,141 @@
+"""One real stack per test run: Kafka + Redis (started if needed), one worker on unique topics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_reco import stack
+from stream_reco.config import Settings
+from stream_reco.demo import start_worker, stop_worker, wait_worker_ready
+from stream_reco.kafka_io import consumer, ensure_topics, producer
+
+RUN = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Iterator[Settings]:
+    """The stack's settings; started here unless already up, and then stopped here too."""
+    settings = Settings.from_env()
+    was_up = all(s["pid"] for s in stack.status(settings).values())
+    stack.up(settings)
+    yield settings
+    if not was_up and not os.environ.get("STREAM_RECO_KEEP_STACK"):
+        stack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def settings(base_settings: Settings) -> Settings:
+    """Settings isolated to this test run: own topics, consumer group and Redis key prefix."""
+    env = {
+        **base_settings.to_env(),
+        "STREAM_RECO_APP_ID": f"test-{RUN}",
+        "STREAM_RECO_KEY_PREFIX": f"test-{RUN}",
+        "STREAM_RECO_WEB_PORT": str(6100 + int(RUN, 16) % 800),
+        **{
+            f"STREAM_RECO_TOPIC_{name.upper()}": f"test-{RUN}-{name}"
+            for name in ("events", "catalog", "requests", "responses", "deadletter")
+        },
+    }
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    ensure_topics(settings)
+    log = settings.home.resolve() / "logs" / f"test-worker-{RUN}.log"
+    proc = start_worker(settings, log)
+    try:
+        wait_worker_ready(proc, log)
+        yield proc
+    finally:
+        stop_worker(proc)
+
+
+class Kafka:
+    """Publish to and read from the run's topics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = producer(settings)
+        self.consumer = consumer(
+            settings,
+            [settings.topic_responses, settings.topic_deadletter],
+            group=f"test-reader-{uuid.uuid4().hex[:8]}",
+            from_beginning=True,
+        )
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, topic: str, key: str | None, value: object) -> float:
+        raw = value if isinstance(value, bytes | type(None)) else orjson.dumps(value)
+        self.producer.produce(topic, key=key, value=raw)
+        self.producer.flush(10)
+        return time.monotonic()
+
+    def wait_for(
+        self, match: Callable[[str, dict[str, Any]], bool], timeout: float = 15.0
+    ) -> tuple[str, dict[str, Any], float]:
+        """The first (topic, doc) read that `match`es, and the monotonic time it arrived."""
+        for topic, doc in self.seen:
+            if match(topic, doc):
+                return topic, doc, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.05)
+            if msg is None or msg.error():
+                continue
+            entry = (msg.topic(), orjson.loads(msg.value()))
+            self.seen.append(entry)
+            if match(*entry):
+                return entry[0], entry[1], time.monotonic()
+        raise AssertionError(f"nothing matched within {timeout}s; read {len(self.seen)} messages")
+
+    def responses(self) -> list[dict[str, Any]]:
+        self.drain()
+        return [d for t, d in self.seen if t == self.settings.topic_responses]
+
+    def drain(self, quiet: float = 0.5) -> None:
+        """Read until nothing new arrives for `quiet` seconds."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet:
+            msg = self.consumer.poll(0.05)
+            if msg is not None and not msg.error():
+                self.seen.append((msg.topic(), orjson.loads(msg.value())))
+                last = time.monotonic()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[Kafka]:
+    k = Kafka(settings)
+    yield k
+    k.close()
+
+
+def cli(settings: Settings, *args: str) -> Any:
+    """Run the real `stream-reco` command line with these settings; parse its JSON output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_reco.cli", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return orjson.loads(done.stdout)
+
+
+def uid(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
