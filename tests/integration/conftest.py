@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from stream_reco import stack
 from stream_reco.config import Settings
 from stream_reco.demo import start_worker, stop_worker, wait_worker_ready
 from stream_reco.kafka_io import consumer, ensure_topics, producer
+from stream_reco.storage.redis_store import RedisStore
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -135,6 +137,47 @@ def cli(settings: Settings, *args: str) -> Any:
     )
     assert done.returncode == 0, done.stderr
     return orjson.loads(done.stdout)
+
+
+def _poll(
+    settings: Settings,
+    read: Callable[[RedisStore], Any],
+    done: Callable[[Any], bool],
+    what: str,
+    timeout: float = 15.0,
+) -> None:
+    """Block until the worker's effect is visible in Redis (topics have no order between them)."""
+
+    async def once() -> Any:
+        store = RedisStore.connect(settings)
+        try:
+            return await read(store)
+        finally:
+            await store.close()
+
+    deadline = time.monotonic() + timeout
+    while not done(seen := asyncio.run(once())):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; last saw {seen!r}"
+        time.sleep(0.05)
+
+
+def wait_session(settings: Settings, session_id: str, events: int) -> None:
+    _poll(
+        settings,
+        lambda st: st.read_session(session_id),
+        lambda s: s.events >= events,
+        f"{events} events of {session_id}",
+    )
+
+
+def wait_item(settings: Settings, item_id: str, in_stock: bool | None) -> None:
+    """Until the catalogue agent has applied the item's latest state (None: removed)."""
+    _poll(
+        settings,
+        lambda st: st.read_items([item_id]),
+        lambda m: (m[item_id].in_stock if item_id in m else None) is in_stock,
+        f"catalogue state of {item_id}",
+    )
 
 
 def uid(label: str) -> str:

@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 from stream_reco.config import Settings
-from tests.integration.conftest import Kafka, cli, uid
+from tests.integration.conftest import Kafka, cli, uid, wait_item, wait_session
 
 TS = 1_750_000_000_000
 _n = itertools.count()
@@ -38,8 +38,11 @@ def item(item_id: str, title: str, in_stock: bool = True) -> dict[str, Any]:
 
 
 def catalogue(kafka: Kafka, *records: dict[str, Any]) -> None:
+    """Publish catalogue records and wait until the worker has applied them."""
     for r in records:
         kafka.send(kafka.settings.topic_catalog, r["item_id"], r)
+    for r in records:
+        wait_item(kafka.settings, r["item_id"], r["in_stock"])
 
 
 def together(kafka: Kafka, first: str, second: str, sessions: int = 5) -> None:
@@ -87,10 +90,9 @@ def test_same_event_twice_counts_once(kafka: Kafka, settings: Settings) -> None:
     kafka.send(settings.topic_events, sid, ev)  # redelivery: same event_id
     marker = event(sid, uid("other"))  # a later event proves the duplicate was consumed
     kafka.send(settings.topic_events, sid, marker)
-    for _ in range(50):
-        state = cli(settings, "inspect", "--session", sid)
-        if marker["item_id"] in [r[0] for r in state["recent"]]:
-            break
+    wait_session(settings, sid, 2)
+    state = cli(settings, "inspect", "--session", sid)
+    assert marker["item_id"] in [r[0] for r in state["recent"]]
     assert state["events"] == 2
     assert state["cart"] == {a: 2}
     assert [r[0] for r in state["recent"]].count(a) == 1
@@ -159,6 +161,9 @@ def test_request_answers_with_k_and_respects_cart_purchases_and_exclude(
     kafka.send(settings.topic_events, sid, event(sid, items[1], "add_to_cart"))
     kafka.send(settings.topic_events, sid, event(sid, items[1], "purchase"))
     kafka.send(settings.topic_events, sid, event(sid, items[2], "add_to_cart"))
+    # Requests and events are separate topics with no order between them: a request sent right
+    # after an event may be answered before the event lands, so wait until it has.
+    wait_session(settings, sid, 4)
     req = uid("req")
     kafka.send(
         settings.topic_requests,
@@ -183,9 +188,8 @@ def test_tombstone_removes_item(kafka: Kafka, settings: Settings) -> None:
     catalogue(kafka, item(a, "Desk"), item(b, "Chair"))
     together(kafka, a, b)
     kafka.send(settings.topic_catalog, b, None)
-    for _ in range(50):
-        if not cli(settings, "inspect", "--item", b)["known"]:
-            break
+    wait_item(settings, b, None)
+    assert cli(settings, "inspect", "--item", b)["known"] is False
     sid = uid("office")
     kafka.send(settings.topic_events, sid, event(sid, a, "add_to_cart"))
     doc, _ = push_for(kafka, sid)
