@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,30 +15,60 @@ from stream_reco.errors import ConfigError
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")
 DEFAULT_WEIGHTS = "view=1,click=2,add_to_cart=4,remove_from_cart=0,purchase=8"
+TOPIC_FIELDS = tuple(
+    f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter")
+)
+MAX_K = 1000  # a response longer than this is a scrape, not a recommendation
+# Kafka's own rule for topic names; the Faust app id prefixes its internal topics too.
+_KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# Redis glob and hash-tag characters would break SCAN patterns and cluster slot placement.
+_KEY_PREFIX = re.compile(r"[^\s{}*?\[\]\\]+")
 
 
-def _weights(text: str) -> dict[str, float]:
+class Weights(Mapping[str, float]):
+    """Read-only weight per event type: hashable and picklable, so Settings is truly frozen."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, weights: Mapping[str, float]) -> None:
+        self._pairs = tuple((name, float(w)) for name, w in weights.items())
+
+    def __getitem__(self, key: str) -> float:
+        return dict(self._pairs)[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._pairs))
+
+    def __repr__(self) -> str:
+        return f"Weights({dict(self._pairs)!r})"
+
+
+def _weights(text: str) -> Weights:
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or name.strip() not in EVENT_TYPES:
-            raise ConfigError(
-                f"STREAM_RECO_WEIGHTS: {part!r} is not TYPE=NUMBER with TYPE in {EVENT_TYPES}"
-            )
-        out[name.strip()] = float(value)
-    missing = set(EVENT_TYPES) - set(out)
-    if missing:
-        raise ConfigError(f"STREAM_RECO_WEIGHTS: no weight for {sorted(missing)}")
-    return out
+        name, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or name not in EVENT_TYPES:
+            raise ValueError(f"{part!r} is not TYPE=NUMBER with TYPE in {EVENT_TYPES}")
+        if name in out:
+            raise ValueError(f"{name!r} is given twice")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: {value!r} is not a number") from None
+    return Weights(out)  # validate() names the types left out
 
 
 def _bool(text: str) -> bool:
     low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean (use true/false)")
+    if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{text!r} is not a boolean (use true/false)")
+    return low in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -71,6 +102,11 @@ class Settings:
     batch_within_ms: int = 5
     home: Path = Path(".stream-reco")
     kafka_controller_port: int = 9093
+    max_future_s: int = 3600
+
+    def __post_init__(self) -> None:
+        # A read-only copy: nobody can change the weights of a shared, frozen Settings.
+        object.__setattr__(self, "weights", Weights(self.weights))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,7 +120,7 @@ class Settings:
             raw = env[name]
             try:
                 kwargs[f.name] = _parse(f.name, raw)
-            except (ValueError, ConfigError) as exc:
+            except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r}: {exc}") from exc
         return cls(**kwargs).validate()  # type: ignore[arg-type]
 
@@ -93,28 +129,45 @@ class Settings:
         problems: list[str] = []
         positive = (
             "partitions session_ttl_s dedup_ttl_s session_max_events neighbours_max "
-            "popular_max cooc_window default_k max_k batch_max web_port kafka_controller_port"
+            "popular_max cooc_window default_k max_k batch_max cooc_half_life_s pop_half_life_s "
+            "max_future_s"
         ).split()
         for name in positive:
-            if getattr(self, name) <= 0:
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 problems.append(f"{ENV[name]} must be > 0")
-        for name in ("cooc_half_life_s", "pop_half_life_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                problems.append(f"{ENV[name]} must be a positive number of seconds")
+        for name in ("web_port", "kafka_controller_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                problems.append(f"{ENV[name]} must be a port number in 1..65535")
         if self.batch_within_ms < 0:
             problems.append(f"{ENV['batch_within_ms']} must be >= 0")
+        if self.max_k > MAX_K:
+            problems.append(f"{ENV['max_k']} must be <= {MAX_K}")
         if self.default_k > self.max_k:
             problems.append(f"{ENV['default_k']} must be <= {ENV['max_k']}")
         if self.dedup_ttl_s < self.session_ttl_s:
-            # A redelivery after the dedup key expired would apply an event twice.
+            # The dedup window must outlast the longest redelivery (consumer restart, rebalance,
+            # replay), or a redelivered event is applied twice; a session is the least it can be.
             problems.append(f"{ENV['dedup_ttl_s']} must be >= {ENV['session_ttl_s']}")
         if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             problems.append(f"{ENV['redis_url']} must look like redis://host:port/db")
         if not self.kafka_bootstrap_servers.strip():
             problems.append(f"{ENV['kafka_bootstrap_servers']} must not be empty")
-        if any(w < 0 for w in self.weights.values()):
-            problems.append(f"{ENV['weights']} must be >= 0")
+        for name in (*TOPIC_FIELDS, "app_id"):
+            if not _KAFKA_NAME.fullmatch(getattr(self, name)):
+                problems.append(f"{ENV[name]} must be 1-249 of the characters A-Z a-z 0-9 . _ -")
+        same = [ENV[n] for n in TOPIC_FIELDS if self.topics.count(getattr(self, n)) > 1]
+        if same:
+            problems.append(f"{' and '.join(same)} must be distinct topics")
+        if not _KEY_PREFIX.fullmatch(self.key_prefix):
+            problems.append(f"{ENV['key_prefix']} must be non-empty, without spaces or {{}}*?[]\\")
+        if not str(self.home).strip():
+            problems.append(f"{ENV['home']} must not be empty")
+        if set(self.weights) != set(EVENT_TYPES):
+            got = sorted(self.weights)
+            problems.append(f"{ENV['weights']} must give exactly {EVENT_TYPES}, not {got}")
+        bad = [k for k, w in self.weights.items() if not (math.isfinite(w) and w >= 0)]
+        if bad:
+            problems.append(f"{ENV['weights']} must be finite and >= 0 (check {sorted(bad)})")
         if problems:
             raise ConfigError("invalid settings: " + "; ".join(problems))
         return self
@@ -124,13 +177,7 @@ class Settings:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        return (
-            self.topic_events,
-            self.topic_catalog,
-            self.topic_requests,
-            self.topic_responses,
-            self.topic_deadletter,
-        )
+        return tuple(getattr(self, name) for name in TOPIC_FIELDS)
 
     def to_env(self) -> dict[str, str]:
         """The env that reproduces these settings in a child process (worker, tests)."""
@@ -145,24 +192,21 @@ class Settings:
         return out
 
 
+_SHARED = ("kafka_bootstrap_servers", "redis_url")  # the names Kafka and Redis tools use too
 ENV: dict[str, str] = {
-    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "redis_url": "REDIS_URL",
-    **{
-        f.name: "STREAM_RECO_" + f.name.upper()
-        for f in dataclasses.fields(Settings)
-        if f.name not in ("kafka_bootstrap_servers", "redis_url")
-    },
+    f.name: ("" if f.name in _SHARED else "STREAM_RECO_") + f.name.upper()
+    for f in dataclasses.fields(Settings)
 }
 
 
 def _parse(name: str, raw: str) -> object:
-    default = next(f for f in dataclasses.fields(Settings) if f.name == name)
     if name == "weights":
         return _weights(raw)
     if name == "home":
+        if not raw.strip():
+            raise ValueError("must not be empty")
         return Path(raw)
-    kind = type(default.default)
+    kind = type(Settings.__dataclass_fields__[name].default)
     if kind is bool:
         return _bool(raw)
     if kind is int:

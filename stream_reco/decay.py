@@ -28,4 +28,5 @@ def forward_weight(weight: float, ts_ms: int, landmark_ms: int, half_life_s: flo
 
 def value_at(stored: float, at_ms: int, landmark_ms: int, half_life_s: float) -> float:
     """The decayed value at event time `at_ms` of a forward-decayed sum `stored`."""
-    return stored * 2.0 ** -exponent(at_ms, landmark_ms, half_life_s)
+    # Clamped like forward_weight: far before the landmark the value is 0, not an overflow.
+    return stored * 2.0 ** min(-exponent(at_ms, landmark_ms, half_life_s), MAX_EXPONENT)

@@ -134,7 +134,9 @@ def _context(doc: dict[str, Any]) -> None:
 
 
 def _text(doc: dict[str, Any], name: str, limit: int = 512) -> str:
-    value = doc.get(name) or ""
+    value = doc.get(name)
+    if value is None:
+        return ""
     if not isinstance(value, str):
         raise _Invalid(f"{name} must be a string")
     if len(value) > limit:
@@ -142,8 +144,9 @@ def _text(doc: dict[str, Any], name: str, limit: int = 512) -> str:
     return value
 
 
-def decode_event(raw: bytes | None) -> Event | Rejected:
-    """Parse and validate one `reco-events` value."""
+def decode_event(raw: bytes | None, latest_ts: int = MAX_TS_MS) -> Event | Rejected:
+    """Parse and validate one `reco-events` value; `ts` may not be later than `latest_ts`
+    (a future-dated event would outweigh every real one under forward decay)."""
     try:
         doc = _load(raw)
         kind = doc.get("type")
@@ -155,7 +158,7 @@ def decode_event(raw: bytes | None) -> Event | Rejected:
             type=kind,
             session_id=_id(doc, "session_id"),  # type: ignore[arg-type]
             item_id=_id(doc, "item_id"),  # type: ignore[arg-type]
-            ts=_int(doc, "ts", MIN_TS_MS, MAX_TS_MS),
+            ts=_int(doc, "ts", MIN_TS_MS, latest_ts),
             user_id=_id(doc, "user_id", optional=True),
             quantity=_int(doc, "quantity", 1, MAX_QUANTITY, default=1),
             price=_number(doc, "price", 0.0, MAX_PRICE),
@@ -174,7 +177,8 @@ def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombst
             item_id = key.decode("utf-8", errors="replace")
             return Tombstone(_id({"item_id": item_id}, "item_id"))  # type: ignore[arg-type]
         doc = _load(raw)
-        tags = doc.get("tags") or []
+        tags = doc.get("tags")
+        tags = [] if tags is None else tags
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise _Invalid("tags must be a list of strings")
         if len(tags) > MAX_TAGS:
@@ -201,7 +205,8 @@ def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | R
     try:
         doc = _load(raw)
         _context(doc)
-        exclude = doc.get("exclude") or []
+        exclude = doc.get("exclude")
+        exclude = [] if exclude is None else exclude
         if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
             raise _Invalid("exclude must be a list of item ids")
         if len(exclude) > MAX_EXCLUDE:

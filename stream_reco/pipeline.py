@@ -166,8 +166,9 @@ async def on_event_messages(
     outs: list[Out] = []
     good: list[Event] = []
     origin: dict[int, Message] = {}
+    latest = _now_ms() + settings.max_future_s * 1000  # wall clock bounds input, never decay
     for m in msgs:
-        ev = decode_event(m.value)
+        ev = decode_event(m.value, latest)
         if isinstance(ev, Rejected):
             outs.append(rejected(settings, m, ev.reason))
         else:

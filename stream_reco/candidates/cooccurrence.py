@@ -19,8 +19,8 @@ def sources(
     for pos, it in enumerate(session.strongest()[:limit]):
         if it.item_id in session.cart:
             kind = "add_to_cart"
-        elif it.type == "remove_from_cart":
-            kind = "view"  # taken out of the cart: still a sign of interest, no more
+        elif it.type in ("add_to_cart", "remove_from_cart"):
+            kind = "view"  # taken out of the cart again: still a sign of interest, no more
         else:
             kind = it.type
         out.append((Interaction(it.item_id, kind, it.ts), max(weights[kind], 1e-3) * RECENCY**pos))

@@ -81,7 +81,8 @@ class RedisStore:
         if not events:
             return []
         s, k = self.settings, self.keys
-        landmark = await self.landmark(min(e.ts for e in events))
+        # The newest time of the first batch: one stray old event cannot pin the landmark back.
+        landmark = await self.landmark(max(e.ts for e in events))
         kp, ks = k.item_pattern("co")
         pop = k.global_("pop")
         clock = k.global_("clock")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import time
 from typing import Any
+
+import orjson
 
 from stream_reco.config import Settings
 from tests.integration.conftest import Kafka, cli, uid, wait_item, wait_session
@@ -107,6 +110,8 @@ def test_malformed_messages_are_dead_lettered_and_processing_goes_on(
     garbage = b"{this is not json"
     kafka.send(settings.topic_events, sid, garbage)
     kafka.send(settings.topic_events, sid, {**event(sid, "x"), "type": "teleport"})
+    future = {**event(sid, "x"), "ts": int(time.time() * 1000) + 10 * 86_400_000}
+    kafka.send(settings.topic_events, sid, future)
     good = event(sid, uid("fine"), "add_to_cart")
     kafka.send(settings.topic_events, sid, good)
 
@@ -123,6 +128,11 @@ def test_malformed_messages_are_dead_lettered_and_processing_goes_on(
         lambda t, d: t == settings.topic_deadletter and "teleport" in d["reason"]
     )
     assert "type" in wrong_type["reason"]
+    kafka.wait_for(
+        lambda t, d: t == settings.topic_deadletter
+        and orjson.dumps(future) == base64.b64decode(d["value_b64"])
+        and "ts" in d["reason"]
+    )
     push_for(kafka, sid)  # the valid event after them was processed
     state = cli(settings, "inspect", "--session", sid)
     assert state["events"] == 1 and good["item_id"] in state["cart"]

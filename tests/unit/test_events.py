@@ -1,0 +1,334 @@
+"""Tests for the wire schemas: every inbound message is decoded or rejected with a reason."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_reco.events import (
+    MAX_CONTEXT_BYTES,
+    MAX_EXCLUDE,
+    MAX_ID_LEN,
+    MAX_MESSAGE_BYTES,
+    MAX_TAGS,
+    CatalogItem,
+    Event,
+    Rejected,
+    Request,
+    Tombstone,
+    dead_letter,
+    decode_catalog,
+    decode_event,
+    decode_request,
+)
+
+TS = 1_700_000_000_000  # 2023-11-14 in ms
+
+
+def event(**change: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "event_id": "e-1",
+        "type": "add_to_cart",
+        "session_id": "s-1",
+        "item_id": "item-0001",
+        "ts": TS,
+    }
+    doc.update(change)
+    return orjson.dumps({k: v for k, v in doc.items() if v is not ...})
+
+
+def request(**change: Any) -> bytes:
+    doc: dict[str, Any] = {"request_id": "r-1", "session_id": "s-1"} | change
+    return orjson.dumps(doc)
+
+
+def rejected(result: object, *words: str) -> str:
+    assert isinstance(result, Rejected), result
+    for word in words:
+        assert word in result.reason, (word, result.reason)
+    return result.reason
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def test_valid_event_is_decoded_and_unknown_fields_ignored() -> None:
+    raw = event(
+        user_id="u-9",
+        quantity=3,
+        price=19.5,
+        recommendation_id="rec-1",
+        context={"page": "pdp"},
+        colour="blue",
+    )
+    assert decode_event(raw) == Event(
+        event_id="e-1",
+        type="add_to_cart",
+        session_id="s-1",
+        item_id="item-0001",
+        ts=TS,
+        user_id="u-9",
+        quantity=3,
+        price=19.5,
+        recommendation_id="rec-1",
+    )
+
+
+def test_optional_fields_default() -> None:
+    ev = decode_event(event(user_id=None))
+    assert isinstance(ev, Event)
+    assert (ev.user_id, ev.quantity, ev.price, ev.recommendation_id) == (None, 1, None, None)
+
+
+def test_every_event_type_is_accepted() -> None:
+    for kind in ("view", "click", "add_to_cart", "remove_from_cart", "purchase"):
+        ev = decode_event(event(type=kind))
+        assert isinstance(ev, Event) and ev.type == kind
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{not json", ("not valid JSON",)),
+        (b"[1, 2]", ("JSON object", "list")),
+        (b'"view"', ("JSON object", "str")),
+        (b"", ("empty",)),
+        (None, ("empty",)),
+        (b" " * (MAX_MESSAGE_BYTES + 1), ("bytes", str(MAX_MESSAGE_BYTES))),
+    ],
+)
+def test_unreadable_events_are_rejected(raw: bytes | None, words: tuple[str, ...]) -> None:
+    rejected(decode_event(raw), "invalid event", *words)
+
+
+def test_message_at_the_size_limit_is_read() -> None:
+    raw = event()
+    padded = raw + b" " * (MAX_MESSAGE_BYTES - len(raw))
+    assert len(padded) == MAX_MESSAGE_BYTES
+    assert isinstance(decode_event(padded), Event)
+
+
+@pytest.mark.parametrize("name", ["event_id", "session_id", "item_id"])
+@pytest.mark.parametrize("value", [..., "", None, 42, "x" * (MAX_ID_LEN + 1)])
+def test_bad_ids_are_rejected(name: str, value: object) -> None:
+    rejected(decode_event(event(**{name: value})), name)
+
+
+def test_id_at_the_length_limit_is_accepted() -> None:
+    ev = decode_event(event(item_id="x" * MAX_ID_LEN))
+    assert isinstance(ev, Event) and len(ev.item_id) == MAX_ID_LEN
+
+
+def test_optional_ids_are_still_checked_when_present() -> None:
+    rejected(decode_event(event(user_id="")), "user_id")
+    rejected(decode_event(event(recommendation_id=7)), "recommendation_id")
+
+
+@pytest.mark.parametrize("kind", ["sniff", "", None, "VIEW", 1])
+def test_unknown_type_is_rejected(kind: object) -> None:
+    rejected(decode_event(event(type=kind)), "type")
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        ...,
+        str(TS),
+        TS + 0.5,
+        True,
+        TS // 1000,  # seconds, not milliseconds
+        946_684_800_000 - 1,  # before 2000
+        4_102_444_800_000 + 1,  # after 2100
+        -1,
+    ],
+)
+def test_bad_timestamps_are_rejected(ts: object) -> None:
+    rejected(decode_event(event(ts=ts)), "ts")
+
+
+def test_events_dated_after_the_latest_allowed_time_are_rejected() -> None:
+    assert isinstance(decode_event(event(ts=TS), latest_ts=TS), Event)
+    rejected(decode_event(event(ts=TS + 1), latest_ts=TS), "ts")
+
+
+@pytest.mark.parametrize("quantity", [0, -1, True, 1.5, "2", 10_001])
+def test_bad_quantities_are_rejected(quantity: object) -> None:
+    rejected(decode_event(event(quantity=quantity)), "quantity")
+
+
+@pytest.mark.parametrize("price", [-0.01, 1e10, "9.99", True])
+def test_bad_prices_are_rejected(price: object) -> None:
+    rejected(decode_event(event(price=price)), "price")
+
+
+def test_nan_literal_is_not_json() -> None:
+    # orjson refuses NaN/Infinity literals, so a NaN price cannot reach the range check.
+    raw = event().replace(b"}", b',"price":NaN}')
+    rejected(decode_event(raw), "not valid JSON")
+
+
+def test_zero_and_integer_prices_are_accepted() -> None:
+    for price in (0, 5, 0.0):
+        ev = decode_event(event(price=price))
+        assert isinstance(ev, Event) and ev.price == float(price)
+        assert isinstance(ev.price, float)
+
+
+@pytest.mark.parametrize("context", [[1, 2], "page=pdp", 3])
+def test_context_must_be_an_object(context: object) -> None:
+    rejected(decode_event(event(context=context)), "context")
+
+
+def test_context_too_big_is_rejected() -> None:
+    big = {"blob": "x" * MAX_CONTEXT_BYTES}
+    rejected(decode_event(event(context=big)), "context", str(MAX_CONTEXT_BYTES))
+    assert isinstance(decode_event(event(context={"blob": "x" * 100})), Event)
+
+
+# -- catalogue -------------------------------------------------------------------------------
+
+
+def test_valid_catalog_record() -> None:
+    raw = orjson.dumps(
+        {
+            "item_id": "item-7",
+            "title": "Oak Lamp",
+            "category": "home",
+            "brand": "Oak",
+            "price": 35,
+            "in_stock": False,
+            "tags": ["wood", "light"],
+            "margin": -0.2,
+            "extra": {"ignored": True},
+        }
+    )
+    assert decode_catalog(b"item-7", raw) == CatalogItem(
+        item_id="item-7",
+        title="Oak Lamp",
+        category="home",
+        brand="Oak",
+        price=35.0,
+        in_stock=False,
+        tags=("wood", "light"),
+        margin=-0.2,
+    )
+
+
+def test_catalog_defaults() -> None:
+    rec = decode_catalog(None, b'{"item_id": "item-8"}')
+    assert rec == CatalogItem(item_id="item-8")
+    assert isinstance(rec, CatalogItem)
+    assert (rec.title, rec.in_stock, rec.tags, rec.price) == ("", True, (), None)
+
+
+@pytest.mark.parametrize("value", [None, b"", b"null", b" null\n"])
+def test_null_value_with_key_is_a_tombstone(value: bytes | None) -> None:
+    assert decode_catalog(b"item-9", value) == Tombstone("item-9")
+
+
+@pytest.mark.parametrize("key", [None, b""])
+def test_tombstone_without_key_is_rejected(key: bytes | None) -> None:
+    rejected(decode_catalog(key, None), "tombstone", "key")
+
+
+def test_tombstone_key_must_be_a_valid_id() -> None:
+    rejected(decode_catalog(b"x" * (MAX_ID_LEN + 1), None), "item_id")
+
+
+@pytest.mark.parametrize("tags", ["wood", [1, 2], ["ok", None], {"a": 1}])
+def test_bad_tags_are_rejected(tags: object) -> None:
+    raw = orjson.dumps({"item_id": "item-1", "tags": tags})
+    rejected(decode_catalog(b"item-1", raw), "tags")
+
+
+def test_too_many_tags_are_rejected() -> None:
+    raw = orjson.dumps({"item_id": "item-1", "tags": ["t"] * (MAX_TAGS + 1)})
+    rejected(decode_catalog(b"item-1", raw), "tags")
+
+
+@pytest.mark.parametrize("in_stock", [1, 0, "true", "yes"])
+def test_in_stock_must_be_boolean(in_stock: object) -> None:
+    raw = orjson.dumps({"item_id": "item-1", "in_stock": in_stock})
+    rejected(decode_catalog(b"item-1", raw), "in_stock")
+
+
+def test_catalog_record_needs_an_item_id() -> None:
+    rejected(decode_catalog(b"item-1", b'{"title": "Lamp"}'), "invalid catalogue record", "item_id")
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def test_request_uses_default_k() -> None:
+    req = decode_request(request(), default_k=10, max_k=100)
+    assert req == Request(request_id="r-1", session_id="s-1", k=10)
+
+
+def test_request_with_all_fields() -> None:
+    raw = request(k=5, user_id="u-1", placement="cart", exclude=["a", "b", "a"], colour="red")
+    req = decode_request(raw, default_k=10, max_k=100)
+    assert req == Request("r-1", "s-1", 5, "u-1", "cart", frozenset({"a", "b"}))
+
+
+def test_k_at_max_is_accepted() -> None:
+    req = decode_request(request(k=100), default_k=10, max_k=100)
+    assert isinstance(req, Request) and req.k == 100
+
+
+@pytest.mark.parametrize("k", [101, 0, -3, "5", 2.5, True])
+def test_bad_k_is_rejected(k: object) -> None:
+    rejected(decode_request(request(k=k), default_k=10, max_k=100), "invalid request", "k")
+
+
+@pytest.mark.parametrize("exclude", ["item-1", {"item-1": True}, [1, 2], ["a", None]])
+def test_exclude_must_be_a_list_of_ids(exclude: object) -> None:
+    rejected(decode_request(request(exclude=exclude), 10, 100), "exclude")
+
+
+def test_too_many_excludes_are_rejected() -> None:
+    many = [f"i{n}" for n in range(MAX_EXCLUDE + 1)]
+    rejected(decode_request(request(exclude=many), 10, 100), "exclude", str(MAX_EXCLUDE))
+    ok = decode_request(request(exclude=many[:MAX_EXCLUDE]), 10, 100)
+    assert isinstance(ok, Request) and len(ok.exclude) == MAX_EXCLUDE
+
+
+def test_request_ids_are_required() -> None:
+    rejected(decode_request(request(request_id=""), 10, 100), "request_id")
+    rejected(decode_request(orjson.dumps({"request_id": "r"}), 10, 100), "session_id")
+    rejected(decode_request(b"[]", 10, 100), "JSON object")
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+def test_dead_letter_keeps_original_bytes_and_reason() -> None:
+    value = b"\xff\x00not json at all"
+    key = b"s-\xfe"
+    doc = orjson.loads(dead_letter("invalid event: bad", "reco-events", 3, 42, key, value, TS))
+    assert base64.b64decode(doc["value_b64"]) == value
+    assert base64.b64decode(doc["key_b64"]) == key
+    assert doc["reason"] == "invalid event: bad"
+    assert (doc["source_topic"], doc["partition"], doc["offset"], doc["ts"]) == (
+        "reco-events",
+        3,
+        42,
+        TS,
+    )
+
+
+def test_dead_letter_of_missing_key_and_value() -> None:
+    doc = orjson.loads(dead_letter("empty", "reco-catalog", None, None, None, None, TS))
+    assert doc["key_b64"] is None and doc["value_b64"] is None
+    assert doc["reason"] == "empty"
+
+
+def test_rejected_event_round_trips_through_dead_letter() -> None:
+    raw = event(ts="yesterday")
+    result = decode_event(raw)
+    reason = rejected(result, "ts")
+    doc = orjson.loads(dead_letter(reason, "reco-events", 0, 1, None, raw, TS))
+    assert base64.b64decode(doc["value_b64"]) == raw
+    assert doc["reason"] == reason

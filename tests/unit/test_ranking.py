@@ -1,0 +1,203 @@
+"""Tests for candidates and ranking: source weights, normalising, blend, rules and reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_reco.candidates import Candidate, cooccurrence, popularity
+from stream_reco.config import Settings
+from stream_reco.events import CatalogItem
+from stream_reco.ranking import blend, explain, rules
+from stream_reco.state import Interaction, SessionView
+
+WEIGHTS = Settings().weights
+
+
+def session(*recent: tuple[str, str], cart: dict[str, int] | None = None) -> SessionView:
+    """A session from (item, type) pairs, newest first."""
+    n = len(recent)
+    return SessionView(
+        "s",
+        recent=tuple(Interaction(i, t, 1000 + n - pos) for pos, (i, t) in enumerate(recent)),
+        cart=cart or {},
+        purchased=frozenset(),
+        last_ts=1000 + n,
+    )
+
+
+def source_weights(s: SessionView, limit: int = 10) -> dict[str, float]:
+    return {it.item_id: w for it, w in cooccurrence.sources(s, WEIGHTS, limit)}
+
+
+# -- cooccurrence.sources --------------------------------------------------------------------
+
+
+def test_cart_item_counts_more_than_a_newer_view() -> None:
+    w = source_weights(session(("v", "view"), ("c", "add_to_cart"), cart={"c": 1}))
+    assert w["c"] > w["v"]
+
+
+def test_cart_item_counts_as_cart_even_if_only_viewed_recently() -> None:
+    # Added long ago (out of the recent list's cap) and viewed again since: still in the cart.
+    w = source_weights(session(("v", "view"), ("c", "view"), cart={"c": 1}))
+    assert w["c"] == pytest.approx(WEIGHTS["add_to_cart"] * cooccurrence.RECENCY)
+    [(it, _)] = cooccurrence.sources(session(("c", "view"), cart={"c": 1}), WEIGHTS, 5)
+    assert it.type == "add_to_cart"
+
+
+def test_recency_decreases_weight() -> None:
+    w = source_weights(session(("a", "view"), ("b", "view"), ("c", "view")))
+    assert w["a"] > w["b"] > w["c"] > 0
+    assert w["b"] / w["a"] == pytest.approx(cooccurrence.RECENCY)
+
+
+def test_removed_from_cart_counts_as_a_view() -> None:
+    w = source_weights(session(("r", "remove_from_cart"), ("v", "view")))
+    assert w["r"] == pytest.approx(WEIGHTS["view"])
+    assert w["r"] > w["v"]
+
+
+def test_item_taken_out_of_the_cart_is_not_a_cart_source() -> None:
+    # Added, then removed: the cart (authoritative) no longer holds it.
+    s = session(("r", "remove_from_cart"), ("r", "add_to_cart"))
+    [(it, weight)] = cooccurrence.sources(s, WEIGHTS, 10)
+    assert it.type != "add_to_cart"  # else explain says "in your cart"
+    assert weight == pytest.approx(WEIGHTS["view"])
+
+
+def test_zero_weight_types_still_expand() -> None:
+    zero = Settings(weights=dict(WEIGHTS) | {"view": 0.0}).weights
+    out = cooccurrence.sources(session(("a", "view")), zero, 10)
+    assert len(out) == 1 and out[0][1] > 0
+
+
+def test_sources_respect_the_window() -> None:
+    s = session(("a", "view"), ("b", "view"), ("c", "view"))
+    assert list(source_weights(s, limit=2)) == ["a", "b"]
+
+
+# -- cooccurrence.gather / popularity.gather -------------------------------------------------
+
+
+def a_source(item: str, weight: float, kind: str = "view") -> tuple[Interaction, float]:
+    return Interaction(item, kind, 0), weight
+
+
+def test_gather_normalises_each_source() -> None:
+    found: dict[str, Candidate] = {}
+    neighbours = {
+        "small": [("x", 2.0), ("y", 1.0)],
+        "huge": [("z", 2000.0), ("w", 1000.0)],
+    }
+    cooccurrence.gather([a_source("small", 1.0), a_source("huge", 1.0)], neighbours, found)
+    assert found["x"].features["cooc"] == pytest.approx(found["z"].features["cooc"])
+    assert found["y"].features["cooc"] == pytest.approx(found["w"].features["cooc"])
+    assert found["x"].features["cooc"] == pytest.approx(1.0)
+    assert found["y"].features["cooc"] == pytest.approx(0.5)
+
+
+def test_gather_sums_sources_and_keeps_the_strongest_for_the_reason() -> None:
+    found: dict[str, Candidate] = {}
+    expand = [a_source("a", 1.0, "view"), a_source("c", 4.0, "add_to_cart")]
+    neighbours = {"a": [("x", 10.0)], "c": [("y", 5.0), ("x", 1.0)]}
+    cooccurrence.gather(expand, neighbours, found)
+    x = found["x"]
+    assert x.features["cooc"] == pytest.approx(1.0 + 4.0 * 1.0 / 5.0)
+    assert (x.source_item, x.source_type) == ("a", "view")  # 1.0 beats 0.8
+    y = found["y"]
+    assert (y.source_item, y.source_type, y.source_share) == ("c", "add_to_cart", 4.0)
+
+
+def test_gather_ignores_sources_without_neighbours() -> None:
+    found: dict[str, Candidate] = {}
+    cooccurrence.gather([a_source("lonely", 1.0)], {"lonely": []}, found)
+    cooccurrence.gather([a_source("missing", 1.0)], {}, found)
+    assert found == {}
+
+
+def test_popularity_is_normalised_and_adds_to_existing_candidates() -> None:
+    found = {"x": Candidate("x", {"cooc": 0.5}, "a", "view", 0.5)}
+    popularity.gather([("p", 4000.0), ("x", 1000.0)], found)
+    assert found["p"].features == {"pop": 1.0}
+    assert found["x"].features == {"cooc": 0.5, "pop": 0.25}
+    assert found["x"].source_item == "a"
+    popularity.gather([], found)
+    assert set(found) == {"p", "x"}
+
+
+# -- blend -----------------------------------------------------------------------------------
+
+
+def test_any_cooccurrence_candidate_beats_any_popular_only_one() -> None:
+    weak = Candidate("weak", {"cooc": 1e-9})
+    star = Candidate("star", {"pop": 1e9})
+    both = Candidate("both", {"cooc": 0.5, "pop": 1.0})
+    ranked = [c.item_id for c, _ in blend.order([star, weak, both])]
+    assert ranked == ["both", "weak", "star"]
+
+
+def test_popularity_breaks_cooccurrence_near_ties_and_orders_fallbacks() -> None:
+    a = Candidate("a", {"cooc": 1.0, "pop": 0.1})
+    b = Candidate("b", {"cooc": 1.0, "pop": 0.9})
+    p1 = Candidate("p1", {"pop": 0.2})
+    p2 = Candidate("p2", {"pop": 0.8})
+    assert [c.item_id for c, _ in blend.order([a, p1, b, p2])] == ["b", "a", "p2", "p1"]
+
+
+def test_ties_are_broken_by_item_id() -> None:
+    cands = [Candidate(i, {"cooc": 1.0}) for i in ("item-2", "item-10", "item-1")]
+    cands += [Candidate(i, {"pop": 0.5}) for i in ("z", "y")]
+    ranked = blend.order(cands)
+    assert [c.item_id for c, _ in ranked] == ["item-1", "item-10", "item-2", "y", "z"]
+    assert blend.order(list(reversed(cands))) == ranked
+    assert [s for _, s in ranked] == [1.0, 1.0, 1.0, 0.5 * blend.POP_SHARE, 0.5 * blend.POP_SHARE]
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+def test_blocked_is_cart_purchased_and_excluded() -> None:
+    s = SessionView("s", cart={"c": 1}, purchased=frozenset({"p"}))
+    assert rules.blocked(s, ["e"]) == {"c", "p", "e"}
+    assert rules.blocked(SessionView("s"), ()) == set()
+
+
+def test_allowed_applies_block_stock_and_catalogue() -> None:
+    meta = {
+        "ok": CatalogItem("ok"),
+        "gone": CatalogItem("gone", in_stock=False),
+        "c": CatalogItem("c"),
+    }
+    block = {"c"}
+    assert rules.allowed("ok", meta, block, require_catalog=True)
+    assert not rules.allowed("c", meta, block, require_catalog=False)
+    assert not rules.allowed("gone", meta, block, require_catalog=False)
+    assert not rules.allowed("unknown", meta, block, require_catalog=True)
+    assert rules.allowed("unknown", meta, block, require_catalog=False)
+    assert not rules.allowed("unknown", meta, {"unknown"}, require_catalog=False)
+
+
+# -- explain ---------------------------------------------------------------------------------
+
+
+def test_reason_names_source_item_title_and_where() -> None:
+    meta = {"a": CatalogItem("a", title="Oak Lamp")}
+    c = Candidate("x", {"cooc": 1.0}, source_item="a", source_type="add_to_cart", source_share=1)
+    text = explain.reason(c, meta)
+    assert "Oak Lamp" in text and "(a)" in text and "in your cart" in text
+    bought = Candidate("x", {"cooc": 1.0}, source_item="a", source_type="purchase")
+    assert "you bought" in explain.reason(bought, meta)
+
+
+def test_reason_without_title_uses_the_id() -> None:
+    c = Candidate("x", {"cooc": 1.0}, source_item="item-42", source_type="view")
+    assert explain.reason(c, {}) == "often chosen with item-42 you viewed"
+    untitled = {"item-42": CatalogItem("item-42")}
+    assert explain.reason(c, untitled) == "often chosen with item-42 you viewed"
+
+
+def test_popular_only_reason() -> None:
+    assert explain.reason(Candidate("p", {"pop": 1.0}), {}) == "popular"
+    # A source without a co-occurrence score is not a reason to name it.
+    stale = Candidate("p", {"pop": 1.0, "cooc": 0.0}, source_item="a", source_type="view")
+    assert explain.reason(stale, {}) == "popular"
