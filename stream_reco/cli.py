@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 
 import orjson
@@ -38,6 +39,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from stream_reco.app import run_worker
     from stream_reco.kafka_io import ensure_topics
 
+    if args.web_port is not None:
+        # Several workers on one host each need their own web port.
+        settings = dataclasses.replace(settings, web_port=args.web_port).validate()
     ensure_topics(settings)
     run_worker(settings, loglevel=args.loglevel)
     return 0
@@ -82,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(run=_topics)
     w = sub.add_parser("worker", help="run a Faust worker (several share the partitions)")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    w.add_argument("--web-port", type=int, default=None,
+                   help="Faust web port (default STREAM_RECO_WEB_PORT); one per worker on a host")
     w.set_defaults(run=_worker)
     i = sub.add_parser("inspect", help="print stored state as JSON")
     target = i.add_mutually_exclusive_group(required=True)

@@ -11,11 +11,14 @@ from stream_reco.config import Settings
 from stream_reco.errors import StackError
 
 log = logging.getLogger(__name__)
+# librdkafka logs transient states (coordinator loading, purged queues) as warnings on stderr;
+# errors still surface as exceptions and delivery failures.
+QUIET = {"log_level": 3}
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the contract's topics if missing (the catalogue compacted); returns those created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **QUIET})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -49,6 +52,7 @@ def producer(settings: Settings, **extra: object) -> Producer:
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "linger.ms": 2,
         "enable.idempotence": True,
+        **QUIET,
         **extra,
     }
     return Producer(conf)
@@ -64,6 +68,7 @@ def consumer(
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": True,
             "fetch.wait.max.ms": 10,
+            **QUIET,
         }
     )
     c.subscribe(topics)
