@@ -263,6 +263,10 @@ def _start_redis(stack: Stack, svc: Service, say: Say) -> None:
             "no",
             "--save",
             "",
+            # Neighbour lists are updated ~20 times per event; as compact listpacks every update
+            # re-parses the list (measured 1.6x slower ingestion than skiplists at 100 entries).
+            "--zset-max-listpack-entries",
+            "0",
             "--protected-mode",
             "yes",
         ],

@@ -1,28 +1,31 @@
 -- Apply one clickstream event atomically and at most once (dedup by event_id).
 -- Guarantees: a redelivered event_id changes nothing; session state and global models move
 -- together or not at all; every structure stays within its cap.
--- KEYS: 1 dedup, 2 recent, 3 cart, 4 bought, 5 info, 6 popularity, 7 clock
--- ARGV: 1 type, 2 item, 3 ts, 4 quantity, 5 user_id ('' = none), 6 entry (JSON [item,type,ts]),
---       7 learn (1/0), 8 pair weight * cooc forward factor, 9 weight * pop forward factor,
---       10 session ttl s, 11 dedup ttl s, 12 session max events, 13 cooc window,
---       14 neighbours max, 15 popular max, 16 item key prefix, 17 item co-occurrence key suffix
+-- KEYS (all in the session's cluster slot): 1 dedup, 2 recent, 3 cart, 4 bought, 5 info
+-- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, window, neighbours_max,
+--         popular_max, pop, clock, item_prefix, co_suffix} (one cached string: few args to pack)
+-- ARGV 2: the event, JSON [type, item, ts (string: exact), quantity, user_id ('' = none),
+--         learn (1/0), pair weight x cooc forward factor, weight x pop forward factor]
+-- ARGV 3: the session-list entry, JSON [item, type, ts]
 -- Returns 1 when applied, 0 when the event_id was seen before.
--- (Item keys are built here, so on Redis Cluster this script must be split: see DESIGN.md.)
+-- (Global keys are built here, so on Redis Cluster this script must be split: see DESIGN.md.)
 
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[11]) then
+local cfg = cjson.decode(ARGV[1])
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', cfg.dedup_ttl) then
   return 0
 end
 
-local etype, item, ts = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local qty = tonumber(ARGV[4])
-local max_events = tonumber(ARGV[12])
-local ttl = ARGV[10]
+local ev = cjson.decode(ARGV[2])
+local etype, item, ts_text, qty, user = ev[1], ev[2], ev[3], ev[4], ev[5]
+local ts = tonumber(ts_text)
+local max_events = cfg.max_events
+local ttl = cfg.ttl
 
 -- Previous items are read before this event joins the session: they are its pair partners.
 local previous = redis.call('LRANGE', KEYS[2], 0, max_events - 1)
 
 -- Session state ---------------------------------------------------------------------------
-redis.call('LPUSH', KEYS[2], ARGV[6])
+redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], 0, max_events - 1)
 if etype == 'add_to_cart' then
   redis.call('HINCRBY', KEYS[3], item, qty)
@@ -34,13 +37,13 @@ elseif etype == 'purchase' then
   redis.call('SADD', KEYS[4], item)
   redis.call('HDEL', KEYS[3], item)
 end
-redis.call('HSETNX', KEYS[5], 'first_ts', ts)
+redis.call('HSETNX', KEYS[5], 'first_ts', ts_text)
 local last = tonumber(redis.call('HGET', KEYS[5], 'last_ts') or '0')
 if ts > last then
-  redis.call('HSET', KEYS[5], 'last_ts', ts)
+  redis.call('HSET', KEYS[5], 'last_ts', ts_text)
 end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[5], 'user_id', ARGV[5])
+if user ~= '' then
+  redis.call('HSET', KEYS[5], 'user_id', user)
 end
 redis.call('HINCRBY', KEYS[5], 'events', 1)
 for i = 2, 5 do
@@ -48,11 +51,11 @@ for i = 2, 5 do
 end
 
 -- Global learning (skipped in frozen evaluation and for untrusted traffic) ------------------
-local clock = tonumber(redis.call('GET', KEYS[7]) or '0')
+local clock = tonumber(redis.call('GET', cfg.clock) or '0')
 if ts > clock then
-  redis.call('SET', KEYS[7], ts)
+  redis.call('SET', cfg.clock, ts_text)
 end
-if ARGV[7] ~= '1' then
+if ev[6] ~= 1 then
   return 1
 end
 
@@ -65,15 +68,15 @@ local function capped_incr(key, by, member, cap)
   end
 end
 
-local pop_inc = tonumber(ARGV[9])
+local pop_inc = ev[8]
 if pop_inc > 0 then
-  capped_incr(KEYS[6], pop_inc, item, tonumber(ARGV[15]))
+  capped_incr(cfg.pop, pop_inc, item, cfg.popular_max)
 end
 
-local pair_inc = tonumber(ARGV[8])
+local pair_inc = ev[7]
 if pair_inc > 0 then
-  local window, cap = tonumber(ARGV[13]), tonumber(ARGV[14])
-  local kp, ks = ARGV[16], ARGV[17]
+  local window, cap = cfg.window, cfg.neighbours_max
+  local kp, ks = cfg.item_prefix, cfg.co_suffix
   local seen, paired = {}, 0
   for _, raw in ipairs(previous) do
     local other = cjson.decode(raw)[1]

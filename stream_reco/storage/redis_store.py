@@ -36,6 +36,21 @@ class RedisStore:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._apply = client.register_script(APPLY_EVENT)
+        item_prefix, co_suffix = self.keys.item_pattern("co")
+        self._script_config = orjson.dumps(
+            {
+                "ttl": settings.session_ttl_s,
+                "dedup_ttl": settings.dedup_ttl_s,
+                "max_events": settings.session_max_events,
+                "window": settings.cooc_window,
+                "neighbours_max": settings.neighbours_max,
+                "popular_max": settings.popular_max,
+                "pop": self.keys.global_("pop"),
+                "clock": self.keys.global_("clock"),
+                "item_prefix": item_prefix,
+                "co_suffix": co_suffix,
+            }
+        )
         self._landmark: int | None = None
 
     @classmethod
@@ -83,9 +98,7 @@ class RedisStore:
         s, k = self.settings, self.keys
         # The newest time of the first batch: one stray old event cannot pin the landmark back.
         landmark = await self.landmark(max(e.ts for e in events))
-        kp, ks = k.item_pattern("co")
-        pop = k.global_("pop")
-        clock = k.global_("clock")
+        learn_flag = 1 if learn else 0
 
         async def run() -> list[bool | str]:
             pipe = self.client.pipeline(transaction=False)
@@ -105,28 +118,18 @@ class RedisStore:
                     k.session(sid, "cart"),
                     k.session(sid, "bought"),
                     k.session(sid, "info"),
-                    pop,
-                    clock,
                 ]
-                args = [
+                fields = [
                     e.type,
                     e.item_id,
-                    e.ts,
+                    str(e.ts),
                     e.quantity,
                     e.user_id or "",
-                    entry(e.item_id, e.type, e.ts),
-                    1 if learn else 0,
+                    learn_flag,
                     cooc_w,
                     pop_w,
-                    s.session_ttl_s,
-                    s.dedup_ttl_s,
-                    s.session_max_events,
-                    s.cooc_window,
-                    s.neighbours_max,
-                    s.popular_max,
-                    kp,
-                    ks,
                 ]
+                args = [self._script_config, orjson.dumps(fields), entry(e.item_id, e.type, e.ts)]
                 await self._apply(keys=keys, args=args, client=pipe)
             done = iter(await pipe.execute())
             return [refused[n] if n in refused else bool(next(done)) for n in range(len(events))]
