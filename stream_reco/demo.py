@@ -87,6 +87,11 @@ class Board:
         for n, rec in enumerate(items[:3], 1):
             print(f"   {n}. {self.titles.get(rec['item_id'], rec['item_id'])}  — {rec['reason']}")
 
+    def on_dead_letter(self, doc: dict[str, object]) -> None:
+        self.rejected += 1
+        if self.rejected <= 3:  # enough to see why, not a flood
+            print(f"\n⚠ dead-lettered: {doc['reason']}", flush=True)
+
     def status(self) -> None:
         now = time.monotonic()
         t0, n0 = self.window
@@ -171,6 +176,8 @@ def _storefront(
                 return 1
             while next_send <= time.monotonic():
                 ev = next(shop)
+                # A live shop stamps events now; the simulator's own clock runs much faster.
+                ev["ts"] = int(time.time() * 1000)
                 producer.produce(
                     settings.topic_events, key=str(ev["session_id"]), value=orjson.dumps(ev)
                 )
@@ -182,7 +189,7 @@ def _storefront(
             msg = consumer.poll(max(0.0, min(0.05, next_send - time.monotonic())))
             if msg is not None and not msg.error():
                 if msg.topic() == settings.topic_deadletter:
-                    board.rejected += 1
+                    board.on_dead_letter(orjson.loads(msg.value()))
                 else:
                     board.on_response(orjson.loads(msg.value()))
             if time.monotonic() - last_status >= STATUS_EVERY_S:
