@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,8 @@ from stream_reco.pipeline import Message, Out
 from stream_reco.storage.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
+# Failures handled without stopping the stream, by kind; the metrics endpoint will export these.
+ERRORS: Counter[str] = Counter()
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -56,25 +59,38 @@ def create_app(settings: Settings) -> faust.App:
 
     async def send(outs: Sequence[Out]) -> None:
         for o in outs:
-            await sinks[o.topic].send(key=o.key, value=o.value)
+            try:
+                await sinks[o.topic].send(key=o.key, value=o.value)
+            except Exception:
+                # An output we cannot hand to Kafka must not stop the stream behind it.
+                ERRORS["send"] += 1
+                log.exception("could not send to %s", o.topic)
 
     async def guarded(
         msgs: list[Message],
         work: Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]],
     ) -> None:
-        """Run `work`; a Redis outage is waited out (never acked as done), a bug dead-letters."""
+        """Run `work`: a Redis outage is waited out (the batch is not acked meanwhile); any other
+        failure is narrowed down one message at a time and only the culprit dead-letters."""
         while True:
             try:
-                await send(await work(get_store(), settings, msgs))
-                return
+                outs = await work(get_store(), settings, msgs)
+                break
             except StoreError as exc:
+                ERRORS["store"] += 1
                 log.error("store unavailable, holding %d messages: %s", len(msgs), exc)
                 await asyncio.sleep(1.0)
-            except Exception as exc:  # noqa: BLE001 - errors are values on the dead-letter topic
-                log.exception("processing failed; dead-lettering %d messages", len(msgs))
+            except Exception as exc:
+                if len(msgs) > 1:
+                    for m in msgs:  # redoing applied events is safe: they dedup
+                        await guarded([m], work)
+                    return
+                ERRORS["internal"] += 1
+                log.exception("processing failed; dead-lettering offset %s", msgs[0].offset)
                 why = f"internal error: {type(exc).__name__}: {exc}"
-                await send([pipeline.rejected(settings, m, why) for m in msgs])
-                return
+                outs = [pipeline.rejected(settings, msgs[0], why)]
+                break
+        await send(outs)
 
     @app.agent(events)
     async def ingest(stream: faust.StreamT[Any]) -> None:

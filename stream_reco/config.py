@@ -28,13 +28,14 @@ _KEY_PREFIX = re.compile(r"[^\s{}*?\[\]\\]+")
 class Weights(Mapping[str, float]):
     """Read-only weight per event type: hashable and picklable, so Settings is truly frozen."""
 
-    __slots__ = ("_pairs",)
+    __slots__ = ("_pairs", "_lookup")
 
     def __init__(self, weights: Mapping[str, float]) -> None:
         self._pairs = tuple((name, float(w)) for name, w in weights.items())
+        self._lookup = dict(self._pairs)  # read once per event: no rebuild per lookup
 
     def __getitem__(self, key: str) -> float:
-        return dict(self._pairs)[key]
+        return self._lookup[key]
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._pairs)
@@ -103,6 +104,7 @@ class Settings:
     home: Path = Path(".stream-reco")
     kafka_controller_port: int = 9093
     max_future_s: int = 3600
+    kafka_heap_opts: str = "-Xms256m -Xmx1g"
 
     def __post_init__(self) -> None:
         # A read-only copy: nobody can change the weights of a shared, frozen Settings.
@@ -150,8 +152,11 @@ class Settings:
             problems.append(f"{ENV['dedup_ttl_s']} must be >= {ENV['session_ttl_s']}")
         if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             problems.append(f"{ENV['redis_url']} must look like redis://host:port/db")
-        if not self.kafka_bootstrap_servers.strip():
-            problems.append(f"{ENV['kafka_bootstrap_servers']} must not be empty")
+        if not all(
+            re.fullmatch(r"[^\s:,]+:\d{1,5}", server.strip())
+            for server in self.kafka_bootstrap_servers.split(",")
+        ):
+            problems.append(f"{ENV['kafka_bootstrap_servers']} must be host:port[,host:port...]")
         for name in (*TOPIC_FIELDS, "app_id"):
             if not _KAFKA_NAME.fullmatch(getattr(self, name)):
                 problems.append(f"{ENV[name]} must be 1-249 of the characters A-Z a-z 0-9 . _ -")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-# 2**1000 is still a finite double; past this an addend would overflow, so the store must be
-# re-based (every score times a constant) before event time gets this far from the landmark.
-MAX_EXPONENT = 1000.0
+# Doubles end near 2**1024; addends stay below 2**960 so that sums of up to 2**64 of them are
+# still finite. The store must be re-based (every score times a constant, landmark moved)
+# before event time gets this far past the landmark: 960 half-lives of the shortest half-life.
+MAX_EXPONENT = 960.0
 
 
 class LandmarkTooOld(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,9 @@ import orjson
 from stream_reco.config import EVENT_TYPES
 
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DEADLETTER_BYTES = 64 * 1024
+MAX_EMBEDDING = 4096
+MAX_ATTRIBUTES_BYTES = 4096
 MAX_ID_LEN = 128
 MAX_CONTEXT_BYTES = 4096
 MAX_EXCLUDE = 1000
@@ -123,14 +127,30 @@ def _number(doc: dict[str, Any], name: str, lo: float, hi: float) -> float | Non
     return float(value)
 
 
-def _context(doc: dict[str, Any]) -> None:
-    value = doc.get("context")
+def _object(doc: dict[str, Any], name: str, limit: int) -> None:
+    value = doc.get(name)
     if value is None:
         return
     if not isinstance(value, dict):
-        raise _Invalid("context must be a JSON object")
-    if len(orjson.dumps(value)) > MAX_CONTEXT_BYTES:
-        raise _Invalid(f"context is larger than {MAX_CONTEXT_BYTES} bytes")
+        raise _Invalid(f"{name} must be a JSON object")
+    if len(orjson.dumps(value)) > limit:
+        raise _Invalid(f"{name} is larger than {limit} bytes")
+
+
+def _context(doc: dict[str, Any]) -> None:
+    _object(doc, "context", MAX_CONTEXT_BYTES)
+
+
+def _embedding(doc: dict[str, Any]) -> None:
+    """Checked now so bad vectors never reach the ANN index a later version builds from them."""
+    value = doc.get("embedding")
+    if value is None:
+        return
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_EMBEDDING:
+        raise _Invalid(f"embedding must be a list of 1..{MAX_EMBEDDING} numbers")
+    for x in value:
+        if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
+            raise _Invalid("embedding must contain finite numbers only")
 
 
 def _text(doc: dict[str, Any], name: str, limit: int = 512) -> str:
@@ -186,8 +206,14 @@ def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombst
         in_stock = doc.get("in_stock", True)
         if not isinstance(in_stock, bool):
             raise _Invalid("in_stock must be true or false")
+        _embedding(doc)
+        _object(doc, "attributes", MAX_ATTRIBUTES_BYTES)
+        item_id: str = _id(doc, "item_id")  # type: ignore[assignment]
+        if key and key != item_id.encode():
+            # Compaction and tombstones act on the key: a mismatch would orphan the item.
+            raise _Invalid(f"key {key[:MAX_ID_LEN]!r} does not match item_id {item_id!r}")
         return CatalogItem(
-            item_id=_id(doc, "item_id"),  # type: ignore[arg-type]
+            item_id=item_id,
             title=_text(doc, "title"),
             category=_text(doc, "category", MAX_ID_LEN),
             brand=_text(doc, "brand", MAX_ID_LEN),
@@ -207,10 +233,12 @@ def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | R
         _context(doc)
         exclude = doc.get("exclude")
         exclude = [] if exclude is None else exclude
-        if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        if not isinstance(exclude, list):
             raise _Invalid("exclude must be a list of item ids")
         if len(exclude) > MAX_EXCLUDE:
             raise _Invalid(f"exclude has more than {MAX_EXCLUDE} ids")
+        for n, x in enumerate(exclude):
+            _id({f"exclude[{n}]": x}, f"exclude[{n}]")
         k = doc.get("k")
         return Request(
             request_id=_id(doc, "request_id"),  # type: ignore[arg-type]
@@ -237,15 +265,24 @@ def dead_letter(
     value: bytes | None,
     ts_ms: int,
 ) -> bytes:
-    """The dead-letter record: enough to find, understand and replay the original message."""
+    """The dead-letter record: enough to find, understand and replay the original message.
+    Bytes are cut at MAX_DEADLETTER_BYTES so a dead letter always fits Kafka's message limit;
+    size and sha256 still identify the original."""
     return orjson.dumps(
         {
             "source_topic": topic,
             "partition": partition,
             "offset": offset,
-            "key_b64": base64.b64encode(key).decode() if key is not None else None,
-            "value_b64": base64.b64encode(value).decode() if value is not None else None,
+            "key_b64": _b64(key),
+            "value_b64": _b64(value),
+            "value_size": None if value is None else len(value),
+            "value_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
+            "value_truncated": value is not None and len(value) > MAX_DEADLETTER_BYTES,
             "reason": reason,
             "ts": ts_ms,
         }
     )
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw[:MAX_DEADLETTER_BYTES]).decode()

@@ -55,10 +55,6 @@ async def ingest(
     return new, refused
 
 
-async def update_catalog(store: RedisStore, records: Sequence[CatalogItem | Tombstone]) -> None:
-    await store.apply_catalog(records)
-
-
 async def recommend(
     store: RedisStore,
     settings: Settings,
@@ -165,17 +161,17 @@ async def on_event_messages(
 ) -> list[Out]:
     outs: list[Out] = []
     good: list[Event] = []
-    origin: dict[int, Message] = {}
+    origin: dict[str, Message] = {}  # by event_id, to dead-letter what the store refuses
     latest = _now_ms() + settings.max_future_s * 1000  # wall clock bounds input, never decay
     for m in msgs:
         ev = decode_event(m.value, latest)
         if isinstance(ev, Rejected):
             outs.append(rejected(settings, m, ev.reason))
         else:
-            origin[id(ev)] = m
+            origin[ev.event_id] = m
             good.append(ev)
     pushes, refused = await handle_events(store, settings, good)
-    outs += [rejected(settings, origin[id(e)], why) for e, why in refused]
+    outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
     outs += [Out(settings.topic_responses, p["session_id"].encode(), encode(p)) for p in pushes]
     return outs
 
@@ -191,7 +187,7 @@ async def on_catalog_messages(
             outs.append(rejected(settings, m, rec.reason))
         else:
             records.append(rec)
-    await update_catalog(store, records)
+    await store.apply_catalog(records)
     return outs
 
 

@@ -50,5 +50,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 # Kafka jars from Maven Central, cached under .stream-reco/kafka/libs.
-.venv/bin/python -c "from stream_reco.config import Settings; from stream_reco.stack import Stack, ensure_kafka_jars; ensure_kafka_jars(Stack(Settings.from_env()), print)"
+.venv/bin/python -c "from stream_reco.config import Settings; from stream_reco.stack_servers import Stack, ensure_kafka_jars; ensure_kafka_jars(Stack(Settings.from_env()), print)"
 say "ready (.venv, redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), $(java -version 2>&1 | head -1), Kafka jars)"

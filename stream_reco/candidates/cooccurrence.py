@@ -16,7 +16,9 @@ def sources(
 ) -> list[tuple[Interaction, float]]:
     """The session items to expand, newest first, each with how much its neighbours count."""
     out: list[tuple[Interaction, float]] = []
-    for pos, it in enumerate(session.strongest()[:limit]):
+    # Cart items first: they are the strongest intent however many views came after them.
+    ranked = sorted(session.strongest(), key=lambda it: it.item_id not in session.cart)
+    for pos, it in enumerate(ranked[:limit]):
         if it.item_id in session.cart:
             kind = "add_to_cart"
         elif it.type in ("add_to_cart", "remove_from_cart"):

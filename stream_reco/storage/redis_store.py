@@ -11,6 +11,7 @@ from typing import TypeVar
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_reco.config import Settings
@@ -25,6 +26,9 @@ T = TypeVar("T")
 APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua").read_text()
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
 RETRIES = 5
+# Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
+# waited out like an outage instead of failing valid events.
+TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 Scored = list[tuple[str, float]]
 
@@ -58,7 +62,10 @@ class RedisStore:
     @classmethod
     def connect(cls, settings: Settings) -> RedisStore:
         # RESP2: redis-py 8 on RESP3 re-encodes every zset score to text and back (measured 2x).
-        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0, protocol=2)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, socket_timeout=5.0, protocol=2, max_connections=64, timeout=10
+        )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         return cls(client, settings)
 
     async def close(self) -> None:
@@ -70,7 +77,9 @@ class RedisStore:
         for attempt in range(1, RETRIES + 1):
             try:
                 return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and not str(exc).startswith(TRANSIENT):
+                    raise
                 if attempt == RETRIES:
                     msg = f"{what}: Redis unavailable after {RETRIES} tries: {exc}"
                     raise StoreError(msg) from exc
@@ -99,8 +108,8 @@ class RedisStore:
         if not events:
             return []
         s, k = self.settings, self.keys
-        # The newest time of the first batch: one stray old event cannot pin the landmark back.
-        landmark = await self.landmark(max(e.ts for e in events))
+        # The first event ever applied fixes it: the same for any batching of the same stream.
+        landmark = await self.landmark(events[0].ts)
         learn_flag = 1 if learn else 0
 
         async def run() -> list[bool | str]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
+from confluent_kafka.admin import AdminClient
 
 from stream_reco import stack
 from stream_reco.config import Settings
@@ -36,8 +38,9 @@ def base_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def settings(base_settings: Settings) -> Settings:
-    """Settings isolated to this test run: own topics, consumer group and Redis key prefix."""
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """Settings isolated to this test run: own topics, consumer group and Redis key prefix;
+    the run's topics and keys are deleted afterwards so a long-lived stack does not fill up."""
     env = {
         **base_settings.to_env(),
         "STREAM_RECO_APP_ID": f"test-{RUN}",
@@ -48,7 +51,21 @@ def settings(base_settings: Settings) -> Settings:
             for name in ("events", "catalog", "requests", "responses", "deadletter")
         },
     }
-    return Settings.from_env(env)
+    yield Settings.from_env(env)
+    _forget_run(base_settings, f"test-{RUN}")
+
+
+def _forget_run(settings: Settings, prefix: str) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if mine:
+        for fut in admin.delete_topics(mine, operation_timeout=30).values():
+            fut.result()
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for n in range(0, len(keys), 1000):
+        client.unlink(*keys[n : n + 1000])
+    client.close()
 
 
 @pytest.fixture(scope="session")

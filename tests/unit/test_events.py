@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 import orjson
 import pytest
 
 from stream_reco.events import (
+    MAX_ATTRIBUTES_BYTES,
     MAX_CONTEXT_BYTES,
+    MAX_DEADLETTER_BYTES,
+    MAX_EMBEDDING,
     MAX_EXCLUDE,
     MAX_ID_LEN,
     MAX_MESSAGE_BYTES,
@@ -332,3 +336,47 @@ def test_rejected_event_round_trips_through_dead_letter() -> None:
     doc = orjson.loads(dead_letter(reason, "reco-events", 0, 1, None, raw, TS))
     assert base64.b64decode(doc["value_b64"]) == raw
     assert doc["reason"] == reason
+
+
+# -- keys, vectors, attributes, excludes, oversized dead letters -------------------------------
+
+
+def test_catalogue_key_must_match_item_id() -> None:
+    raw = orjson.dumps({"item_id": "item-1"})
+    assert isinstance(decode_catalog(b"item-1", raw), CatalogItem)
+    assert isinstance(decode_catalog(None, raw), CatalogItem)  # no key: nothing to contradict
+    rejected(decode_catalog(b"item-2", raw), "key", "item_id")
+
+
+@pytest.mark.parametrize(
+    "embedding", [[], "oops", [1.0, "x"], [True], [1.0] * (MAX_EMBEDDING + 1), {"a": 1}]
+)
+def test_bad_embeddings_are_rejected(embedding: object) -> None:
+    raw = orjson.dumps({"item_id": "i", "embedding": embedding})
+    rejected(decode_catalog(b"i", raw), "embedding")
+
+
+def test_good_embedding_and_attributes_are_accepted() -> None:
+    raw = orjson.dumps({"item_id": "i", "embedding": [0.1, -2, 3.5], "attributes": {"size": "M"}})
+    assert isinstance(decode_catalog(b"i", raw), CatalogItem)
+
+
+@pytest.mark.parametrize("attributes", [[1], "x", {"blob": "y" * MAX_ATTRIBUTES_BYTES}])
+def test_bad_attributes_are_rejected(attributes: object) -> None:
+    raw = orjson.dumps({"item_id": "i", "attributes": attributes})
+    rejected(decode_catalog(b"i", raw), "attributes")
+
+
+@pytest.mark.parametrize("entry", ["", "x" * (MAX_ID_LEN + 1), 7, None])
+def test_exclude_entries_must_be_ids(entry: object) -> None:
+    rejected(decode_request(request(exclude=["ok", entry]), 10, 100), "exclude[1]")
+
+
+def test_dead_letter_of_a_huge_message_is_cut_but_identifies_it() -> None:
+    value = bytes(range(256)) * (4 * MAX_DEADLETTER_BYTES // 256)
+    doc = orjson.loads(dead_letter("too big", "t", 0, 1, b"k", value, 5))
+    assert base64.b64decode(doc["value_b64"]) == value[:MAX_DEADLETTER_BYTES]
+    assert doc["value_truncated"] is True and doc["value_size"] == len(value)
+    assert doc["value_sha256"] == hashlib.sha256(value).hexdigest()
+    small = orjson.loads(dead_letter("bad", "t", 0, 1, None, b"{", 5))
+    assert small["value_truncated"] is False and small["key_b64"] is None

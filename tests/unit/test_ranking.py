@@ -40,9 +40,16 @@ def test_cart_item_counts_more_than_a_newer_view() -> None:
 def test_cart_item_counts_as_cart_even_if_only_viewed_recently() -> None:
     # Added long ago (out of the recent list's cap) and viewed again since: still in the cart.
     w = source_weights(session(("v", "view"), ("c", "view"), cart={"c": 1}))
-    assert w["c"] == pytest.approx(WEIGHTS["add_to_cart"] * cooccurrence.RECENCY)
+    assert w["c"] == pytest.approx(WEIGHTS["add_to_cart"])  # cart items lead the sources
+    assert w["v"] == pytest.approx(WEIGHTS["view"] * cooccurrence.RECENCY)
     [(it, _)] = cooccurrence.sources(session(("c", "view"), cart={"c": 1}), WEIGHTS, 5)
     assert it.type == "add_to_cart"
+
+
+def test_cart_items_stay_sources_after_many_later_views() -> None:
+    views = [(f"v{n}", "view") for n in range(12)]
+    expand = cooccurrence.sources(session(*views, ("c", "add_to_cart"), cart={"c": 1}), WEIGHTS, 5)
+    assert [it.item_id for it, _ in expand] == ["c", "v0", "v1", "v2", "v3"]
 
 
 def test_recency_decreases_weight() -> None:
