@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -12,13 +11,12 @@ import faust
 
 from stream_reco import pipeline
 from stream_reco.config import Settings
-from stream_reco.errors import StoreError
+from stream_reco.guard import ERRORS, guarded
 from stream_reco.pipeline import Message, Out
 from stream_reco.storage.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
-# Failures handled without stopping the stream, by kind; the metrics endpoint will export these.
-ERRORS: Counter[str] = Counter()
+Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -66,41 +64,24 @@ def create_app(settings: Settings) -> faust.App:
                 ERRORS["send"] += 1
                 log.exception("could not send to %s", o.topic)
 
-    async def guarded(
-        msgs: list[Message],
-        work: Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]],
-    ) -> None:
-        """Run `work`: a Redis outage is waited out (the batch is not acked meanwhile); any other
-        failure is narrowed down one message at a time and only the culprit dead-letters."""
-        while True:
-            try:
-                outs = await work(get_store(), settings, msgs)
-                break
-            except StoreError as exc:
-                ERRORS["store"] += 1
-                log.error("store unavailable, holding %d messages: %s", len(msgs), exc)
-                await asyncio.sleep(1.0)
-            except Exception as exc:
-                if len(msgs) > 1:
-                    for m in msgs:  # redoing applied events is safe: they dedup
-                        await guarded([m], work)
-                    return
-                ERRORS["internal"] += 1
-                log.exception("processing failed; dead-lettering offset %s", msgs[0].offset)
-                why = f"internal error: {type(exc).__name__}: {exc}"
-                outs = [pipeline.rejected(settings, msgs[0], why)]
-                break
-        await send(outs)
+    async def process(msgs: list[Message], handler: Handler) -> None:
+        def work(batch: list[Message]) -> Awaitable[list[Out]]:
+            return handler(get_store(), settings, batch)
+
+        def reject(m: Message, why: str) -> Out:
+            return pipeline.rejected(settings, m, why)
+
+        await send(await guarded(msgs, work, reject))
 
     @app.agent(events)
     async def ingest(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(settings.batch_max, within=within):
-            await guarded([_message(e) for e in batch], pipeline.on_event_messages)
+            await process([_message(e) for e in batch], pipeline.on_event_messages)
 
     @app.agent(catalog)
     async def update_catalog(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(settings.batch_max, within=within):
-            await guarded([_message(e) for e in batch], pipeline.on_catalog_messages)
+            await process([_message(e) for e in batch], pipeline.on_catalog_messages)
 
     async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
         return list(await asyncio.gather(*(pipeline.on_request_message(st, s, m) for m in msgs)))
@@ -108,7 +89,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(requests)
     async def answer(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(settings.batch_max, within=within):
-            await guarded([_message(e) for e in batch], answer_all)
+            await process([_message(e) for e in batch], answer_all)
 
     return app
 

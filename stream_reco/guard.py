@@ -1,0 +1,40 @@
+"""The processing-error policy: wait out store outages, dead-letter only the message that fails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from stream_reco.errors import StoreError
+from stream_reco.pipeline import Message, Out
+
+log = logging.getLogger(__name__)
+# Failures handled without stopping the stream, by kind; the metrics endpoint will export these.
+ERRORS: Counter[str] = Counter()
+
+Work = Callable[[list[Message]], Awaitable[list[Out]]]
+Reject = Callable[[Message, str], Out]
+
+
+async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float = 1.0) -> list[Out]:
+    """Run `work` on a batch. A store outage is retried until it passes (the batch is not acked
+    meanwhile, so nothing is lost); any other failure is narrowed down one message at a time
+    and only the message that still fails becomes a dead letter."""
+    while True:
+        try:
+            return await work(msgs)
+        except StoreError as exc:
+            ERRORS["store"] += 1
+            log.error("store unavailable, holding %d messages: %s", len(msgs), exc)
+            await asyncio.sleep(pause)
+        except Exception as exc:
+            if len(msgs) > 1:
+                outs: list[Out] = []
+                for m in msgs:  # redoing events already applied is safe: they dedup
+                    outs += await guarded([m], work, reject, pause)
+                return outs
+            ERRORS["internal"] += 1
+            log.exception("processing failed; dead-lettering offset %s", msgs[0].offset)
+            return [reject(msgs[0], f"internal error: {type(exc).__name__}: {exc}")]
