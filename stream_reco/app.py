@@ -1,4 +1,4 @@
-"""Faust wiring only: topics, agents and the worker; every decision lives in pipeline.py."""
+"""Faust wiring only: topics, agents and the worker; decisions live in pipeline.py and guard.py."""
 
 from __future__ import annotations
 

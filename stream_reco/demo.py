@@ -78,7 +78,7 @@ class Board:
     def on_response(self, doc: dict[str, object]) -> None:
         self.pushes += 1
         session = str(doc["session_id"])
-        item, when = self.carted.get(session, ("?", time.monotonic()))
+        item, when = self.carted.pop(session, ("?", time.monotonic()))
         self.e2e_ms.append((time.monotonic() - when) * 1000)
         self.engine_ms.append(float(doc["latency_ms"]))  # type: ignore[arg-type]
         items = doc["items"]
@@ -159,6 +159,9 @@ def _storefront(
         [settings.topic_responses, settings.topic_deadletter],
         group=f"demo-{uuid.uuid4().hex[:8]}",
     )
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(0.1)  # join the group first, or the first pushes would be missed
     shop = Storefront(
         catalog, seed=seed, run_id=f"demo{uuid.uuid4().hex[:6]}", start_ms=int(time.time() * 1000)
     ).stream()

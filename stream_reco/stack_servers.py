@@ -252,7 +252,7 @@ def _kafka_ready(svc: Service) -> bool:
     try:
         admin.list_topics(timeout=2)
         return True
-    except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
+    except Exception:  # any failure here just means "not ready yet"
         return False
 
 
