@@ -12,6 +12,7 @@ from typing import Any
 from stream_reco.candidates import Candidate, cooccurrence, popularity
 from stream_reco.config import Settings
 from stream_reco.events import (
+    MAX_DEADLETTER_BYTES,
     CatalogItem,
     Event,
     Rejected,
@@ -153,7 +154,8 @@ class Out:
 def rejected(settings: Settings, m: Message, reason: str) -> Out:
     """A message we will not apply, as a dead letter that keeps its original bytes."""
     value = dead_letter(reason, m.topic, m.partition, m.offset, m.key, m.value, _now_ms())
-    return Out(settings.topic_deadletter, m.key, value)
+    key = m.key[:MAX_DEADLETTER_BYTES] if m.key else m.key  # a huge key must not sink it either
+    return Out(settings.topic_deadletter, key, value)
 
 
 async def on_event_messages(
