@@ -10,7 +10,7 @@ import sys
 import orjson
 
 from stream_reco.config import Settings
-from stream_reco.errors import StreamRecoError
+from stream_reco.errors import ConfigError, StreamRecoError
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
@@ -76,6 +76,41 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream_reco.evaluation import harness
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = set(methods) - set(harness.METHODS)
+    if unknown:
+        raise ConfigError(f"--methods: unknown {sorted(unknown)}; choose from {harness.METHODS}")
+    modes = ("frozen", "online") if args.mode == "both" else (args.mode,)
+    plan = harness.Plan(Path(args.train), Path(args.test), args.k, modes, methods, args.limit)
+    report = harness.run(settings, plan)
+    print(harness.table(report))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if args.plot:
+        harness.plot(report, Path(args.plot))
+    return 0
+
+
+def _split(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream_reco.evaluation import data
+
+    train, test = data.split(data.read_rows(Path(args.events)), args.days)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_train = data.write_sessions(out / "train.csv", train)
+    n_test = data.write_sessions(out / "test.csv", test)
+    print(f"{out / 'train.csv'}: {len(train)} sessions, {n_train} events")
+    print(f"{out / 'test.csv'}: {len(test)} sessions, {n_test} events (last {args.days} days)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-reco", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -86,8 +121,12 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(run=_topics)
     w = sub.add_parser("worker", help="run a Faust worker (several share the partitions)")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
-    w.add_argument("--web-port", type=int, default=None,
-                   help="Faust web port (default STREAM_RECO_WEB_PORT); one per worker on a host")
+    w.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        help="Faust web port (default STREAM_RECO_WEB_PORT); one per worker on a host",
+    )
     w.set_defaults(run=_worker)
     i = sub.add_parser("inspect", help="print stored state as JSON")
     target = i.add_mutually_exclusive_group(required=True)
@@ -102,6 +141,28 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
     d.set_defaults(run=_demo)
+    e = sub.add_parser("evaluate", help="replay sessions: engine vs baselines, HR/MRR/NDCG")
+    e.add_argument("--train", required=True, help="CSV: session_id,item_id[,timestamp][,type]")
+    e.add_argument("--test", required=True, help="CSV in the same format")
+    e.add_argument("-k", type=int, default=20)
+    e.add_argument(
+        "--mode",
+        choices=["frozen", "online", "both"],
+        default="frozen",
+        help="frozen: test events never update global models; online: they do",
+    )
+    e.add_argument(
+        "--methods", default=",".join(("engine", "pop", "spop", "markov", "itemknn", "vsknn"))
+    )
+    e.add_argument("--limit", type=int, default=None, help="only the first N test sessions")
+    e.add_argument("--json", help="write the full report here")
+    e.add_argument("--plot", help="write a PNG of HR@k and MRR@k here")
+    e.set_defaults(run=_evaluate)
+    sp = sub.add_parser("split", help="cut a time-ordered events CSV into train/test by days")
+    sp.add_argument("events", help="CSV with session_id,item_id,timestamp[,type]")
+    sp.add_argument("--days", type=float, default=1.0, help="the last N days become test")
+    sp.add_argument("--out", required=True, help="folder for train.csv and test.csv")
+    sp.set_defaults(run=_split)
     return p
 
 

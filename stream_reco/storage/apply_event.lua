@@ -60,11 +60,14 @@ if ev[6] ~= 1 then
 end
 
 local function capped_incr(key, by, member, cap)
-  redis.call('ZINCRBY', key, by, member)
-  local n = redis.call('ZCARD', key)
-  if n > cap then
-    -- Lowest forward-decayed score = lowest decayed value now: that neighbour goes.
-    redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
+  local score = tonumber(redis.call('ZINCRBY', key, by, member))
+  -- Only a new member can push the set over its cap (its score is just `by`): count then.
+  if score <= by * 1.0000001 then
+    local n = redis.call('ZCARD', key)
+    if n > cap then
+      -- Lowest forward-decayed score = lowest decayed value now: that neighbour goes.
+      redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
+    end
   end
 end
 

@@ -1,0 +1,1 @@
+"""Offline evaluation: replay real session logs through the engine and classic baselines."""
