@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import orjson
 from stream_reco.config import EVENT_TYPES
 
 MAX_MESSAGE_BYTES = 64 * 1024
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in an id: stored entries use \x1f as separator
 MAX_DEADLETTER_BYTES = 64 * 1024
 MAX_EMBEDDING = 4096
 MAX_ATTRIBUTES_BYTES = 4096
@@ -101,6 +103,8 @@ def _id(doc: dict[str, Any], name: str, *, optional: bool = False) -> str | None
         raise _Invalid(f"{name} must be a non-empty string")
     if len(value) > MAX_ID_LEN:
         raise _Invalid(f"{name} is longer than {MAX_ID_LEN} characters")
+    if CONTROL.search(value):
+        raise _Invalid(f"{name} contains control characters")
     return value
 
 

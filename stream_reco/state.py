@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
-
 TYPE_RANK = {"view": 0, "click": 1, "remove_from_cart": 1, "add_to_cart": 2, "purchase": 3}
 
 
@@ -57,9 +55,19 @@ class SessionView:
         }
 
 
+# Fields of a stored interaction are joined by the unit separator: ids never hold control
+# characters (events.py rejects them), and the event script splits this far faster than JSON.
+SEP = "\x1f"
+
+
 def entry(item_id: str, event_type: str, ts: int) -> bytes:
-    """How one interaction is stored in the session's recent list."""
-    return orjson.dumps([item_id, event_type, ts])
+    """How one interaction is stored in the session's recent list: `item SEP type SEP ts`."""
+    return f"{item_id}{SEP}{event_type}{SEP}{ts}".encode()
+
+
+def parse_entry(raw: bytes) -> Interaction:
+    item_id, event_type, ts = raw.decode().split(SEP)
+    return Interaction(item_id, event_type, int(ts))
 
 
 def parse_session(
@@ -69,7 +77,7 @@ def parse_session(
     bought: set[bytes],
     info: dict[bytes, bytes],
 ) -> SessionView:
-    items = tuple(Interaction(*orjson.loads(raw)) for raw in recent)
+    items = tuple(parse_entry(raw) for raw in recent)
     user = info.get(b"user_id")
     last = info.get(b"last_ts")
     return SessionView(

@@ -157,6 +157,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ks = range(1, report["k"] + 1)
@@ -166,6 +167,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax, title in zip(axes, ("HR@k (%)", "MRR@k (%)"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("k")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{Path(report['test']).parent.name}: {report['test_positions']} positions")

@@ -1,63 +1,20 @@
--- Apply one clickstream event atomically and at most once (dedup by event_id).
--- Guarantees: a redelivered event_id changes nothing; session state and global models move
--- together or not at all; every structure stays within its cap.
--- KEYS (all in the session's cluster slot): 1 dedup, 2 recent, 3 cart, 4 bought, 5 info
+-- Apply a short run of clickstream events in order, each at most once (dedup per session and
+-- event_id). Guarantees: a redelivered event changes nothing; an event's session state and its
+-- global-model updates move together or not at all; every structure stays within its cap.
+-- One call carries several events so the client packs one command, not one per event; the
+-- caller keeps runs short (Redis serves nobody else while a script runs).
 -- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, window, neighbours_max,
---         popular_max, pop, clock, item_prefix, co_suffix} (one cached string: few args to pack)
--- ARGV 2: the event, JSON [type, item, ts (string: exact), quantity, user_id ('' = none),
---         learn (1/0), pair weight x cooc forward factor, weight x pop forward factor]
--- ARGV 3: the session-list entry, JSON [item, type, ts]
--- Returns 1 when applied, 0 when the event_id was seen before.
--- (Global keys are built here, so on Redis Cluster this script must be split: see DESIGN.md.)
+--         popular_max, pop, clock, session, dedup, item, co}: key names and the pieces that
+--         wrap an id into a key, all made by storage/keys.py (the one key builder)
+-- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
+--         user_id ('' = none), learn (1/0), pair weight x cooc forward factor,
+--         weight x pop forward factor, session-list entry ("item\31type\31ts")], ...]
+-- Returns one number per event: 1 applied, 0 seen before.
+-- (Keys are built here, so on Redis Cluster this script must be split: see DESIGN.md.)
 
 local cfg = cjson.decode(ARGV[1])
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', cfg.dedup_ttl) then
-  return 0
-end
-
-local ev = cjson.decode(ARGV[2])
-local etype, item, ts_text, qty, user = ev[1], ev[2], ev[3], ev[4], ev[5]
-local ts = tonumber(ts_text)
-local max_events = cfg.max_events
-local ttl = cfg.ttl
-
--- Previous items are read before this event joins the session: they are its pair partners.
-local previous = redis.call('LRANGE', KEYS[2], 0, max_events - 1)
-
--- Session state ---------------------------------------------------------------------------
-redis.call('LPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], 0, max_events - 1)
-if etype == 'add_to_cart' then
-  redis.call('HINCRBY', KEYS[3], item, qty)
-elseif etype == 'remove_from_cart' then
-  if redis.call('HINCRBY', KEYS[3], item, -qty) <= 0 then
-    redis.call('HDEL', KEYS[3], item)
-  end
-elseif etype == 'purchase' then
-  redis.call('SADD', KEYS[4], item)
-  redis.call('HDEL', KEYS[3], item)
-end
-redis.call('HSETNX', KEYS[5], 'first_ts', ts_text)
-local last = tonumber(redis.call('HGET', KEYS[5], 'last_ts') or '0')
-if ts > last then
-  redis.call('HSET', KEYS[5], 'last_ts', ts_text)
-end
-if user ~= '' then
-  redis.call('HSET', KEYS[5], 'user_id', user)
-end
-redis.call('HINCRBY', KEYS[5], 'events', 1)
-for i = 2, 5 do
-  redis.call('EXPIRE', KEYS[i], ttl)
-end
-
--- Global learning (skipped in frozen evaluation and for untrusted traffic) ------------------
-local clock = tonumber(redis.call('GET', cfg.clock) or '0')
-if ts > clock then
-  redis.call('SET', cfg.clock, ts_text)
-end
-if ev[6] ~= 1 then
-  return 1
-end
+local events = cjson.decode(ARGV[2])
+local max_events, ttl = cfg.max_events, cfg.ttl
 
 local function capped_incr(key, by, member, cap)
   local score = tonumber(redis.call('ZINCRBY', key, by, member))
@@ -71,27 +28,84 @@ local function capped_incr(key, by, member, cap)
   end
 end
 
-local pop_inc = ev[8]
-if pop_inc > 0 then
-  capped_incr(cfg.pop, pop_inc, item, cfg.popular_max)
+local function key(pieces, id, name)
+  return pieces[1] .. id .. pieces[2] .. (name or '')
 end
 
-local pair_inc = ev[7]
-if pair_inc > 0 then
-  local window, cap = cfg.window, cfg.neighbours_max
-  local kp, ks = cfg.item_prefix, cfg.co_suffix
+-- Session state: the event joins its session; returns the items seen before it.
+local function update_session(sid, etype, item, ts_text, qty, user, entry)
+  local recent, cart = key(cfg.session, sid, 'recent'), key(cfg.session, sid, 'cart')
+  local bought, info = key(cfg.session, sid, 'bought'), key(cfg.session, sid, 'info')
+  -- Previous items are read before this event joins: they are its pair partners. Three per
+  -- window slot is plenty to find `window` distinct ones in all but looping sessions.
+  local previous = redis.call('LRANGE', recent, 0, math.min(max_events, 3 * cfg.window) - 1)
+  redis.call('LPUSH', recent, entry)
+  redis.call('LTRIM', recent, 0, max_events - 1)
+  if etype == 'add_to_cart' then
+    redis.call('HINCRBY', cart, item, qty)
+  elseif etype == 'remove_from_cart' then
+    if redis.call('HINCRBY', cart, item, -qty) <= 0 then
+      redis.call('HDEL', cart, item)
+    end
+  elseif etype == 'purchase' then
+    redis.call('SADD', bought, item)
+    redis.call('HDEL', cart, item)
+  end
+  redis.call('HSETNX', info, 'first_ts', ts_text)
+  local last = tonumber(redis.call('HGET', info, 'last_ts') or '0')
+  if tonumber(ts_text) > last then
+    redis.call('HSET', info, 'last_ts', ts_text)
+  end
+  if user ~= '' then
+    redis.call('HSET', info, 'user_id', user)
+  end
+  redis.call('HINCRBY', info, 'events', 1)
+  for _, key in ipairs({recent, cart, bought, info}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+  return previous
+end
+
+-- Global learning (skipped in frozen evaluation and for untrusted traffic).
+local function learn(item, previous, pair_inc, pop_inc)
+  if pop_inc > 0 then
+    capped_incr(cfg.pop, pop_inc, item, cfg.popular_max)
+  end
+  if pair_inc <= 0 then
+    return
+  end
   local seen, paired = {}, 0
   for _, raw in ipairs(previous) do
-    local other = cjson.decode(raw)[1]
+    local other = string.sub(raw, 1, string.find(raw, '\31', 1, true) - 1)
     if other ~= item and not seen[other] then
       seen[other] = true
-      capped_incr(kp .. other .. ks, pair_inc, item, cap)
-      capped_incr(kp .. item .. ks, pair_inc, other, cap)
+      capped_incr(key(cfg.co, other), pair_inc, item, cfg.neighbours_max)
+      capped_incr(key(cfg.co, item), pair_inc, other, cfg.neighbours_max)
       paired = paired + 1
-      if paired >= window then
+      if paired >= cfg.window then
         break
       end
     end
   end
 end
-return 1
+
+local clock = tonumber(redis.call('GET', cfg.clock) or '0')
+local results = {}
+for n, ev in ipairs(events) do
+  local event_id, sid, etype, item, ts_text = ev[1], ev[2], ev[3], ev[4], ev[5]
+  local dedup = key(cfg.dedup, sid, event_id)
+  if redis.call('SET', dedup, '1', 'NX', 'EX', cfg.dedup_ttl) then
+    local previous = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
+    if ev[8] == 1 then
+      learn(item, previous, ev[9], ev[10])
+    end
+    if tonumber(ts_text) > clock then
+      clock = tonumber(ts_text)
+      redis.call('SET', cfg.clock, ts_text)
+    end
+    results[n] = 1
+  else
+    results[n] = 0
+  end
+end
+return results

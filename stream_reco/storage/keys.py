@@ -26,6 +26,14 @@ class Keys:
         """Prefix and suffix that wrap an item id, for scripts that build item keys."""
         return f"{self.prefix}:i:{{", f"}}:{name}"
 
+    def session_pattern(self) -> tuple[str, str]:
+        """What wraps a session id; a script appends the name (`recent`, `cart`, ...)."""
+        return f"{self.prefix}:s:{{", "}:"
+
+    def dedup_pattern(self) -> tuple[str, str]:
+        """What wraps a session id; a script appends the event id."""
+        return f"{self.prefix}:d:{{", "}:"
+
     def global_(self, name: str) -> str:
         return f"{self.prefix}:g:{name}"
 

@@ -380,3 +380,8 @@ def test_dead_letter_of_a_huge_message_is_cut_but_identifies_it() -> None:
     assert doc["value_sha256"] == hashlib.sha256(value).hexdigest()
     small = orjson.loads(dead_letter("bad", "t", 0, 1, None, b"{", 5))
     assert small["value_truncated"] is False and small["key_b64"] is None
+
+
+@pytest.mark.parametrize("bad", ["a\x1fb", "tab\there", "nl\n", "del\x7f"])
+def test_ids_with_control_characters_are_rejected(bad: str) -> None:
+    rejected(decode_event(event(item_id=bad)), "item_id", "control")
