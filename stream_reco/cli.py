@@ -86,7 +86,9 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--methods: unknown {sorted(unknown)}; choose from {harness.METHODS}")
     modes = ("frozen", "online") if args.mode == "both" else (args.mode,)
-    plan = harness.Plan(Path(args.train), Path(args.test), args.k, modes, methods, args.limit)
+    plan = harness.Plan(
+        Path(args.train), Path(args.test), args.k, modes, methods, args.limit, args.via_kafka
+    )
     report = harness.run(settings, plan)
     print(harness.table(report))
     if args.json:
@@ -155,6 +157,11 @@ def parser() -> argparse.ArgumentParser:
         "--methods", default=",".join(("engine", "pop", "spop", "markov", "itemknn", "vsknn"))
     )
     e.add_argument("--limit", type=int, default=None, help="only the first N test sessions")
+    e.add_argument(
+        "--via-kafka",
+        action="store_true",
+        help="train events through the real topics and a worker (end-to-end check)",
+    )
     e.add_argument("--json", help="write the full report here")
     e.add_argument("--plot", help="write a PNG of HR@k and MRR@k here")
     e.set_defaults(run=_evaluate)

@@ -267,5 +267,3 @@ def _redis_ready(svc: Service) -> bool:
 
 READY = {"kafka": _kafka_ready, "redis": _redis_ready}
 START = {"kafka": _start_kafka, "redis": _start_redis}
-
-

@@ -31,6 +31,7 @@ class Plan:
     modes: tuple[str, ...] = ("frozen",)
     methods: tuple[str, ...] = METHODS
     limit: int | None = None
+    via_kafka: bool = False
 
 
 def machine() -> dict[str, Any]:
@@ -72,7 +73,7 @@ def run(settings: Settings, plan: Plan) -> dict[str, Any]:
             metrics = Metrics(plan.k, popularity)
             t0 = time.perf_counter()
             if method == "engine":
-                extra = _engine(settings, train_logs, test_logs, metrics, plan.k, mode)
+                extra = _engine(settings, train_logs, test_logs, metrics, plan, mode)
             else:
                 extra = _baseline(method, train_logs, test_logs, metrics, plan.k)
             report["methods"][name] = {
@@ -94,16 +95,25 @@ def _engine(
     train_logs: Sequence[SessionLog],
     test_logs: Sequence[SessionLog],
     metrics: Metrics,
-    k: int,
+    plan: Plan,
     mode: str,
 ) -> dict[str, float]:
+    route = "kafka" if plan.via_kafka else "direct"
     with (
-        _bar(sum(map(len, train_logs)), f"engine[{mode}] train", "ev") as tb,
+        _bar(sum(map(len, train_logs)), f"engine[{mode}] train ({route})", "ev") as tb,
         _bar(positions(test_logs), f"engine[{mode}] test", "pos") as sb,
     ):
         return asyncio.run(
             evaluate_engine(
-                settings, train_logs, test_logs, metrics, k, mode == "online", tb.update, sb.update
+                settings,
+                train_logs,
+                test_logs,
+                metrics,
+                plan.k,
+                mode == "online",
+                tb.update,
+                sb.update,
+                via_kafka=plan.via_kafka,
             )
         )
 

@@ -12,6 +12,7 @@ from stream_reco import pipeline
 from stream_reco.config import Settings
 from stream_reco.evaluation.data import SessionLog
 from stream_reco.evaluation.metrics import Metrics
+from stream_reco.evaluation.via_kafka import ingest as via_kafka_ingest
 from stream_reco.events import Event
 from stream_reco.storage.redis_store import RedisStore
 
@@ -79,6 +80,18 @@ async def test(
     await asyncio.gather(*(one(log) for log in logs))
 
 
+def wire(e: Event) -> dict[str, object]:
+    """An engine event as a `reco-events` message (docs/contract.md)."""
+    return {
+        "event_id": e.event_id,
+        "type": e.type,
+        "session_id": e.session_id,
+        "item_id": e.item_id,
+        "ts": e.ts,
+        "user_id": e.user_id,
+    }
+
+
 async def evaluate_engine(
     settings: Settings,
     train_logs: Sequence[SessionLog],
@@ -88,11 +101,20 @@ async def evaluate_engine(
     online: bool,
     on_train: Tick,
     on_test: Tick,
+    via_kafka: bool = False,
 ) -> dict[str, float]:
-    """Train then test on a fresh private key space that is deleted afterwards."""
+    """Train then test on a fresh private key space that is deleted afterwards. `via_kafka`:
+    train events go through the real topics and a worker instead of straight to the store."""
     store = RedisStore.connect(eval_settings(settings))
     try:
-        rate = await train(store, train_logs, on_train)
+        if via_kafka:
+            stream = sorted(
+                (e for log in train_logs for e in events(log, "train")), key=lambda e: e.ts
+            )
+            msgs = [wire(e) for e in stream]
+            rate = await asyncio.to_thread(via_kafka_ingest, store.settings, msgs, on_train)
+        else:
+            rate = await train(store, train_logs, on_train)
         await test(store, test_logs, metrics, k, online, on_test)
         return {"train_events_per_s": rate}
     finally:

@@ -19,9 +19,9 @@ from confluent_kafka.admin import AdminClient
 
 from stream_reco import stack
 from stream_reco.config import Settings
-from stream_reco.demo import start_worker, stop_worker, wait_worker_ready
 from stream_reco.kafka_io import consumer, ensure_topics, producer
 from stream_reco.storage.redis_store import RedisStore
+from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
 RUN = uuid.uuid4().hex[:8]
 

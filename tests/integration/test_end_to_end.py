@@ -129,9 +129,11 @@ def test_malformed_messages_are_dead_lettered_and_processing_goes_on(
     )
     assert "type" in wrong_type["reason"]
     kafka.wait_for(
-        lambda t, d: t == settings.topic_deadletter
-        and orjson.dumps(future) == base64.b64decode(d["value_b64"])
-        and "ts" in d["reason"]
+        lambda t, d: (
+            t == settings.topic_deadletter
+            and orjson.dumps(future) == base64.b64decode(d["value_b64"])
+            and "ts" in d["reason"]
+        )
     )
     push_for(kafka, sid)  # the valid event after them was processed
     state = cli(settings, "inspect", "--session", sid)

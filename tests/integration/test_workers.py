@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 
 from stream_reco.config import Settings
-from stream_reco.demo import start_worker, stop_worker, wait_worker_ready
 from stream_reco.kafka_io import ensure_topics
+from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 from tests.integration.conftest import Kafka, uid
 
 
