@@ -10,7 +10,7 @@ import sys
 import orjson
 
 from stream_reco.config import Settings
-from stream_reco.errors import ConfigError, StreamRecoError
+from stream_reco.errors import ConfigError, StoreError, StreamRecoError
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return int(args.run(settings, args) or 0)
+    except StoreError as exc:
+        print(f"stream-reco: {exc} (is Redis up? `stream-reco stack up`)", file=sys.stderr)
+        return 2
     except StreamRecoError as exc:
         print(f"stream-reco: {exc}", file=sys.stderr)
         return 2
