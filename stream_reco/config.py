@@ -93,6 +93,7 @@ class Settings:
     neighbours_max: int = 100
     popular_max: int = 10000
     cooc_window: int = 10
+    seq_window: int = 5
     cooc_half_life_s: float = 7 * 86400.0
     pop_half_life_s: float = 86400.0
     weights: Mapping[str, float] = field(default_factory=lambda: _weights(DEFAULT_WEIGHTS))
@@ -131,7 +132,8 @@ class Settings:
         problems: list[str] = []
         positive = (
             "partitions session_ttl_s dedup_ttl_s session_max_events neighbours_max "
-            "popular_max cooc_window default_k max_k batch_max cooc_half_life_s pop_half_life_s "
+            "popular_max cooc_window seq_window default_k max_k batch_max cooc_half_life_s "
+            "pop_half_life_s "
             "max_future_s"
         ).split()
         for name in positive:

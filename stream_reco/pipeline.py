@@ -28,6 +28,7 @@ from stream_reco.ranking import blend, explain, rules
 from stream_reco.storage.redis_store import RedisStore
 
 NEIGHBOURS_PER_SOURCE = 50
+SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,16 @@ async def recommend(
     session = await store.read_session(session_id)
     block = rules.blocked(session, exclude)
     expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
-    neighbours = await store.read_neighbours([s.item_id for s, _ in expand], NEIGHBOURS_PER_SOURCE)
-    # Enough popular items to fill k even when the session's own items are all blocked.
-    popular = await store.read_popular(k + len(block) + 20)
+    latest = cooccurrence.recent(session, SEQ_SOURCES)
+    # Independent reads overlap; enough popular items to fill k even when all else is blocked.
+    neighbours, following, popular = await asyncio.gather(
+        store.read_neighbours([s.item_id for s, _ in expand], NEIGHBOURS_PER_SOURCE),
+        store.read_neighbours([s.item_id for s, _ in latest], NEIGHBOURS_PER_SOURCE, "next"),
+        store.read_popular(k + len(block) + 20),
+    )
 
     found: dict[str, Candidate] = {}
+    cooccurrence.gather(latest, following, found, feature="seq")
     cooccurrence.gather(expand, neighbours, found)
     popularity.gather(popular, found)
     ranked = [cs for cs in blend.order(list(found.values())) if cs[0].item_id not in block]

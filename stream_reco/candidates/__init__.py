@@ -14,3 +14,4 @@ class Candidate:
     source_item: str | None = None  # the session item that contributed most
     source_type: str | None = None
     source_share: float = 0.0  # that item's contribution, to pick the reason
+    source_kind: str = "cooc"  # which feature it contributed to: "cooc" or "seq"

@@ -1,10 +1,11 @@
-"""Co-occurrence candidates: neighbours of the session's items, recent and cart items first."""
+"""Session-item candidates: items seen with (co-occurrence) or after (sequence) the session's."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from stream_reco.candidates import Candidate
+from stream_reco.ranking import blend
 from stream_reco.state import Interaction, SessionView
 
 # Each step back in the session counts this much less: the latest items say most about intent.
@@ -33,8 +34,11 @@ def gather(
     expand: list[tuple[Interaction, float]],
     neighbours: Mapping[str, list[tuple[str, float]]],
     into: dict[str, Candidate],
+    feature: str = "cooc",
 ) -> None:
-    """Add each source's neighbours, scores normalised per source so decay factors cancel."""
+    """Add each source's neighbours as `feature`, scores normalised per source so decay factors
+    cancel; each candidate remembers the source that contributed most (for its reason)."""
+    scale = blend.WEIGHTS[feature]
     for src, weight in expand:
         row = neighbours.get(src.item_id) or []
         if not row:
@@ -45,10 +49,13 @@ def gather(
             cand = into.get(item_id)
             if cand is None:
                 cand = into[item_id] = Candidate(item_id)
-            cand.features["cooc"] = cand.features.get("cooc", 0.0) + share
-            if share > cand.source_share:
-                cand.source_item, cand.source_type, cand.source_share = (
-                    src.item_id,
-                    src.type,
-                    share,
-                )
+            cand.features[feature] = cand.features.get(feature, 0.0) + share
+            if share * scale > cand.source_share:
+                cand.source_item, cand.source_type = src.item_id, src.type
+                cand.source_share, cand.source_kind = share * scale, feature
+
+
+def recent(session: SessionView, limit: int) -> list[tuple[Interaction, float]]:
+    """Sequence sources: the latest distinct items in time order (what was viewed last matters
+    most for what comes next), weighted by recency only."""
+    return [(it, RECENCY**pos) for pos, it in enumerate(session.strongest()[:limit])]

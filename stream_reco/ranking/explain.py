@@ -21,7 +21,8 @@ def label(item_id: str, meta: Mapping[str, CatalogItem]) -> str:
 
 
 def reason(c: Candidate, meta: Mapping[str, CatalogItem]) -> str:
-    if c.source_item is not None and c.features.get("cooc", 0.0) > 0:
+    if c.source_item is not None and c.features.get(c.source_kind, 0.0) > 0:
         where = WHERE.get(c.source_type or "view", "you viewed")
-        return f"often chosen with {label(c.source_item, meta)} {where}"
+        how = "next after" if c.source_kind == "seq" else "with"
+        return f"often chosen {how} {label(c.source_item, meta)} {where}"
     return "popular"

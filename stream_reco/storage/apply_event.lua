@@ -4,8 +4,8 @@
 -- One call carries several events so the client packs one command, not one per event; the
 -- caller keeps runs short (Redis serves nobody else while a script runs).
 -- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, window, neighbours_max,
---         popular_max, pop, clock, session, dedup, item, co}: key names and the pieces that
---         wrap an id into a key, all made by storage/keys.py (the one key builder)
+--         popular_max, seq_window, pop, clock, session, dedup, co, next}: key names and the
+--         pieces that wrap an id into a key, all made by storage/keys.py (the one key builder)
 -- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
 --         user_id ('' = none), learn (1/0), pair weight x cooc forward factor,
 --         weight x pop forward factor, session-list entry ("item\31type\31ts")], ...]
@@ -75,16 +75,21 @@ local function learn(item, previous, pair_inc, pop_inc)
     return
   end
   local seen, paired = {}, 0
-  for _, raw in ipairs(previous) do
+  for steps, raw in ipairs(previous) do
     local other = string.sub(raw, 1, string.find(raw, '\31', 1, true) - 1)
-    if other ~= item and not seen[other] then
+    if steps <= cfg.seq_window then
+      -- Sequence: `item` came `steps` events after `other` (repeats included, as people do
+      -- view an item again); nearer follow-ups count more.
+      capped_incr(key(cfg.next, other), pair_inc / steps, item, cfg.neighbours_max)
+    end
+    if paired < cfg.window and other ~= item and not seen[other] then
       seen[other] = true
       capped_incr(key(cfg.co, other), pair_inc, item, cfg.neighbours_max)
       capped_incr(key(cfg.co, item), pair_inc, other, cfg.neighbours_max)
       paired = paired + 1
-      if paired >= cfg.window then
-        break
-      end
+    end
+    if paired >= cfg.window and steps >= cfg.seq_window then
+      break
     end
   end
 end

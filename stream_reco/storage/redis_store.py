@@ -58,6 +58,8 @@ class RedisStore:
                 "session": self.keys.session_pattern(),
                 "dedup": self.keys.dedup_pattern(),
                 "co": self.keys.item_pattern("co"),
+                "next": self.keys.item_pattern("next"),
+                "seq_window": settings.seq_window,
             }
         )
         self._landmark: int | None = None
@@ -165,7 +167,7 @@ class RedisStore:
                 pipe.delete(meta)
                 if isinstance(r, Tombstone):
                     pipe.zrem(self.keys.global_("pop"), r.item_id)
-                    pipe.delete(self.keys.item(r.item_id, "co"))
+                    pipe.delete(self.keys.item(r.item_id, "co"), self.keys.item(r.item_id, "next"))
                     continue
                 pipe.hset(meta, mapping=_meta_fields(r))
             await pipe.execute()
@@ -186,13 +188,16 @@ class RedisStore:
 
         return await self._retry("read_session", run)
 
-    async def read_neighbours(self, item_ids: Sequence[str], n: int) -> dict[str, Scored]:
-        """Each item's top-n co-occurring items with forward-decayed scores."""
+    async def read_neighbours(
+        self, item_ids: Sequence[str], n: int, kind: str = "co"
+    ) -> dict[str, Scored]:
+        """Each item's top-n neighbours with forward-decayed scores: `co` (seen together in a
+        session) or `next` (seen after it)."""
         if not item_ids:
             return {}
 
         async def run() -> dict[str, Scored]:
-            keys = [self.keys.item(item, "co") for item in item_ids]
+            keys = [self.keys.item(item, kind) for item in item_ids]
             rows = await self._multi_read(keys=keys, args=["zrev", n])
             return {item: _pairs(row) for item, row in zip(item_ids, rows, strict=True)}
 

@@ -112,7 +112,20 @@ def test_gather_sums_sources_and_keeps_the_strongest_for_the_reason() -> None:
     assert x.features["cooc"] == pytest.approx(1.0 + 4.0 * 1.0 / 5.0)
     assert (x.source_item, x.source_type) == ("a", "view")  # 1.0 beats 0.8
     y = found["y"]
-    assert (y.source_item, y.source_type, y.source_share) == ("c", "add_to_cart", 4.0)
+    # The share that picks the reason is weighted like the blend weighs the feature.
+    assert (y.source_item, y.source_type) == ("c", "add_to_cart")
+    assert y.source_share == pytest.approx(4.0 * blend.WEIGHTS["cooc"])
+
+
+def test_sequence_source_wins_the_reason_when_it_weighs_more() -> None:
+    found: dict[str, Candidate] = {}
+    cooccurrence.gather([a_source("a", 1.0)], {"a": [("x", 3.0)]}, found)
+    cooccurrence.gather([a_source("b", 1.0)], {"b": [("x", 3.0)]}, found, feature="seq")
+    x = found["x"]
+    assert x.features == {"cooc": 1.0, "seq": 1.0}
+    assert (x.source_item, x.source_kind) == ("b", "seq")
+    assert "next after" in explain.reason(x, {})
+    assert blend.score(x) == pytest.approx(blend.WEIGHTS["cooc"] + blend.WEIGHTS["seq"])
 
 
 def test_gather_ignores_sources_without_neighbours() -> None:
@@ -157,7 +170,8 @@ def test_ties_are_broken_by_item_id() -> None:
     ranked = blend.order(cands)
     assert [c.item_id for c, _ in ranked] == ["item-1", "item-10", "item-2", "y", "z"]
     assert blend.order(list(reversed(cands))) == ranked
-    assert [s for _, s in ranked] == [1.0, 1.0, 1.0, 0.5 * blend.POP_SHARE, 0.5 * blend.POP_SHARE]
+    w = blend.WEIGHTS["cooc"]
+    assert [s for _, s in ranked] == [w, w, w, 0.5 * blend.POP_SHARE, 0.5 * blend.POP_SHARE]
 
 
 # -- rules -----------------------------------------------------------------------------------
