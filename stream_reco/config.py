@@ -92,8 +92,8 @@ class Settings:
     session_max_events: int = 50
     neighbours_max: int = 100
     popular_max: int = 10000
-    cooc_window: int = 10
-    seq_window: int = 5
+    cooc_window: int = 5
+    seq_window: int = 3
     cooc_half_life_s: float = 7 * 86400.0
     pop_half_life_s: float = 86400.0
     weights: Mapping[str, float] = field(default_factory=lambda: _weights(DEFAULT_WEIGHTS))
