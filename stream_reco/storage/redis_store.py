@@ -19,6 +19,15 @@ from stream_reco.decay import LandmarkTooOld, forward_weight, value_at
 from stream_reco.errors import StoreError
 from stream_reco.events import CatalogItem, Event, Tombstone
 from stream_reco.state import SessionView, entry, parse_session
+from stream_reco.storage.codec import (
+    Scored,
+    decode_scored,
+    hash_fields,
+    meta_fields,
+    meta_json,
+    pairs,
+    parse_meta,
+)
 from stream_reco.storage.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -32,8 +41,6 @@ EVENTS_PER_CALL = 64
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
 # waited out like an outage instead of failing valid events.
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
-
-Scored = list[tuple[str, float]]
 
 
 class RedisStore:
@@ -169,7 +176,7 @@ class RedisStore:
                     pipe.zrem(self.keys.global_("pop"), r.item_id)
                     pipe.delete(self.keys.item(r.item_id, "co"), self.keys.item(r.item_id, "next"))
                     continue
-                pipe.hset(meta, mapping=_meta_fields(r))
+                pipe.hset(meta, mapping=meta_fields(r))
             await pipe.execute()
 
         await self._retry("apply_catalog", run)
@@ -199,7 +206,7 @@ class RedisStore:
         async def run() -> dict[str, Scored]:
             keys = [self.keys.item(item, kind) for item in item_ids]
             rows = await self._multi_read(keys=keys, args=["zrev", n])
-            return {item: _pairs(row) for item, row in zip(item_ids, rows, strict=True)}
+            return {item: pairs(row) for item, row in zip(item_ids, rows, strict=True)}
 
         return await self._retry("read_neighbours", run)
 
@@ -207,7 +214,7 @@ class RedisStore:
         key = self.keys.global_("pop")
 
         async def run() -> Scored:
-            return _decode_scored(await self.client.zrevrange(key, 0, n - 1, withscores=True))
+            return decode_scored(await self.client.zrevrange(key, 0, n - 1, withscores=True))
 
         return await self._retry("read_popular", run)
 
@@ -220,7 +227,9 @@ class RedisStore:
             keys = [self.keys.item(item, "meta") for item in item_ids]
             rows = await self._multi_read(keys=keys, args=["hash"])
             return {
-                i: _parse_meta(i, _hash(row)) for i, row in zip(item_ids, rows, strict=True) if row
+                i: parse_meta(i, hash_fields(row))
+                for i, row in zip(item_ids, rows, strict=True)
+                if row
             }
 
         return await self._retry("read_items", run)
@@ -243,7 +252,7 @@ class RedisStore:
         return {
             "item_id": item_id,
             "known": meta is not None,
-            "meta": _meta_json(meta) if meta else None,
+            "meta": meta_json(meta) if meta else None,
             "event_clock_ts": now,
             "popularity": decayed(pop, s.pop_half_life_s) if pop is not None else 0.0,
             "neighbours": [
@@ -260,62 +269,6 @@ class RedisStore:
             deleted += await self.client.unlink(*batch)
         self._landmark = None
         return deleted
-
-
-def _meta_fields(r: CatalogItem) -> dict[str, str | bytes]:
-    fields: dict[str, str | bytes] = {
-        "title": r.title,
-        "category": r.category,
-        "brand": r.brand,
-        "in_stock": "1" if r.in_stock else "0",
-        "tags": orjson.dumps(list(r.tags)),
-    }
-    if r.price is not None:
-        fields["price"] = repr(r.price)
-    if r.margin is not None:
-        fields["margin"] = repr(r.margin)
-    return fields
-
-
-def _parse_meta(item_id: str, row: dict[bytes, bytes]) -> CatalogItem:
-    def num(name: bytes) -> float | None:
-        return float(row[name]) if name in row else None
-
-    return CatalogItem(
-        item_id=item_id,
-        title=row.get(b"title", b"").decode(),
-        category=row.get(b"category", b"").decode(),
-        brand=row.get(b"brand", b"").decode(),
-        price=num(b"price"),
-        in_stock=row.get(b"in_stock") == b"1",
-        tags=tuple(orjson.loads(row.get(b"tags", b"[]"))),
-        margin=num(b"margin"),
-    )
-
-
-def _meta_json(m: CatalogItem) -> dict[str, object]:
-    return {
-        "title": m.title,
-        "category": m.category,
-        "brand": m.brand,
-        "price": m.price,
-        "in_stock": m.in_stock,
-        "tags": list(m.tags),
-        "margin": m.margin,
-    }
-
-
-def _pairs(flat: list[bytes]) -> Scored:
-    """[member, score, member, score, ...] as Lua returns ZREVRANGE WITHSCORES."""
-    return [(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
-
-
-def _hash(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _decode_scored(row: list[tuple[bytes, float]]) -> Scored:
-    return [(member.decode(), float(score)) for member, score in row]
 
 
 async def _chunks(it, size: int = 500):  # type: ignore[no-untyped-def]
