@@ -51,7 +51,6 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
     redis.call('SADD', bought, item)
     redis.call('HDEL', cart, item)
   end
-  redis.call('HSETNX', info, 'first_ts', ts_text)
   local last = tonumber(redis.call('HGET', info, 'last_ts') or '0')
   if tonumber(ts_text) > last then
     redis.call('HSET', info, 'last_ts', ts_text)
@@ -95,6 +94,7 @@ local function learn(item, previous, pair_inc, pop_inc)
 end
 
 local clock = tonumber(redis.call('GET', cfg.clock) or '0')
+local clock_text = nil  -- the newest event time seen, written once per call
 local results = {}
 for n, ev in ipairs(events) do
   local event_id, sid, etype, item, ts_text = ev[1], ev[2], ev[3], ev[4], ev[5]
@@ -105,12 +105,14 @@ for n, ev in ipairs(events) do
       learn(item, previous, ev[9], ev[10])
     end
     if tonumber(ts_text) > clock then
-      clock = tonumber(ts_text)
-      redis.call('SET', cfg.clock, ts_text)
+      clock, clock_text = tonumber(ts_text), ts_text
     end
     results[n] = 1
   else
     results[n] = 0
   end
+end
+if clock_text then
+  redis.call('SET', cfg.clock, clock_text)
 end
 return results
