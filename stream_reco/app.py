@@ -25,6 +25,8 @@ def _broker_url(servers: str) -> list[str]:
 
 def create_app(settings: Settings) -> faust.App:
     """The Faust app with its three agents (events, catalogue, requests)."""
+    datadir = settings.home.resolve() / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=_broker_url(settings.kafka_bootstrap_servers),
@@ -32,6 +34,9 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         topic_partitions=settings.partitions,
         web_port=settings.web_port,
+        # Faust's own scratch space (tables, leader state) lives with the rest of our state,
+        # not in whatever folder the worker was started from.
+        datadir=str(datadir),
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
         consumer_auto_offset_reset="earliest",
