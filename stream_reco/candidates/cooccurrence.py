@@ -9,7 +9,7 @@ from stream_reco.ranking import blend
 from stream_reco.state import Interaction, SessionView
 
 # Each step back in the session counts this much less: the latest items say most about intent.
-RECENCY = 0.7
+RECENCY = 0.5
 
 
 def sources(

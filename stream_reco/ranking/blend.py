@@ -6,7 +6,7 @@ from stream_reco.candidates import Candidate
 
 # Per-source weights of the normalised features. Sequence (what came next after the latest
 # items) says more about the next click than co-occurrence anywhere in the session.
-WEIGHTS = {"seq": 1.0, "cooc": 0.5}
+WEIGHTS = {"seq": 1.0, "cooc": 0.25}
 # Popularity must never outrank a session-based candidate; it only fills the remaining slots.
 POP_SHARE = 1e-3
 
