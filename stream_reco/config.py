@@ -179,6 +179,18 @@ class Settings:
             raise ConfigError("invalid settings: " + "; ".join(problems))
         return self
 
+    def isolated(self, tag: str, *, keys: bool = True) -> Settings:
+        """The same settings on their own topics and consumer group (with `keys`, their own
+        Redis key space too), so tests, replays and deployments can share one stack."""
+        names = ("events", "catalog", "requests", "responses", "deadletter")
+        changes: dict[str, object] = {
+            "app_id": f"{self.app_id}-{tag}",
+            **{f"topic_{t}": f"{getattr(self, f'topic_{t}')}-{tag}" for t in names},
+        }
+        if keys:
+            changes["key_prefix"] = f"{self.key_prefix}-{tag}"
+        return dataclasses.replace(self, **changes).validate()  # type: ignore[arg-type]
+
     def weight(self, event_type: str) -> float:
         return float(self.weights[event_type])
 

@@ -22,16 +22,8 @@ DRAIN_TIMEOUT_S = 600.0
 
 def run_settings(store_settings: Settings) -> Settings:
     """Topics and consumer group of this replay alone, writing into the evaluation's key space."""
-    tag = f"eval-{uuid.uuid4().hex[:8]}"
-    return dataclasses.replace(
-        store_settings,
-        app_id=tag,
-        web_port=store_settings.web_port + 50,
-        **{
-            f"topic_{t}": f"{tag}-{t}"
-            for t in ("events", "catalog", "requests", "responses", "deadletter")
-        },
-    )
+    own = store_settings.isolated(f"kafka{uuid.uuid4().hex[:8]}", keys=False)
+    return dataclasses.replace(own, web_port=store_settings.web_port + 50)
 
 
 def ingest(store_settings: Settings, events: Sequence[dict[str, object]], tick: Tick) -> float:

@@ -14,16 +14,7 @@ from stream_reco.config import Settings
 
 def test_demo_prints_live_pushes_and_stops_by_itself(settings: Settings) -> None:
     run = uuid.uuid4().hex[:6]
-    own = dataclasses.replace(
-        settings,
-        app_id=f"{settings.app_id}-demo{run}",
-        key_prefix=f"{settings.key_prefix}-demo{run}",
-        web_port=settings.web_port + 10,
-        **{
-            f"topic_{t}": f"{getattr(settings, f'topic_{t}')}-demo{run}"
-            for t in ("events", "catalog", "requests", "responses", "deadletter")
-        },
-    )
+    own = dataclasses.replace(settings.isolated(f"demo{run}"), web_port=settings.web_port + 10)
     done = subprocess.run(
         [
             sys.executable,

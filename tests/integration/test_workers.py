@@ -43,16 +43,7 @@ def _carts(kafka: Kafka, n: int) -> None:
 
 def test_two_workers_share_partitions_and_one_survives_the_other(settings: Settings) -> None:
     run = uuid.uuid4().hex[:6]
-    own = dataclasses.replace(
-        settings,
-        app_id=f"{settings.app_id}-pair{run}",
-        key_prefix=f"{settings.key_prefix}-pair{run}",
-        require_catalog=False,
-        **{
-            f"topic_{t}": f"{getattr(settings, f'topic_{t}')}-pair{run}"
-            for t in ("events", "catalog", "requests", "responses", "deadletter")
-        },
-    )
+    own = dataclasses.replace(settings.isolated(f"pair{run}"), require_catalog=False)
     ensure_topics(own)
     logs = [own.home.resolve() / "logs" / f"pair-{run}-{n}.log" for n in (1, 2)]
     procs = []
