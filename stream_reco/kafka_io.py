@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
 
-log = logging.getLogger(__name__)
 # librdkafka logs transient states (coordinator loading, purged queues) as warnings on stderr;
 # errors still surface as exceptions and delivery failures.
 QUIET = {"log_level": 3}

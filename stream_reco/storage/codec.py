@@ -59,7 +59,3 @@ def pairs(flat: list[bytes]) -> Scored:
 
 def hash_fields(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def decode_scored(row: list[tuple[bytes, float]]) -> Scored:
-    return [(member.decode(), float(score)) for member, score in row]

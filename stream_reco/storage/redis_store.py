@@ -21,7 +21,6 @@ from stream_reco.events import CatalogItem, Event, Tombstone
 from stream_reco.state import SessionView, entry, parse_session
 from stream_reco.storage.codec import (
     Scored,
-    decode_scored,
     hash_fields,
     meta_fields,
     meta_json,
@@ -214,7 +213,8 @@ class RedisStore:
         key = self.keys.global_("pop")
 
         async def run() -> Scored:
-            return decode_scored(await self.client.zrevrange(key, 0, n - 1, withscores=True))
+            [row] = await self._multi_read(keys=[key], args=["zrev", n])
+            return pairs(row)
 
         return await self._retry("read_popular", run)
 

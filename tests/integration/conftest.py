@@ -142,18 +142,23 @@ def kafka(settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[Kafka
     k.close()
 
 
-def cli(settings: Settings, *args: str) -> Any:
-    """Run the real `stream-reco` command line with these settings; parse its JSON output."""
+def run_cli(settings: Settings, *args: str, timeout: float = 300) -> str:
+    """Run the real `stream-reco` command line with these settings; its stdout on success."""
     done = subprocess.run(
         [sys.executable, "-m", "stream_reco.cli", *args],
         env={**os.environ, **settings.to_env()},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         cwd=Path(__file__).resolve().parents[2],
     )
-    assert done.returncode == 0, done.stderr
-    return orjson.loads(done.stdout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def cli(settings: Settings, *args: str) -> Any:
+    """`run_cli` for the commands that print JSON (stack status, inspect)."""
+    return orjson.loads(run_cli(settings, *args, timeout=60))
 
 
 def _poll(

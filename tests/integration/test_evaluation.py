@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from stream_reco.evaluation.data import Row, SessionLog, split, write_sessions
 from stream_reco.evaluation.metrics import Metrics
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.storage.redis_store import RedisStore
+from tests.integration.conftest import run_cli
 
 
 def shop_logs(n_sessions: int = 400) -> tuple[list[SessionLog], list[SessionLog]]:
@@ -61,18 +59,6 @@ def test_frozen_replay_leaves_global_models_untouched_and_online_learns(settings
     assert metrics.summary(20)["hr"] > 0  # the engine recommends something right
     before, after, _ = asyncio.run(run(online=True))
     assert before != after
-
-
-def run_cli(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "stream_reco.cli", *args],
-        env={**os.environ, **settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_split_then_evaluate_commands_end_to_end(settings: Settings, tmp_path: Path) -> None:
