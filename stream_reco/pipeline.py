@@ -84,7 +84,7 @@ async def recommend(
 
     # Metadata only for what can still make the list, plus the sources named in reasons.
     head = ranked[: max(3 * k, k + 50)]
-    wanted = {c.item_id for c, _ in head} | {s.item_id for s, _ in expand}
+    wanted = {c.item_id for c, _ in head} | {s.item_id for s, _ in (*expand, *latest)}
     meta = await store.read_items(sorted(wanted))
     picks: list[Pick] = []
     for cand, score in head:

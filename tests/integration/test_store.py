@@ -171,3 +171,27 @@ def test_recommend_filters_and_explains(
     picks = loop.run_until_complete(pipeline.recommend(st, s, "me", 10))
     assert [p.item_id for p in picks] == ["B"]
     assert "Mug (A)" in picks[0].reason and "cart" in picks[0].reason
+
+
+def test_sequence_reason_names_its_source_by_title(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    st, loop = store
+    # One co-occurrence source only (the cart item), so the viewed item is a sequence source alone.
+    s = dataclasses.replace(st.settings, require_catalog=True, cooc_window=1)
+    loop.run_until_complete(
+        st.apply_catalog(
+            [
+                CatalogItem("V", "Lamp"),
+                CatalogItem("X", "Bulb"),
+                CatalogItem("C", "Desk"),
+            ]
+        )
+    )
+    history = [ev(n, f"q{n}", "V") for n in range(3)] + [ev(10 + n, f"q{n}", "X") for n in range(3)]
+    loop.run_until_complete(st.apply_events(history))
+    mine = [ev(50, "me2", "C", "add_to_cart"), ev(51, "me2", "V")]
+    loop.run_until_complete(st.apply_events(mine, learn=False))
+    picks = loop.run_until_complete(pipeline.recommend(st, s, "me2", 5))
+    assert picks[0].item_id == "X"
+    assert "next after Lamp (V)" in picks[0].reason
