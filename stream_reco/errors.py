@@ -17,3 +17,7 @@ class StackError(StreamRecoError):
 
 class StoreError(StreamRecoError):
     """The state store (Redis) failed after bounded retries."""
+
+
+class SnapshotError(StreamRecoError):
+    """An index snapshot is missing, unreadable or inconsistent; rebuild the index instead."""
