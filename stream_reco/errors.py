@@ -21,3 +21,7 @@ class StoreError(StreamRecoError):
 
 class SnapshotError(StreamRecoError):
     """An index snapshot is missing, unreadable or inconsistent; rebuild the index instead."""
+
+
+class LogTrimmed(StreamRecoError):
+    """Changes after a change-log position are gone (trimmed or reset); rebuild from scratch."""

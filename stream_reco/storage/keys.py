@@ -37,5 +37,9 @@ class Keys:
     def global_(self, name: str) -> str:
         return f"{self.prefix}:g:{name}"
 
+    def vectors(self, name: str) -> str:
+        # One hash tag for the vector hash and its change log: one MULTI writes both.
+        return f"{self.prefix}:g:{{vectors}}:{name}"
+
     def all_pattern(self) -> str:
         return f"{self.prefix}:*"
