@@ -1,0 +1,302 @@
+"""The shop's business-rule policy: typed, validated, per placement, updated by config messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from stream_reco.config import EVENT_TYPES, Weights
+from stream_reco.errors import ConfigError
+from stream_reco.events import CONTROL, MAX_ID_LEN, MAX_MESSAGE_BYTES, Rejected
+
+DEFAULT_KEY = "default"  # the reco-config key (and rules-file section) of the shop-wide policy
+MAX_IDS = 1000  # promoted or excluded ids per policy, like a request's `exclude`
+MAX_BOOST = 10.0  # beyond this a boost is a sort by margin/price, not a nudge
+DISCOVERY_RANGE = (0.15, 0.25)
+# What the shop is advised to set; the built-in defaults keep plain relevance (see docs/rules.md).
+RECOMMENDED = {"category_cap": 3, "mmr_lambda": 0.7, "discovery_share": 0.2}
+
+
+class _Invalid(ValueError):
+    """A bad value; the public functions turn it into a ConfigError or a Rejected."""
+
+
+def _share(lo: float, hi: float, why: str = "") -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if not _is_number(value) or not lo <= value <= hi:
+            raise _Invalid(f"must be a number in {lo:g}..{hi:g}{why}, got {_show(value)}")
+        return float(value)
+
+    return parse
+
+
+def _show(value: Any) -> str:
+    """A value as it was written in JSON (true, not True), cut short for error messages."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN; orjson would print null
+    try:
+        return orjson.dumps(value).decode()[:80]
+    except TypeError:
+        return repr(value)[:80]
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass; true/false is never a share or a boost.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _cap(value: Any) -> int | None:
+    if value is None or (type(value) is int and value == 0):  # TOML has no null: 0 is off too
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_IDS:
+        raise _Invalid(
+            f"must be an integer in 1..{MAX_IDS}, or 0/null for no cap; got {_show(value)}"
+        )
+    return value
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise _Invalid(f"must be a list of item ids, got {type(value).__name__}")
+    if len(value) > MAX_IDS:
+        raise _Invalid(f"has {len(value)} ids, more than {MAX_IDS}")
+    for x in value:
+        if not isinstance(x, str) or not x or len(x) > MAX_ID_LEN or CONTROL.search(x):
+            raise _Invalid(
+                f"{_show(x)} is not an item id (1..{MAX_ID_LEN} characters, no controls)"
+            )
+    return tuple(dict.fromkeys(value))  # order is the promotion priority; repeats mean nothing
+
+
+def _discovery(value: Any) -> float:
+    lo, hi = DISCOVERY_RANGE
+    if _is_number(value) and (value == 0 or lo <= value <= hi):
+        return float(value)
+    raise _Invalid(
+        f"must be 0 (off) or in {lo:g}..{hi:g}, got {_show(value)}: fewer discovery slots show "
+        "too little to learn from, more crowd out what the shopper is looking for"
+    )
+
+
+def _weights(value: Any) -> Weights:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"must be an object of event type -> weight, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(EVENT_TYPES))
+    if unknown:
+        raise _Invalid(f"unknown event types {unknown}; valid: {list(EVENT_TYPES)}")
+    bad = sorted(t for t, w in value.items() if not (_is_number(w) and w >= 0))
+    if bad:
+        raise _Invalid(f"weights of {bad} must be finite numbers >= 0")
+    return Weights({t: float(value[t]) for t in EVENT_TYPES if t in value})
+
+
+def _half_life(value: Any) -> float | None:
+    if value is None or (_is_number(value) and value == 0):  # TOML has no null: 0 is off too
+        return None
+    if not _is_number(value) or value < 0:
+        raise _Invalid(
+            f"must be a number of seconds > 0, or 0/null for per-step, got {_show(value)}"
+        )
+    return float(value)
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "category_cap": _cap,
+    "mmr_lambda": _share(0.0, 1.0, " (1 = pure relevance, lower = more variety)"),
+    "margin_boost": _share(0.0, MAX_BOOST),
+    "price_boost": _share(0.0, MAX_BOOST),
+    "promoted": _ids,
+    "promoted_share": _share(0.0, 1.0),
+    "discovery_share": _discovery,
+    "exclude": lambda v: frozenset(_ids(v)),
+    "event_weights": _weights,
+    "session_half_life_s": _half_life,
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules one response is built under. The defaults are plain relevance: every diversity
+    and business feature is opt-in, so an unconfigured shop keeps its offline accuracy."""
+
+    category_cap: int | None = None  # most items of one category per response; None: no cap
+    mmr_lambda: float = 1.0  # MMR trade-off: 1 = pure relevance order, 0 = pure variety
+    margin_boost: float = 0.0  # score × (1 + margin_boost × margin / best margin in the list)
+    price_boost: float = 0.0  # score × (1 + price_boost × price / highest price in the list)
+    promoted: tuple[str, ...] = ()  # items to promote, in priority order
+    promoted_share: float = 0.0  # share of the k slots given to promoted items
+    discovery_share: float = 0.0  # share of slots from outside the session's main categories
+    exclude: frozenset[str] = frozenset()  # never recommended, like a request's `exclude`
+    event_weights: Mapping[str, float] = field(default_factory=lambda: Weights({}))
+    session_half_life_s: float | None = None  # session-item decay by age; None: per step
+
+    def __post_init__(self) -> None:
+        for name, parse in PARSERS.items():
+            try:
+                object.__setattr__(self, name, parse(getattr(self, name)))
+            except _Invalid as exc:
+                raise ConfigError(f"invalid policy: {name} {exc}") from None
+
+    def weights(self, base: Mapping[str, float]) -> dict[str, float]:
+        """Per-event-type weights for the session's own items: `base` (the Settings weights)
+        with this policy's overrides."""
+        return {**base, **self.event_weights}
+
+
+FIELDS = tuple(PARSERS)
+
+
+def _overrides(doc: Any, where: str) -> Mapping[str, Any]:
+    """A partial policy (JSON/TOML object) as typed values; `where` names it in errors."""
+    if not isinstance(doc, Mapping):
+        raise _Invalid(f"{where} must be an object of policy fields, got {type(doc).__name__}")
+    unknown = sorted(set(doc) - set(PARSERS))
+    if unknown:
+        raise _Invalid(f"{where}: unknown fields {unknown}; valid fields: {', '.join(FIELDS)}")
+    out: dict[str, Any] = {}
+    for name, value in doc.items():
+        try:
+            out[name] = PARSERS[name](value)
+        except _Invalid as exc:
+            raise _Invalid(f"{where}.{name} {exc}") from None
+    return MappingProxyType(out)
+
+
+def _placement(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_ID_LEN or CONTROL.search(name):
+        shown = name[:MAX_ID_LEN] if isinstance(name, str) else name
+        raise _Invalid(f"{where}: {shown!r} is not a placement name (1..{MAX_ID_LEN} characters)")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class RulesUpdate:
+    """One reco-config message: the overrides for `key` ("default" or a placement), or None
+    to remove that key's entry so the rules file's entry (if any) applies again."""
+
+    key: str
+    overrides: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, eq=False)
+class RulesConfig:
+    """Policies per placement, from two layers: the rules file, then the reco-config topic.
+    For each key the topic's entry, when present, replaces the file's; placements are merged
+    field by field over the resolved default."""
+
+    file: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    topic: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    default: Policy = field(init=False)
+    _resolved: Mapping[str, Policy] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "file", MappingProxyType(dict(self.file)))
+        object.__setattr__(self, "topic", MappingProxyType(dict(self.topic)))
+        default = Policy(**self._entry(DEFAULT_KEY))
+        # Resolved once per config change, so a request's lookup is one dict get.
+        names = (set(self.file) | set(self.topic)) - {DEFAULT_KEY}
+        resolved = {p: dataclasses.replace(default, **self._entry(p)) for p in names}
+        object.__setattr__(self, "default", default)
+        object.__setattr__(self, "_resolved", MappingProxyType(resolved))
+
+    def _entry(self, key: str) -> Mapping[str, Any]:
+        return self.topic.get(key, self.file.get(key, {}))
+
+    def for_placement(self, name: str | None) -> Policy:
+        """The policy of a request's placement; unknown or missing placements get the default."""
+        return self._resolved.get(name, self.default) if name else self.default
+
+    @property
+    def placements(self) -> tuple[str, ...]:
+        return tuple(sorted(self._resolved))
+
+    def apply(self, update: RulesUpdate) -> RulesConfig:
+        """A new config with one reco-config message applied; this one is unchanged."""
+        topic = dict(self.topic)
+        if update.overrides is None:
+            topic.pop(update.key, None)
+        else:
+            topic[update.key] = update.overrides
+        return RulesConfig(self.file, topic)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RulesConfig):
+            return NotImplemented
+        return self.file == other.file and self.topic == other.topic
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking mappings inside
+
+
+def from_dict(doc: Any) -> RulesConfig:
+    """A rules file's content: {"default": {...}, "placements": {"cart": {...}}}; raises
+    ConfigError naming the field at fault."""
+    try:
+        return RulesConfig(file=_layer(doc))
+    except _Invalid as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _layer(doc: Any) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(doc, Mapping):
+        raise _Invalid(f"the top level must be an object, got {type(doc).__name__}")
+    unknown = sorted(set(doc) - {DEFAULT_KEY, "placements"})
+    if unknown:
+        raise _Invalid(f"unknown top-level keys {unknown}; valid: ['default', 'placements']")
+    layer = {DEFAULT_KEY: _overrides(doc.get(DEFAULT_KEY, {}), DEFAULT_KEY)}
+    placements = doc.get("placements", {})
+    if not isinstance(placements, Mapping):
+        raise _Invalid("placements must be an object of placement name -> policy fields")
+    for name, overrides in placements.items():
+        _placement(name, "placements")
+        if name == DEFAULT_KEY:
+            raise _Invalid("placements.default: put the shop-wide policy under the top-level key")
+        layer[name] = _overrides(overrides, f"placements.{name}")
+    return layer
+
+
+def load_file(path: str | Path) -> RulesConfig:
+    """Read a rules file (TOML if it ends in .toml, else JSON); errors name the file and field."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        doc = tomllib.loads(raw.decode()) if path.suffix == ".toml" else orjson.loads(raw)
+    except OSError as exc:
+        raise ConfigError(f"rules file {path}: cannot read it: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # both JSON and TOML errors are ValueErrors
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ConfigError(f"rules file {path}: not valid {kind}: {exc}") from None
+    try:
+        return from_dict(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"rules file {path}: {exc}") from None
+
+
+def decode_config(key: bytes | None, value: bytes | None) -> RulesUpdate | Rejected:
+    """Parse one reco-config record: key = "default" or a placement, value = JSON object of
+    policy overrides; a null/empty value (or JSON null) removes that key's override."""
+    try:
+        if not key:
+            raise _Invalid("no key: set it to 'default' or a placement name")
+        try:
+            name = _placement(key.decode(), "key")
+        except UnicodeDecodeError:
+            raise _Invalid("key is not UTF-8") from None
+        if value is None or not value.strip() or value.strip() == b"null":
+            return RulesUpdate(name, None)
+        if len(value) > MAX_MESSAGE_BYTES:
+            raise _Invalid(f"value is {len(value)} bytes, more than {MAX_MESSAGE_BYTES}")
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise _Invalid(f"not valid JSON: {exc}") from None
+        return RulesUpdate(name, _overrides(doc, name))
+    except _Invalid as exc:
+        return Rejected(f"invalid rules message: {exc}")
