@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 
-from stream_reco import pipeline
+from stream_reco import messages, runtime
+from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.guard import ERRORS, guarded
-from stream_reco.pipeline import Message, Out
+from stream_reco.messages import Message, Out
+from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
+from stream_reco.web import add_views
 
 log = logging.getLogger(__name__)
+INDEX_EVERY_S = 0.2  # how soon another worker's new catalogue item is similar-searchable here
+SNAPSHOT_EVERY_S = 30.0
 Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
 
 
@@ -24,7 +31,8 @@ def _broker_url(servers: str) -> list[str]:
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The Faust app with its three agents (events, catalogue, requests)."""
+    """The Faust app: agents for events, catalogue, requests and rules; timers that reload
+    rules and model and run the learner; the HTTP views."""
     datadir = settings.home.resolve() / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -48,6 +56,9 @@ def create_app(settings: Settings) -> faust.App:
     events = app.topic(settings.topic_events)
     catalog = app.topic(settings.topic_catalog)
     requests = app.topic(settings.topic_requests)
+    config = app.topic(settings.topic_config)
+    live = Runtime.start(settings)
+    learner = LearnerLoop(settings, owner=uuid.uuid4().hex)
     sinks = {
         name: app.topic(name) for name in (settings.topic_responses, settings.topic_deadletter)
     }
@@ -74,28 +85,65 @@ def create_app(settings: Settings) -> faust.App:
             return handler(get_store(), settings, batch)
 
         def reject(m: Message, why: str) -> Out:
-            return pipeline.rejected(settings, m, why)
+            return messages.rejected(settings, m, why)
 
         await send(await guarded(msgs, work, reject))
 
     @app.agent(events)
     async def ingest(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(settings.batch_max, within=within):
-            await process([_message(e) for e in batch], pipeline.on_event_messages)
+            await process([_message(e) for e in batch], on_events)
 
     @app.agent(catalog)
     async def update_catalog(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(settings.batch_max, within=within):
-            await process([_message(e) for e in batch], pipeline.on_catalog_messages)
+            await process([_message(e) for e in batch], messages.on_catalog_messages)
+
+    async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+        return await messages.on_event_messages(st, s, msgs, live)
 
     async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        return list(await asyncio.gather(*(pipeline.on_request_message(st, s, m) for m in msgs)))
+        asks = (messages.on_request_message(st, s, m, live) for m in msgs)
+        return list(await asyncio.gather(*asks))
 
     @app.agent(requests)
     async def answer(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(settings.batch_max, within=within):
             await process([_message(e) for e in batch], answer_all)
 
+    @app.agent(config)
+    async def update_rules(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=within):
+            await process([_message(e) for e in batch], messages.on_config_messages)
+
+    @app.timer(interval=settings.refresh_s)
+    async def refresh() -> None:
+        # A failed refresh keeps the last good rules and model; the next tick tries again.
+        try:
+            await runtime.refresh(get_store(), settings, live)
+            await learner.step(get_store())
+        except Exception:
+            ERRORS["refresh"] += 1
+            log.exception("refresh failed")
+
+    @app.timer(interval=INDEX_EVERY_S)
+    async def follow_index() -> None:
+        try:
+            if live.sync is None:
+                where = settings.home.resolve() / "ann" / f"{settings.app_id}-{settings.web_port}"
+                sync = IndexSync(get_store().vectors, where)
+                await asyncio.to_thread(sync.start)
+                live.sync = sync
+            await live.sync.catch_up()
+            if time.monotonic() - saved[0] > SNAPSHOT_EVERY_S:
+                saved[0] = time.monotonic()
+                await live.sync.save()
+        except Exception:
+            ERRORS["index"] += 1
+            log.exception("ANN index update failed")
+
+    saved = [time.monotonic()]
+    add_views(app, settings, live, get_store)
     return app
 
 

@@ -16,7 +16,7 @@ from stream_reco.errors import ConfigError
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")
 DEFAULT_WEIGHTS = "view=1,click=2,add_to_cart=4,remove_from_cart=0,purchase=8"
 TOPIC_FIELDS = tuple(
-    f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter")
+    f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter", "config")
 )
 MAX_K = 1000  # a response longer than this is a scrape, not a recommendation
 # Kafka's own rule for topic names; the Faust app id prefixes its internal topics too.
@@ -83,6 +83,7 @@ class Settings:
     topic_requests: str = "reco-requests"
     topic_responses: str = "reco-responses"
     topic_deadletter: str = "reco-deadletter"
+    topic_config: str = "reco-config"
     partitions: int = 4
     app_id: str = "stream-reco"
     key_prefix: str = "reco"
@@ -94,6 +95,9 @@ class Settings:
     popular_max: int = 10000
     cooc_window: int = 5
     seq_window: int = 3
+    sknn_sessions_per_item: int = 100
+    sknn_neighbours: int = 50
+    sknn_ttl_s: int = 7 * 86400
     cooc_half_life_s: float = 7 * 86400.0
     pop_half_life_s: float = 86400.0
     weights: Mapping[str, float] = field(default_factory=lambda: _weights(DEFAULT_WEIGHTS))
@@ -106,6 +110,12 @@ class Settings:
     kafka_controller_port: int = 9093
     max_future_s: int = 3600
     kafka_heap_opts: str = "-Xms256m -Xmx1g"
+    rules_file: str = ""
+    budget_ms: float = 50.0
+    model_min_examples: int = 1000
+    model_lr: float = 0.02
+    examples_max: int = 100000
+    refresh_s: float = 1.0
 
     def __post_init__(self) -> None:
         # A read-only copy: nobody can change the weights of a shared, frozen Settings.
@@ -132,9 +142,10 @@ class Settings:
         problems: list[str] = []
         positive = (
             "partitions session_ttl_s dedup_ttl_s session_max_events neighbours_max "
-            "popular_max cooc_window seq_window default_k max_k batch_max cooc_half_life_s "
+            "popular_max cooc_window seq_window sknn_sessions_per_item sknn_neighbours sknn_ttl_s "
+            "default_k max_k batch_max cooc_half_life_s "
             "pop_half_life_s "
-            "max_future_s"
+            "max_future_s budget_ms model_min_examples model_lr examples_max refresh_s"
         ).split()
         for name in positive:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):

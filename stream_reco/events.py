@@ -51,6 +51,7 @@ class CatalogItem:
     in_stock: bool = True
     tags: tuple[str, ...] = ()
     margin: float | None = None
+    embedding: tuple[float, ...] = ()  # for the item's vector only; not kept with its metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,7 @@ def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombst
             in_stock=in_stock,
             tags=tuple(t[:MAX_ID_LEN] for t in tags),
             margin=_number(doc, "margin", -1e9, 1e9),
+            embedding=tuple(float(x) for x in doc.get("embedding") or ()),
         )
     except _Invalid as exc:
         return Rejected(f"invalid catalogue record: {exc}")

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from stream_reco.errors import StoreError
-from stream_reco.pipeline import Message, Out
+from stream_reco.messages import Message, Out
 
 log = logging.getLogger(__name__)
 # Failures handled without stopping the stream, by kind; the metrics endpoint will export these.

@@ -14,7 +14,8 @@ QUIET = {"log_level": 3}
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the contract's topics if missing (the catalogue compacted); returns those created."""
+    """Create the contract's topics if missing (catalogue and rules compacted); returns those
+    created."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **QUIET})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -27,8 +28,11 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     for name in settings.topics:
         if name in existing:
             continue
-        config = {"cleanup.policy": "compact"} if name == settings.topic_catalog else {}
-        parts = 1 if name == settings.topic_deadletter else settings.partitions
+        compacted = name in (settings.topic_catalog, settings.topic_config)
+        config = {"cleanup.policy": "compact"} if compacted else {}
+        # One order for dead letters; one partition for rules so their updates apply in order.
+        single = name in (settings.topic_deadletter, settings.topic_config)
+        parts = 1 if single else settings.partitions
         wanted.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=config))
     if not wanted:
         return []

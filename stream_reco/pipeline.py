@@ -6,28 +6,34 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from stream_reco.candidates import Candidate, cooccurrence, popularity
+from stream_reco.candidates import (
+    Candidate,
+    cooccurrence,
+    popularity,
+    revisit,
+    sessions,
+    similar,
+)
 from stream_reco.config import Settings
+from stream_reco.errors import StoreError
 from stream_reco.events import (
-    MAX_DEADLETTER_BYTES,
     CatalogItem,
     Event,
-    Rejected,
     Request,
-    Tombstone,
-    dead_letter,
-    decode_catalog,
-    decode_event,
-    decode_request,
-    encode,
 )
-from stream_reco.ranking import blend, explain, rules
+from stream_reco.ranking import blend, diversity, explain, feedback, model
+from stream_reco.ranking import rules as rules_
+from stream_reco.runtime import Runtime
+from stream_reco.state import SessionView
 from stream_reco.storage.redis_store import RedisStore
 
 NEIGHBOURS_PER_SOURCE = 50
+# Passed-over candidates remembered with a response: the learner's negatives.
+SHOWN_NEGATIVES = 10
+VARIANT = "default"  # the experiment arm; A/B assignment will set it per session
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 
 
@@ -36,6 +42,19 @@ class Pick:
     item_id: str
     score: float
     reason: str
+    features: dict[str, float] = field(default_factory=dict)
+    slot: str = "relevance"
+    contributions: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A ranked list and how it was made: which model, and how far it had to degrade."""
+
+    picks: list[Pick]
+    model_version: int = 0
+    degraded: str | None = None  # None, "blend" (model skipped) or "popular" (sources skipped)
+    shown: list[Pick] = field(default_factory=list)  # picks plus passed-over candidates
 
 
 async def ingest(
@@ -63,148 +82,247 @@ async def recommend(
     session_id: str,
     k: int,
     exclude: Iterable[str] = (),
-) -> list[Pick]:
-    """Top-k items for a session, each with its reason; never a blocked or unavailable item."""
+    *,
+    placement: str | None = None,
+    live: Runtime | None = None,
+    only: Sequence[str] | None = None,
+) -> Answer:
+    """Top-k items for a session under the placement's rules, each explained; never a blocked
+    or unavailable item. Answers within `settings.budget_ms`, degrading if it must. `only`:
+    rank just these items (POST /rank) instead of gathering candidates."""
+    started = time.perf_counter()
+    live = live or Runtime()
+    rules = live.rules.for_placement(placement)
+    budget = settings.budget_ms / 1000
+    try:
+        session, found = await asyncio.wait_for(
+            _session_candidates(store, settings, live, session_id, k, only), budget * 0.8
+        )
+    except (TimeoutError, StoreError):
+        return _fallback(live, set(exclude) | set(rules.exclude), k, only)
+    block = rules_.blocked(session, exclude) | set(rules.exclude)
+    use_model = live.model_ready(settings)
+    degraded = None
+    if use_model and time.perf_counter() - started > budget / 2:
+        use_model, degraded = False, "blend"  # scoring is the cheapest part to give up
+    weights = live.model.weights if use_model else blend.DEFAULT
+    ranked = [cs for cs in blend.order(list(found.values()), weights) if cs[0].item_id not in block]
+    # Metadata only for what can still make the list, the session items named in reasons and
+    # what the rules look at (session categories, promoted items).
+    head = ranked[: max(4 * k, k + 60)]
+    wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
+    wanted |= diversity.wanted(session, rules)
+    try:
+        meta = await asyncio.wait_for(
+            store.read_items(sorted(wanted)), max(budget - (time.perf_counter() - started), 1e-3)
+        )
+    except (TimeoutError, StoreError):
+        return _fallback(live, block, k, only)
+    slots = diversity.select(
+        [(c.item_id, sc) for c, sc in head],
+        meta,
+        session,
+        rules,
+        k,
+        block,
+        weights=rules.weights(settings.weights),
+        require_catalog=settings.require_catalog,
+    )
+    by_id = {c.item_id: c for c, _ in head}
+    scorer = live.model if use_model else model.blend_weights()
+    picks = [_pick(by_id.get(sl.item_id), sl, meta, scorer) for sl in slots]
+    taken = {p.item_id for p in picks}
+    passed = [_pick(c, None, meta, scorer, sc) for c, sc in head if c.item_id not in taken]
+    version = live.model.version if use_model else 0
+    return Answer(picks, version, degraded, picks + passed[:SHOWN_NEGATIVES])
+
+
+def _pick(
+    cand: Candidate | None,
+    slot: diversity.Slot | None,
+    meta: dict[str, CatalogItem],
+    scorer: model.Weights,
+    score: float = 0.0,
+) -> Pick:
+    item_id = slot.item_id if slot else cand.item_id if cand else ""
+    if cand is None:  # promoted by the rules without being a candidate
+        return Pick(item_id, 0.0, "promoted", {}, "promoted")
+    features = {f: round(v, 6) for f, v in cand.features.items()}
+    why = explain.reason(cand, meta)
+    if slot and slot.slot == "promoted":
+        why = "promoted"
+    return Pick(
+        item_id,
+        round(slot.score if slot else score, 6),
+        why,
+        features,
+        slot.slot if slot else "relevance",
+        scorer.contributions(cand.features),
+    )
+
+
+def _fallback(live: Runtime, block: set[str], k: int, only: Sequence[str] | None) -> Answer:
+    """The worker's cached popular list: valid (in stock, not blocked) without touching Redis."""
+    allowed = set(only) if only is not None else None
+    picks = [
+        Pick(i, 0.0, "popular", {}, "relevance")
+        for i, info in live.fallback
+        if i not in block and (info is None or info.in_stock) and (allowed is None or i in allowed)
+    ][:k]
+    return Answer(picks, 0, "popular")
+
+
+async def _session_candidates(
+    store: RedisStore,
+    settings: Settings,
+    live: Runtime,
+    session_id: str,
+    k: int,
+    only: Sequence[str] | None,
+) -> tuple[SessionView, dict[str, Candidate]]:
     session = await store.read_session(session_id)
-    block = rules.blocked(session, exclude)
+    found = await _candidates(store, settings, live, session, k + 40)
+    if only is not None:
+        found = {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
+    return session, found
+
+
+async def _candidates(
+    store: RedisStore, settings: Settings, live: Runtime, session: SessionView, n_popular: int
+) -> dict[str, Candidate]:
+    """Every source's candidates for the session, per-source scores kept as features."""
     expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
     latest = cooccurrence.recent(session, SEQ_SOURCES)
-    # Independent reads overlap; enough popular items to fill k even when all else is blocked.
-    neighbours, following, popular = await asyncio.gather(
-        store.read_neighbours([s.item_id for s, _ in expand], NEIGHBOURS_PER_SOURCE),
-        store.read_neighbours([s.item_id for s, _ in latest], NEIGHBOURS_PER_SOURCE, "next"),
-        store.read_popular(k + len(block) + 20),
+    weights = sessions.prefix_weights(session)
+    # One round trip for every list the sources need; popularity fills k when all else fails.
+    wanted: list[tuple[str, str | None, int]] = [("pop", None, n_popular)]
+    wanted += [("co", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in expand]
+    wanted += [("next", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in latest]
+    rows, votes, meta = await asyncio.gather(
+        store.read_rows(wanted),
+        store.read_similar_sessions(session.session_id, weights),
+        store.read_items([s.item_id for s, _ in latest]),
     )
+    popular, rest = rows[0], iter(rows[1:])
+    neighbours = {s.item_id: next(rest) for s, _ in expand}
+    following = {s.item_id: next(rest) for s, _ in latest}
+    category = next((meta[s.item_id].category for s, _ in latest if s.item_id in meta), "")
 
     found: dict[str, Candidate] = {}
     cooccurrence.gather(latest, following, found, feature="seq")
     cooccurrence.gather(expand, neighbours, found)
+    sessions.gather(votes, found)
+    similar.gather(live.index, latest, found)
+    revisit.gather(session, found)
+    if category:  # the latest item's category: what the shopper is browsing now
+        [trending] = await store.read_rows([("trending", category, NEIGHBOURS_PER_SOURCE)])
+        popularity.gather_trending(trending, found)
     popularity.gather(popular, found)
-    ranked = [cs for cs in blend.order(list(found.values())) if cs[0].item_id not in block]
-
-    # Metadata only for what can still make the list, plus the sources named in reasons.
-    head = ranked[: max(3 * k, k + 50)]
-    wanted = {c.item_id for c, _ in head} | {s.item_id for s, _ in (*expand, *latest)}
-    meta = await store.read_items(sorted(wanted))
-    picks: list[Pick] = []
-    for cand, score in head:
-        if rules.allowed(cand.item_id, meta, block, settings.require_catalog):
-            picks.append(Pick(cand.item_id, round(score, 6), explain.reason(cand, meta)))
-            if len(picks) == k:
-                break
-    return picks
+    return found
 
 
 def response(
     session_id: str,
     trigger: str,
-    picks: list[Pick],
+    answer: Answer,
     started: float,
     request_id: str | None = None,
+    recommendation_id: str | None = None,
 ) -> dict[str, Any]:
     """The `reco-responses` value (docs/contract.md)."""
     return {
         "request_id": request_id,
         "session_id": session_id,
         "trigger": trigger,
-        "recommendation_id": uuid.uuid4().hex,
-        "items": [{"item_id": p.item_id, "score": p.score, "reason": p.reason} for p in picks],
+        "recommendation_id": recommendation_id or uuid.uuid4().hex,
+        "items": [
+            {
+                "item_id": p.item_id,
+                "score": p.score,
+                "reason": p.reason,
+                "slot": p.slot,
+                "contributions": [{"feature": f, "value": v} for f, v in p.contributions],
+            }
+            for p in answer.picks
+        ],
+        "variant": VARIANT,
+        "model_version": answer.model_version,
+        "degraded": answer.degraded,
         "ts": _now_ms(),
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
     }
 
 
-async def handle_request(store: RedisStore, settings: Settings, req: Request) -> dict[str, Any]:
+async def answer_session(
+    store: RedisStore,
+    settings: Settings,
+    live: Runtime,
+    session_id: str,
+    k: int,
+    *,
+    trigger: str = "request",
+    request_id: str | None = None,
+    exclude: Iterable[str] = (),
+    placement: str | None = None,
+    only: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Recommend, remember what was shown (the learner's next example), build the response."""
     started = time.perf_counter()
-    picks = await recommend(store, settings, req.session_id, req.k, req.exclude)
-    return response(req.session_id, "request", picks, started, req.request_id)
+    answer = await recommend(
+        store, settings, session_id, k, exclude, placement=placement, live=live, only=only
+    )
+    rid = uuid.uuid4().hex
+    if answer.shown:
+        doc = feedback.shown(rid, [(p.item_id, p.features) for p in answer.shown])
+        await store.remember_shown(session_id, doc)
+    return response(session_id, trigger, answer, started, request_id, rid)
+
+
+async def handle_request(
+    store: RedisStore, settings: Settings, req: Request, live: Runtime | None = None
+) -> dict[str, Any]:
+    return await answer_session(
+        store,
+        settings,
+        live or Runtime(),
+        req.session_id,
+        req.k,
+        request_id=req.request_id,
+        exclude=req.exclude,
+        placement=req.placement,
+    )
 
 
 async def handle_events(
-    store: RedisStore, settings: Settings, events: Sequence[Event]
+    store: RedisStore, settings: Settings, events: Sequence[Event], live: Runtime | None = None
 ) -> tuple[list[dict[str, Any]], list[tuple[Event, str]]]:
-    """Ingest a batch, then one fresh push per session that added to cart in it.
-    Returns (pushes, refused events with reasons)."""
-    started = time.perf_counter()
+    """Ingest a batch, turn each session's next event into feedback on what it was shown,
+    then one fresh push per session that added to cart. Returns (pushes, refused events)."""
+    live = live or Runtime()
     new, refused = await ingest(store, events)
+    await learn_from(store, settings, new)
     carted = list(dict.fromkeys(e.session_id for e in new if e.type == "add_to_cart"))
     # Sessions are independent: their reads overlap on the connection pool.
-    picked = await asyncio.gather(
-        *(recommend(store, settings, sid, settings.default_k) for sid in carted)
+    pushes = await asyncio.gather(
+        *(
+            answer_session(store, settings, live, sid, settings.default_k, trigger="add_to_cart")
+            for sid in carted
+        )
     )
-    pushes = [
-        response(sid, "add_to_cart", p, started) for sid, p in zip(carted, picked, strict=True)
+    return list(pushes), refused
+
+
+async def learn_from(store: RedisStore, settings: Settings, new: Sequence[Event]) -> None:
+    """Each session's first new event answers what it was last shown: queue the example."""
+    first: dict[str, Event] = {}
+    for e in new:
+        first.setdefault(e.session_id, e)
+    shown = await store.take_shown(list(first))
+    made = [
+        feedback.example(raw, first[sid].item_id, first[sid].recommendation_id)
+        for sid, raw in shown.items()
     ]
-    return pushes, refused
-
-
-# -- Messages in, messages out: what the Faust agents call (no Faust types here) -------------
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    partition: int | None
-    offset: int | None
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Out:
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-def rejected(settings: Settings, m: Message, reason: str) -> Out:
-    """A message we will not apply, as a dead letter that keeps its original bytes."""
-    value = dead_letter(reason, m.topic, m.partition, m.offset, m.key, m.value, _now_ms())
-    key = m.key[:MAX_DEADLETTER_BYTES] if m.key else m.key  # a huge key must not sink it either
-    return Out(settings.topic_deadletter, key, value)
-
-
-async def on_event_messages(
-    store: RedisStore, settings: Settings, msgs: Sequence[Message]
-) -> list[Out]:
-    outs: list[Out] = []
-    good: list[Event] = []
-    origin: dict[str, Message] = {}  # by event_id, to dead-letter what the store refuses
-    latest = _now_ms() + settings.max_future_s * 1000  # wall clock bounds input, never decay
-    for m in msgs:
-        ev = decode_event(m.value, latest)
-        if isinstance(ev, Rejected):
-            outs.append(rejected(settings, m, ev.reason))
-        else:
-            origin[ev.event_id] = m
-            good.append(ev)
-    pushes, refused = await handle_events(store, settings, good)
-    outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
-    outs += [Out(settings.topic_responses, p["session_id"].encode(), encode(p)) for p in pushes]
-    return outs
-
-
-async def on_catalog_messages(
-    store: RedisStore, settings: Settings, msgs: Sequence[Message]
-) -> list[Out]:
-    outs: list[Out] = []
-    records: list[CatalogItem | Tombstone] = []
-    for m in msgs:
-        rec = decode_catalog(m.key, m.value)
-        if isinstance(rec, Rejected):
-            outs.append(rejected(settings, m, rec.reason))
-        else:
-            records.append(rec)
-    await store.apply_catalog(records)
-    return outs
-
-
-async def on_request_message(store: RedisStore, settings: Settings, m: Message) -> Out:
-    req = decode_request(m.value, settings.default_k, settings.max_k)
-    if isinstance(req, Rejected):
-        return rejected(settings, m, req.reason)
-    answer = await handle_request(store, settings, req)
-    return Out(settings.topic_responses, req.session_id.encode(), encode(answer))
+    await store.push_examples([x.to_json() for x in made if x], settings.examples_max)
 
 
 def _now_ms() -> int:

@@ -8,8 +8,10 @@ from stream_reco.candidates import Candidate
 from stream_reco.ranking import blend
 from stream_reco.state import Interaction, SessionView
 
-# Each step back in the session counts this much less: the latest items say most about intent.
+# Each step back in the session counts this much less: the latest items say most about intent,
+# and far more so for what comes next than for what goes together.
 RECENCY = 0.5
+SEQ_RECENCY = 0.3
 
 
 def sources(
@@ -58,4 +60,4 @@ def gather(
 def recent(session: SessionView, limit: int) -> list[tuple[Interaction, float]]:
     """Sequence sources: the latest distinct items in time order (what was viewed last matters
     most for what comes next), weighted by recency only."""
-    return [(it, RECENCY**pos) for pos, it in enumerate(session.strongest()[:limit])]
+    return [(it, SEQ_RECENCY**pos) for pos, it in enumerate(session.strongest()[:limit])]

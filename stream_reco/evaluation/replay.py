@@ -71,7 +71,7 @@ async def test(
             for i, ev in enumerate(evs):
                 if i >= 1:
                     started = time.perf_counter()
-                    picks = await pipeline.recommend(store, settings, ev.session_id, k)
+                    picks = (await pipeline.recommend(store, settings, ev.session_id, k)).picks
                     ms = (time.perf_counter() - started) * 1000
                     metrics.add(ev.item_id, [p.item_id for p in picks], ms)
                     tick(1)

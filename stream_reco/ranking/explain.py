@@ -23,6 +23,15 @@ def label(item_id: str, meta: Mapping[str, CatalogItem]) -> str:
 def reason(c: Candidate, meta: Mapping[str, CatalogItem]) -> str:
     if c.source_item is not None and c.features.get(c.source_kind, 0.0) > 0:
         where = WHERE.get(c.source_type or "view", "you viewed")
+        if c.source_kind == "similar":
+            return f"similar to {label(c.source_item, meta)} {where}"
         how = "next after" if c.source_kind == "seq" else "with"
         return f"often chosen {how} {label(c.source_item, meta)} {where}"
+    if c.features.get("in_session", 0.0) > 0:
+        return "you viewed it earlier in this visit"
+    if c.features.get("sknn", 0.0) > 0:
+        return "chosen in shopping sessions like yours"
+    info = meta.get(c.item_id)
+    if c.features.get("trending", 0.0) > 0 and info and info.category:
+        return f"trending in {info.category}"
     return "popular"

@@ -4,7 +4,8 @@
 -- One call carries several events so the client packs one command, not one per event; the
 -- caller keeps runs short (Redis serves nobody else while a script runs).
 -- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, window, neighbours_max,
---         popular_max, seq_window, pop, clock, session, dedup, co, next}: key names and the
+--         popular_max, seq_window, sknn_per_item, sknn_ttl, pop, catpop, clock, session, dedup,
+--         co, next, sessions, meta}: key names and the
 --         pieces that wrap an id into a key, all made by storage/keys.py (the one key builder)
 -- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
 --         user_id ('' = none), learn (1/0), pair weight x cooc forward factor,
@@ -65,10 +66,33 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
   return previous
 end
 
+-- Session-kNN index: the item's most recent sessions (by event time), and the session's items
+-- kept past its own TTL so later sessions can find it as a neighbour.
+local function remember_session(sid, item, ts_text)
+  local sessions = key(cfg.sessions, item)
+  -- GT: a late, out-of-order event never makes the session look older than it is.
+  if redis.call('ZADD', sessions, 'GT', ts_text, sid) == 1 then
+    local n = redis.call('ZCARD', sessions)
+    if n > cfg.sknn_per_item then
+      redis.call('ZREMRANGEBYRANK', sessions, 0, n - cfg.sknn_per_item - 1)
+    end
+  end
+  local items = key(cfg.session, sid, 'items')
+  if redis.call('SCARD', items) < max_events then
+    redis.call('SADD', items, item)
+  end
+  redis.call('EXPIRE', items, cfg.sknn_ttl)
+end
+
 -- Global learning (skipped in frozen evaluation and for untrusted traffic).
 local function learn(item, previous, pair_inc, pop_inc)
   if pop_inc > 0 then
     capped_incr(cfg.pop, pop_inc, item, cfg.popular_max)
+    -- Trending per category: the catalogue's category as it is when the event arrives.
+    local category = redis.call('HGET', key(cfg.meta, item), 'category')
+    if category and category ~= '' then
+      capped_incr(cfg.catpop .. category, pop_inc, item, cfg.popular_max)
+    end
   end
   if pair_inc <= 0 then
     return
@@ -103,6 +127,7 @@ for n, ev in ipairs(events) do
     local previous = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
     if ev[8] == 1 then
       learn(item, previous, ev[9], ev[10])
+      remember_session(sid, item, ts_text)
     end
     if tonumber(ts_text) > clock then
       clock, clock_text = tonumber(ts_text), ts_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import TypeVar
 
@@ -28,11 +28,16 @@ from stream_reco.storage.codec import (
     parse_meta,
 )
 from stream_reco.storage.keys import Keys
+from stream_reco.storage.shared import SharedState
+from stream_reco.storage.vector_log import VectorLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua").read_text()
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
+SESSION_KNN = resources.files("stream_reco.storage").joinpath("session_knn.lua").read_text()
+# Session-kNN looks up the past sessions of this many latest session items: bounds its cost.
+SKNN_ITEMS = 10
 RETRIES = 5
 # Events per script call: one packed command instead of one per event, while each call stays
 # short (~5 ms at most) because Redis answers no query while a script runs.
@@ -42,7 +47,7 @@ EVENTS_PER_CALL = 64
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 
-class RedisStore:
+class RedisStore(SharedState):
     """Everything stream-reco keeps in Redis, behind one narrow async interface."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
@@ -51,6 +56,8 @@ class RedisStore:
         self.keys = Keys(settings.key_prefix)
         self._apply = client.register_script(APPLY_EVENT)
         self._multi_read = client.register_script(MULTI_READ)
+        self._session_knn = client.register_script(SESSION_KNN)
+        self.vectors = VectorLog(client, self.keys)
         self._script_config = orjson.dumps(
             {
                 "ttl": settings.session_ttl_s,
@@ -66,6 +73,11 @@ class RedisStore:
                 "co": self.keys.item_pattern("co"),
                 "next": self.keys.item_pattern("next"),
                 "seq_window": settings.seq_window,
+                "sknn_per_item": settings.sknn_sessions_per_item,
+                "sknn_ttl": settings.sknn_ttl_s,
+                "sessions": self.keys.item_pattern("sessions"),
+                "meta": self.keys.item_pattern("meta"),
+                "catpop": self.keys.global_("pop:cat:"),
             }
         )
         self._landmark: int | None = None
@@ -173,7 +185,7 @@ class RedisStore:
                 pipe.delete(meta)
                 if isinstance(r, Tombstone):
                     pipe.zrem(self.keys.global_("pop"), r.item_id)
-                    pipe.delete(self.keys.item(r.item_id, "co"), self.keys.item(r.item_id, "next"))
+                    pipe.delete(*(self.keys.item(r.item_id, n) for n in ("co", "next", "sessions")))
                     continue
                 pipe.hset(meta, mapping=meta_fields(r))
             await pipe.execute()
@@ -208,6 +220,45 @@ class RedisStore:
             return {item: pairs(row) for item, row in zip(item_ids, rows, strict=True)}
 
         return await self._retry("read_neighbours", run)
+
+    async def read_rows(self, wanted: Sequence[tuple[str, str | None, int]]) -> list[Scored]:
+        """Many top-n lists in one round trip: (kind, item id, n) per list, where kind is an
+        item's `co`, `next` or `sessions`, `pop` (item id None) for popularity, or `trending`
+        with a category in place of the item id."""
+        if not wanted:
+            return []
+        keys = [self._row_key(kind, item) for kind, item, _ in wanted]
+
+        async def run() -> list[Scored]:
+            rows = await self._multi_read(keys=keys, args=["zrev", *(n for _, _, n in wanted)])
+            return [pairs(row) for row in rows]
+
+        return await self._retry("read_rows", run)
+
+    def _row_key(self, kind: str, item: str | None) -> str:
+        if kind == "trending":  # `item` is a category here
+            return self.keys.global_(f"pop:cat:{item}")
+        return self.keys.global_("pop") if item is None else self.keys.item(item, kind)
+
+    async def read_similar_sessions(
+        self, session_id: str, weights: Mapping[str, float], limit: int = 100
+    ) -> Scored:
+        """Session-kNN votes for items (storage/session_knn.lua), best first. `weights`: the
+        session.s items, newest first; only the first SKNN_ITEMS are looked up."""
+        if not weights:
+            return []
+        s = self.settings
+        ipre, isuf = self.keys.item_pattern("sessions")
+        spre, ssuf = self.keys.session_pattern()
+        args: list[str | float | int] = [ipre, isuf, spre, ssuf + "items", session_id]
+        args += [s.sknn_sessions_per_item, s.sknn_sessions_per_item, s.sknn_neighbours, limit]
+        for item_id, w in list(weights.items())[:SKNN_ITEMS]:
+            args += [item_id, w]
+
+        async def run() -> Scored:
+            return pairs(await self._session_knn(keys=[], args=args))
+
+        return await self._retry("read_similar_sessions", run)
 
     async def read_popular(self, n: int) -> Scored:
         key = self.keys.global_("pop")

@@ -48,7 +48,7 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         "STREAM_RECO_WEB_PORT": str(6100 + int(RUN, 16) % 800),
         **{
             f"STREAM_RECO_TOPIC_{name.upper()}": f"test-{RUN}-{name}"
-            for name in ("events", "catalog", "requests", "responses", "deadletter")
+            for name in ("events", "catalog", "requests", "responses", "deadletter", "config")
         },
     }
     yield Settings.from_env(env)

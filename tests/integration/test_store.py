@@ -168,7 +168,7 @@ def test_recommend_filters_and_explains(
     loop.run_until_complete(st.apply_events(history))
     loop.run_until_complete(st.apply_catalog([Tombstone("D")]))
     loop.run_until_complete(st.apply_events([ev(50, "me", "A", "add_to_cart")]))
-    picks = loop.run_until_complete(pipeline.recommend(st, s, "me", 10))
+    picks = loop.run_until_complete(pipeline.recommend(st, s, "me", 10)).picks
     assert [p.item_id for p in picks] == ["B"]
     assert "Mug (A)" in picks[0].reason and "cart" in picks[0].reason
 
@@ -193,6 +193,6 @@ def test_sequence_reason_names_its_source_by_title(
     mine = [ev(50, "me2", "C", "add_to_cart"), ev(51, "me2", "V")]
     loop.run_until_complete(st.apply_events(mine, learn=False))
     # Excluding V keeps it out of the candidate list, so only the reason needs its title.
-    picks = loop.run_until_complete(pipeline.recommend(st, s, "me2", 5, exclude=["V"]))
+    picks = loop.run_until_complete(pipeline.recommend(st, s, "me2", 5, exclude=["V"])).picks
     assert picks[0].item_id == "X"
     assert "next after Lamp (V)" in picks[0].reason

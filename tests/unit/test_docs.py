@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_reco import pipeline
+from stream_reco import messages
 from stream_reco.config import ENV, Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -88,8 +88,8 @@ def test_contract_names_every_dead_letter_field(contract: str) -> None:
 
 def test_contract_covers_the_dead_letter_the_code_writes(contract: str) -> None:
     settings = Settings()
-    msg = pipeline.Message(settings.topic_events, 0, 7, b"s-1", b"x" * 70_000)
-    out = pipeline.rejected(settings, msg, "why")
+    msg = messages.Message(settings.topic_events, 0, 7, b"s-1", b"x" * 70_000)
+    out = messages.rejected(settings, msg, "why")
     section = _section(contract, "`reco-deadletter`")
     undocumented = [f for f in orjson.loads(out.value) if f"| `{f}` |" not in section]
     assert not undocumented, f"dead-letter fields written but not in the contract: {undocumented}"

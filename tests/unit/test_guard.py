@@ -6,7 +6,7 @@ import asyncio
 
 from stream_reco.errors import StoreError
 from stream_reco.guard import ERRORS, guarded
-from stream_reco.pipeline import Message, Out
+from stream_reco.messages import Message, Out
 
 
 def msg(n: int, value: bytes) -> Message:

@@ -1,0 +1,34 @@
+"""Content-similar candidates: HNSW neighbours of the session's latest items (cold start)."""
+
+from __future__ import annotations
+
+from stream_reco.candidates import Candidate
+from stream_reco.candidates.ann import ItemIndex
+from stream_reco.state import Interaction
+
+PER_SOURCE = 20
+
+
+def gather(
+    index: ItemIndex | None,
+    latest: list[tuple[Interaction, float]],
+    into: dict[str, Candidate],
+) -> None:
+    """Add items whose vectors are closest to the latest session items as `similar`: a new
+    item has neighbours here the moment its catalogue record is indexed, before any click."""
+    if index is None or not len(index):
+        return
+    for src, weight in latest:
+        if src.item_id not in index:
+            continue
+        for item_id, sim in index.similar(src.item_id, PER_SOURCE):
+            if sim <= 0:
+                continue
+            cand = into.get(item_id)
+            if cand is None:
+                cand = into[item_id] = Candidate(item_id)
+            share = weight * sim
+            cand.features["similar"] = cand.features.get("similar", 0.0) + share
+            if cand.source_item is None:
+                cand.source_item, cand.source_type = src.item_id, src.type
+                cand.source_kind = "similar"

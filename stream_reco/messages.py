@@ -1,0 +1,132 @@
+"""Kafka messages in, messages out: what the Faust agents call (no Faust types here)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stream_reco import runtime
+from stream_reco.candidates import vectors
+from stream_reco.config import Settings
+from stream_reco.events import (
+    MAX_DEADLETTER_BYTES,
+    CatalogItem,
+    Event,
+    Rejected,
+    Tombstone,
+    dead_letter,
+    decode_catalog,
+    decode_event,
+    decode_request,
+    encode,
+)
+from stream_reco.pipeline import handle_events, handle_request
+from stream_reco.ranking import policy
+from stream_reco.runtime import Runtime
+from stream_reco.storage.redis_store import RedisStore
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def rejected(settings: Settings, m: Message, reason: str) -> Out:
+    """A message we will not apply, as a dead letter that keeps its original bytes."""
+    value = dead_letter(reason, m.topic, m.partition, m.offset, m.key, m.value, _now_ms())
+    key = m.key[:MAX_DEADLETTER_BYTES] if m.key else m.key  # a huge key must not sink it either
+    return Out(settings.topic_deadletter, key, value)
+
+
+async def on_event_messages(
+    store: RedisStore, settings: Settings, msgs: Sequence[Message], live: Runtime | None = None
+) -> list[Out]:
+    outs: list[Out] = []
+    good: list[Event] = []
+    origin: dict[str, Message] = {}  # by event_id, to dead-letter what the store refuses
+    latest = _now_ms() + settings.max_future_s * 1000  # wall clock bounds input, never decay
+    for m in msgs:
+        ev = decode_event(m.value, latest)
+        if isinstance(ev, Rejected):
+            outs.append(rejected(settings, m, ev.reason))
+        else:
+            origin[ev.event_id] = m
+            good.append(ev)
+    pushes, refused = await handle_events(store, settings, good, live)
+    outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
+    outs += [Out(settings.topic_responses, p["session_id"].encode(), encode(p)) for p in pushes]
+    return outs
+
+
+async def on_catalog_messages(
+    store: RedisStore, settings: Settings, msgs: Sequence[Message]
+) -> list[Out]:
+    outs: list[Out] = []
+    records: list[CatalogItem | Tombstone] = []
+    for m in msgs:
+        rec = decode_catalog(m.key, m.value)
+        if isinstance(rec, Rejected):
+            outs.append(rejected(settings, m, rec.reason))
+        else:
+            records.append(rec)
+    await store.apply_catalog(records)
+    if records:
+        # Each item's vector for every worker's ANN index: a new item is similar to others
+        # the moment its record is processed, before anyone clicked it.
+        await store.vectors.publish_many(
+            [
+                (
+                    r.item_id,
+                    None
+                    if isinstance(r, Tombstone)
+                    else vectors.item_vector(r, r.embedding or None),
+                )
+                for r in records
+            ]
+        )
+    return outs
+
+
+async def on_request_message(
+    store: RedisStore, settings: Settings, m: Message, live: Runtime | None = None
+) -> Out:
+    req = decode_request(m.value, settings.default_k, settings.max_k)
+    if isinstance(req, Rejected):
+        return rejected(settings, m, req.reason)
+    answer = await handle_request(store, settings, req, live)
+    return Out(settings.topic_responses, req.session_id.encode(), encode(answer))
+
+
+async def on_config_messages(
+    store: RedisStore, settings: Settings, msgs: Sequence[Message]
+) -> list[Out]:
+    """Rules updates from `reco-config` into the shared rules document every worker reloads.
+    Its single partition has one consumer, so this read-modify-write has no rival."""
+    outs: list[Out] = []
+    doc = await store.read_published(runtime.RULES)
+    for m in msgs:
+        update = policy.decode_config(m.key, m.value)
+        if isinstance(update, Rejected):
+            outs.append(rejected(settings, m, update.reason))
+            continue
+        overrides = None if update.overrides is None else dict(update.overrides)
+        doc = runtime.store_update(doc, update.key, overrides)
+    if doc is not None:
+        await store.publish(runtime.RULES, doc)
+    return outs
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

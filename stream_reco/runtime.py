@@ -1,0 +1,129 @@
+"""What a worker holds in memory and refreshes while it runs: rules, model, fallback list."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+
+from stream_reco.candidates.ann import ItemIndex
+from stream_reco.candidates.index_sync import IndexSync
+from stream_reco.config import Settings
+from stream_reco.events import CatalogItem, Rejected
+from stream_reco.ranking import policy
+from stream_reco.ranking.feedback import Example
+from stream_reco.ranking.model import Learner, ModelFormatError, Weights, blend_weights
+from stream_reco.ranking.policy import RulesConfig
+from stream_reco.storage.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+MODEL = "model"  # the published-document name of the learned ranker's weights
+RULES = "rules"  # ... of the rules updates taken from reco-config
+FALLBACK_SIZE = 200
+
+
+@dataclass
+class Runtime:
+    """Per-worker live state. Replaced field by field by `refresh`, never mutated in place,
+    so a request that already holds a value keeps a consistent one."""
+
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    model: Weights = field(default_factory=blend_weights)
+    # Popular in-stock items with metadata, for answers that cannot wait for Redis.
+    fallback: list[tuple[str, CatalogItem | None]] = field(default_factory=list)
+    base_rules: RulesConfig = field(default_factory=RulesConfig)
+    rules_doc: bytes | None = None
+    sync: IndexSync | None = None  # the worker's ANN index and how it follows the vector log
+
+    @property
+    def index(self) -> ItemIndex | None:
+        return self.sync.index if self.sync else None
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        """The rules file (if any) fixes the base rules; a bad file stops the worker early."""
+        base = policy.load_file(settings.rules_file) if settings.rules_file else RulesConfig()
+        return cls(rules=base, base_rules=base)
+
+    def model_ready(self, settings: Settings) -> bool:
+        return self.model.version > 0 and self.model.examples >= settings.model_min_examples
+
+
+def store_update(doc: bytes | None, key: str, overrides: object) -> bytes:
+    """The stored rules document with one placement's overrides set (or dropped on None)."""
+    current = orjson.loads(doc) if doc else {}
+    if overrides is None:
+        current.pop(key, None)
+    else:
+        current[key] = overrides
+    return orjson.dumps(current, option=orjson.OPT_SORT_KEYS)
+
+
+async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
+    """Reload published rules and model weights when they changed; refresh the fallback."""
+    raw = await store.read_published(MODEL)
+    if raw is not None:
+        try:
+            weights = Weights.from_json(raw)
+        except ModelFormatError as exc:
+            log.warning("ignoring the published model: %s", exc)
+        else:
+            if weights.version != live.model.version:
+                live.model = weights
+    doc = await store.read_published(RULES)
+    if doc != live.rules_doc:
+        live.rules, live.rules_doc = rules_from(live.base_rules, doc), doc
+    popular = await store.read_popular(FALLBACK_SIZE)
+    meta = await store.read_items([i for i, _ in popular])
+    live.fallback = [(i, meta.get(i)) for i, _ in popular]
+
+
+def rules_from(base: RulesConfig, doc: bytes | None) -> RulesConfig:
+    """The base rules with every stored `reco-config` update applied, in key order."""
+    if not doc:
+        return base
+    rules = base
+    for key, value in sorted(orjson.loads(doc).items()):
+        update = policy.decode_config(key.encode(), orjson.dumps(value))
+        if isinstance(update, Rejected):  # checked when it was stored; a newer version's field
+            log.warning("skipping stored rules for %r: %s", key, update.reason)
+            continue
+        rules = rules.apply(update)
+    return rules
+
+
+class LearnerLoop:
+    """The one learner of the model (whoever holds the lease): takes queued examples, learns
+    them off the event loop, publishes the new weights for every worker."""
+
+    def __init__(self, settings: Settings, owner: str) -> None:
+        self.settings, self.owner = settings, owner
+        self.learner: Learner | None = None
+
+    async def step(self, store: RedisStore, batch: int = 1000) -> int:
+        """One round; returns how many examples were learned (0 when not the learner)."""
+        ttl_ms = int(max(self.settings.refresh_s * 10, 5) * 1000)
+        if not await store.hold_lease("learner", self.owner, ttl_ms):
+            self.learner = None  # another worker learns; take over from its weights later
+            return 0
+        if self.learner is None:
+            raw = await store.read_published(MODEL)
+            try:
+                start = Weights.from_json(raw) if raw else blend_weights()
+            except ModelFormatError:
+                start = blend_weights()  # unreadable: start over rather than stop learning
+            self.learner = Learner(start, lr=self.settings.model_lr)
+        examples = [x for x in map(Example.from_json, await store.pop_examples(batch)) if x]
+        if not examples:
+            return 0
+        learner = self.learner
+        await asyncio.to_thread(_learn_all, learner, examples)  # CPU work off the event loop
+        await store.publish(MODEL, learner.snapshot().to_json())
+        return len(examples)
+
+
+def _learn_all(learner: Learner, examples: list[Example]) -> None:
+    for x in examples:
+        learner.learn(x.positive, x.negatives, x.weight)
