@@ -87,7 +87,14 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--methods: unknown {sorted(unknown)}; choose from {harness.METHODS}")
     modes = ("frozen", "online") if args.mode == "both" else (args.mode,)
     plan = harness.Plan(
-        Path(args.train), Path(args.test), args.k, modes, methods, args.limit, args.via_kafka
+        Path(args.train),
+        Path(args.test),
+        args.k,
+        modes,
+        methods,
+        args.limit,
+        args.via_kafka,
+        args.learn_ranker,
     )
     report = harness.run(settings, plan)
     print(harness.table(report))
@@ -161,6 +168,11 @@ def parser() -> argparse.ArgumentParser:
         "--via-kafka",
         action="store_true",
         help="train events through the real topics and a worker (end-to-end check)",
+    )
+    e.add_argument(
+        "--learn-ranker",
+        action="store_true",
+        help="the learned ranker trains on test feedback as it goes (answer, then learn)",
     )
     e.add_argument("--json", help="write the full report here")
     e.add_argument("--plot", help="write a PNG of HR@k and MRR@k here")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -65,6 +66,36 @@ def _weights(text: str) -> Weights:
     return Weights(out)  # validate() names the types left out
 
 
+# Candidate features the ranker scores (ranking/blend.py holds their default weights).
+FEATURES = (
+    "seq",
+    "cooc",
+    "sknn",
+    "in_session",
+    "session_share",
+    "last",
+    "similar",
+    "trending",
+    "pop",
+)
+
+
+def blend_overrides(text: str) -> dict[str, float]:
+    """`FEATURE=WEIGHT,...` over the built-in blend; weight 0 switches a source off."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or name not in FEATURES:
+            raise ValueError(f"{part!r} is not FEATURE=NUMBER with FEATURE in {FEATURES}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: {value!r} is not a number") from None
+        if not (math.isfinite(out[name]) and out[name] >= 0):
+            raise ValueError(f"{part!r}: weights must be finite and >= 0")
+    return out
+
+
 def _bool(text: str) -> bool:
     low = text.strip().lower()
     if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -95,8 +126,8 @@ class Settings:
     popular_max: int = 10000
     cooc_window: int = 5
     seq_window: int = 3
-    sknn_sessions_per_item: int = 100
-    sknn_neighbours: int = 50
+    sknn_sessions_per_item: int = 50
+    sknn_neighbours: int = 30
     sknn_ttl_s: int = 7 * 86400
     cooc_half_life_s: float = 7 * 86400.0
     pop_half_life_s: float = 86400.0
@@ -111,6 +142,7 @@ class Settings:
     max_future_s: int = 3600
     kafka_heap_opts: str = "-Xms256m -Xmx1g"
     rules_file: str = ""
+    blend: str = ""
     budget_ms: float = 50.0
     model_min_examples: int = 1000
     model_lr: float = 0.02
@@ -180,6 +212,10 @@ class Settings:
             problems.append(f"{ENV['key_prefix']} must be non-empty, without spaces or {{}}*?[]\\")
         if not str(self.home).strip():
             problems.append(f"{ENV['home']} must not be empty")
+        try:
+            blend_overrides(self.blend)
+        except ValueError as exc:
+            problems.append(f"{ENV['blend']}: {exc}")
         if set(self.weights) != set(EVENT_TYPES):
             got = sorted(self.weights)
             problems.append(f"{ENV['weights']} must give exactly {EVENT_TYPES}, not {got}")
@@ -201,6 +237,10 @@ class Settings:
         if keys:
             changes["key_prefix"] = f"{self.key_prefix}-{tag}"
         return dataclasses.replace(self, **changes).validate()  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def blend_overrides(self) -> dict[str, float]:
+        return blend_overrides(self.blend)
 
     def weight(self, event_type: str) -> float:
         return float(self.weights[event_type])

@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from stream_reco import runtime
 from stream_reco.candidates import vectors
 from stream_reco.config import Settings
@@ -121,7 +123,8 @@ async def on_config_messages(
         if isinstance(update, Rejected):
             outs.append(rejected(settings, m, update.reason))
             continue
-        overrides = None if update.overrides is None else dict(update.overrides)
+        # Stored as the message said it (plain JSON, checked above); workers decode it again.
+        overrides = None if update.overrides is None else orjson.loads(m.value or b"null")
         doc = runtime.store_update(doc, update.key, overrides)
     if doc is not None:
         await store.publish(runtime.RULES, doc)

@@ -6,9 +6,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from stream_reco import response
 from stream_reco.candidates import (
     Candidate,
     cooccurrence,
@@ -20,41 +20,22 @@ from stream_reco.candidates import (
 from stream_reco.config import Settings
 from stream_reco.errors import StoreError
 from stream_reco.events import (
-    CatalogItem,
     Event,
     Request,
 )
-from stream_reco.ranking import blend, diversity, explain, feedback, model
+from stream_reco.ranking import blend, diversity, feedback, model
 from stream_reco.ranking import rules as rules_
+from stream_reco.ranking.policy import Policy
+from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
 from stream_reco.storage.redis_store import RedisStore
 
-NEIGHBOURS_PER_SOURCE = 50
+NEIGHBOURS_PER_SOURCE = 30
 # Passed-over candidates remembered with a response: the learner's negatives.
 SHOWN_NEGATIVES = 10
-VARIANT = "default"  # the experiment arm; A/B assignment will set it per session
+PLAIN = Policy()  # no diversity or business rules beyond the hard exclusions
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
-
-
-@dataclass(frozen=True, slots=True)
-class Pick:
-    item_id: str
-    score: float
-    reason: str
-    features: dict[str, float] = field(default_factory=dict)
-    slot: str = "relevance"
-    contributions: list[tuple[str, float]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A ranked list and how it was made: which model, and how far it had to degrade."""
-
-    picks: list[Pick]
-    model_version: int = 0
-    degraded: str | None = None  # None, "blend" (model skipped) or "popular" (sources skipped)
-    shown: list[Pick] = field(default_factory=list)  # picks plus passed-over candidates
 
 
 async def ingest(
@@ -94,30 +75,37 @@ async def recommend(
     live = live or Runtime()
     rules = live.rules.for_placement(placement)
     budget = settings.budget_ms / 1000
+
+    def left(share: float = 1.0) -> float:
+        return max(budget * share - (time.perf_counter() - started), 1e-3)
+
+    block = set(exclude) | set(rules.exclude)
     try:
-        session, found = await asyncio.wait_for(
-            _session_candidates(store, settings, live, session_id, k, only), budget * 0.8
+        session = await asyncio.wait_for(store.read_session(session_id), left(0.4))
+        block |= rules_.blocked(session, ())
+        found = await asyncio.wait_for(
+            _candidates(store, settings, live, session, k + 40, only), left(0.8)
         )
     except (TimeoutError, StoreError):
-        return _fallback(live, set(exclude) | set(rules.exclude), k, only)
-    block = rules_.blocked(session, exclude) | set(rules.exclude)
+        # Sources too slow or down: popularity from memory, still without blocked items.
+        return response.fallback(live, block, k, only)
     use_model = live.model_ready(settings)
     degraded = None
     if use_model and time.perf_counter() - started > budget / 2:
         use_model, degraded = False, "blend"  # scoring is the cheapest part to give up
-    weights = live.model.weights if use_model else blend.DEFAULT
+    weights = live.model.weights if use_model else blend.for_settings(settings)
     ranked = [cs for cs in blend.order(list(found.values()), weights) if cs[0].item_id not in block]
     # Metadata only for what can still make the list, the session items named in reasons and
     # what the rules look at (session categories, promoted items).
-    head = ranked[: max(4 * k, k + 60)]
+    # A plain policy needs only enough to cover unavailable items; rules that reshuffle
+    # (diversity, discovery, caps) need a deeper pool to choose from.
+    head = ranked[: max(4 * k, k + 60) if rules != PLAIN else k + 20]
     wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
     wanted |= diversity.wanted(session, rules)
     try:
-        meta = await asyncio.wait_for(
-            store.read_items(sorted(wanted)), max(budget - (time.perf_counter() - started), 1e-3)
-        )
+        meta = await asyncio.wait_for(store.read_items(sorted(wanted)), left())
     except (TimeoutError, StoreError):
-        return _fallback(live, block, k, only)
+        return response.fallback(live, block, k, only)
     slots = diversity.select(
         [(c.item_id, sc) for c, sc in head],
         meta,
@@ -129,75 +117,35 @@ async def recommend(
         require_catalog=settings.require_catalog,
     )
     by_id = {c.item_id: c for c, _ in head}
-    scorer = live.model if use_model else model.blend_weights()
-    picks = [_pick(by_id.get(sl.item_id), sl, meta, scorer) for sl in slots]
+    scorer = live.model if use_model else model.Weights(0, 0, weights)
+    picks = [response.pick(by_id.get(sl.item_id), sl, meta, scorer) for sl in slots]
     taken = {p.item_id for p in picks}
-    passed = [_pick(c, None, meta, scorer, sc) for c, sc in head if c.item_id not in taken]
+    rest = [(c, sc) for c, sc in head if c.item_id not in taken][:SHOWN_NEGATIVES]
+    passed = [response.pick(c, None, meta, scorer, sc) for c, sc in rest]
     version = live.model.version if use_model else 0
-    return Answer(picks, version, degraded, picks + passed[:SHOWN_NEGATIVES])
-
-
-def _pick(
-    cand: Candidate | None,
-    slot: diversity.Slot | None,
-    meta: dict[str, CatalogItem],
-    scorer: model.Weights,
-    score: float = 0.0,
-) -> Pick:
-    item_id = slot.item_id if slot else cand.item_id if cand else ""
-    if cand is None:  # promoted by the rules without being a candidate
-        return Pick(item_id, 0.0, "promoted", {}, "promoted")
-    features = {f: round(v, 6) for f, v in cand.features.items()}
-    why = explain.reason(cand, meta)
-    if slot and slot.slot == "promoted":
-        why = "promoted"
-    return Pick(
-        item_id,
-        round(slot.score if slot else score, 6),
-        why,
-        features,
-        slot.slot if slot else "relevance",
-        scorer.contributions(cand.features),
-    )
-
-
-def _fallback(live: Runtime, block: set[str], k: int, only: Sequence[str] | None) -> Answer:
-    """The worker's cached popular list: valid (in stock, not blocked) without touching Redis."""
-    allowed = set(only) if only is not None else None
-    picks = [
-        Pick(i, 0.0, "popular", {}, "relevance")
-        for i, info in live.fallback
-        if i not in block and (info is None or info.in_stock) and (allowed is None or i in allowed)
-    ][:k]
-    return Answer(picks, 0, "popular")
-
-
-async def _session_candidates(
-    store: RedisStore,
-    settings: Settings,
-    live: Runtime,
-    session_id: str,
-    k: int,
-    only: Sequence[str] | None,
-) -> tuple[SessionView, dict[str, Candidate]]:
-    session = await store.read_session(session_id)
-    found = await _candidates(store, settings, live, session, k + 40)
-    if only is not None:
-        found = {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
-    return session, found
+    return Answer(picks, version, degraded, picks + passed)
 
 
 async def _candidates(
-    store: RedisStore, settings: Settings, live: Runtime, session: SessionView, n_popular: int
+    store: RedisStore,
+    settings: Settings,
+    live: Runtime,
+    session: SessionView,
+    n_popular: int,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Candidate]:
-    """Every source's candidates for the session, per-source scores kept as features."""
+    """Every source's candidates for the session, per-source scores kept as features; with
+    `only`, just those items (their features where a source found them)."""
+    on = blend.for_settings(settings)  # a source whose weight is 0 is not even read
     expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
+    expand = expand if on["cooc"] > 0 else []
     latest = cooccurrence.recent(session, SEQ_SOURCES)
-    weights = sessions.prefix_weights(session)
+    following_from = latest if on["seq"] > 0 else []
+    weights = sessions.prefix_weights(session) if on["sknn"] > 0 else {}
     # One round trip for every list the sources need; popularity fills k when all else fails.
     wanted: list[tuple[str, str | None, int]] = [("pop", None, n_popular)]
     wanted += [("co", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in expand]
-    wanted += [("next", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in latest]
+    wanted += [("next", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in following_from]
     rows, votes, meta = await asyncio.gather(
         store.read_rows(wanted),
         store.read_similar_sessions(session.session_id, weights),
@@ -205,52 +153,23 @@ async def _candidates(
     )
     popular, rest = rows[0], iter(rows[1:])
     neighbours = {s.item_id: next(rest) for s, _ in expand}
-    following = {s.item_id: next(rest) for s, _ in latest}
+    following = {s.item_id: next(rest) for s, _ in following_from}
     category = next((meta[s.item_id].category for s, _ in latest if s.item_id in meta), "")
 
     found: dict[str, Candidate] = {}
-    cooccurrence.gather(latest, following, found, feature="seq")
+    cooccurrence.gather(following_from, following, found, feature="seq")
     cooccurrence.gather(expand, neighbours, found)
     sessions.gather(votes, found)
-    similar.gather(live.index, latest, found)
+    similar.gather(live.index if on["similar"] > 0 else None, latest, found)
     revisit.gather(session, found)
-    if category:  # the latest item's category: what the shopper is browsing now
+    # The latest item's category: what the shopper is browsing now.
+    if category and on["trending"] > 0:
         [trending] = await store.read_rows([("trending", category, NEIGHBOURS_PER_SOURCE)])
         popularity.gather_trending(trending, found)
     popularity.gather(popular, found)
+    if only is not None:
+        return {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
     return found
-
-
-def response(
-    session_id: str,
-    trigger: str,
-    answer: Answer,
-    started: float,
-    request_id: str | None = None,
-    recommendation_id: str | None = None,
-) -> dict[str, Any]:
-    """The `reco-responses` value (docs/contract.md)."""
-    return {
-        "request_id": request_id,
-        "session_id": session_id,
-        "trigger": trigger,
-        "recommendation_id": recommendation_id or uuid.uuid4().hex,
-        "items": [
-            {
-                "item_id": p.item_id,
-                "score": p.score,
-                "reason": p.reason,
-                "slot": p.slot,
-                "contributions": [{"feature": f, "value": v} for f, v in p.contributions],
-            }
-            for p in answer.picks
-        ],
-        "variant": VARIANT,
-        "model_version": answer.model_version,
-        "degraded": answer.degraded,
-        "ts": _now_ms(),
-        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-    }
 
 
 async def answer_session(
@@ -275,7 +194,7 @@ async def answer_session(
     if answer.shown:
         doc = feedback.shown(rid, [(p.item_id, p.features) for p in answer.shown])
         await store.remember_shown(session_id, doc)
-    return response(session_id, trigger, answer, started, request_id, rid)
+    return response.response(session_id, trigger, answer, started, request_id, rid)
 
 
 async def handle_request(
@@ -323,7 +242,3 @@ async def learn_from(store: RedisStore, settings: Settings, new: Sequence[Event]
         for sid, raw in shown.items()
     ]
     await store.push_examples([x.to_json() for x in made if x], settings.examples_max)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

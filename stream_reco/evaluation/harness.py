@@ -32,6 +32,7 @@ class Plan:
     methods: tuple[str, ...] = METHODS
     limit: int | None = None
     via_kafka: bool = False
+    learn_ranker: bool = False
 
 
 def machine() -> dict[str, Any]:
@@ -114,6 +115,7 @@ def _engine(
                 tb.update,
                 sb.update,
                 via_kafka=plan.via_kafka,
+                learn_ranker=plan.learn_ranker,
             )
         )
 

@@ -8,15 +8,19 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from stream_reco import pipeline
+from stream_reco import pipeline, runtime
 from stream_reco.config import Settings
 from stream_reco.evaluation.data import SessionLog
 from stream_reco.evaluation.metrics import Metrics
 from stream_reco.evaluation.via_kafka import ingest as via_kafka_ingest
 from stream_reco.events import Event
+from stream_reco.ranking import feedback
+from stream_reco.response import Answer
+from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
 
 TRAIN_BATCH = 1000
+LEARN_EVERY = 500  # answers between learner rounds when the ranker learns during a test
 Tick = Callable[[int], None]
 
 
@@ -57,27 +61,52 @@ async def test(
     online: bool,
     tick: Tick,
     concurrency: int = 1,
-) -> None:
+    live: Runtime | None = None,
+    learner: LearnerLoop | None = None,
+) -> int:
     """SR-GNN protocol: at each position i >= 1 ask for the top k given events 0..i-1 and score
     the item at i. Frozen: test events only build their own session. Online: after scoring,
     the event is learned from, as in production. Sessions run `concurrency` at a time, each
-    strictly in order; at 1 the latencies are the engine's alone, not its neighbours'."""
+    strictly in order; at 1 the latencies are the engine's alone, not its neighbours'.
+    With a `learner`, every answer is remembered and the next event is feedback, as in a
+    worker: the learned ranker trains as the test goes (prequential: answer, then learn).
+    Returns how many answers were degraded (over the time budget)."""
     settings = store.settings
     gate = asyncio.Semaphore(concurrency)
+    degraded = 0
 
     async def one(log: SessionLog) -> None:
+        nonlocal degraded
         async with gate:
             evs = events(log, "test")
             for i, ev in enumerate(evs):
                 if i >= 1:
                     started = time.perf_counter()
-                    picks = (await pipeline.recommend(store, settings, ev.session_id, k)).picks
+                    answer = await pipeline.recommend(store, settings, ev.session_id, k, live=live)
                     ms = (time.perf_counter() - started) * 1000
-                    metrics.add(ev.item_id, [p.item_id for p in picks], ms)
+                    metrics.add(ev.item_id, [p.item_id for p in answer.picks], ms)
+                    degraded += answer.degraded is not None
                     tick(1)
-                await pipeline.ingest(store, [ev], learn=online)
+                    if learner is not None and live is not None:
+                        await _feedback(store, live, learner, ev.session_id, answer)
+                new, _ = await pipeline.ingest(store, [ev], learn=online)
+                if learner is not None:
+                    await pipeline.learn_from(store, settings, new)
 
     await asyncio.gather(*(one(log) for log in logs))
+    return degraded
+
+
+async def _feedback(
+    store: RedisStore, live: Runtime, learner: LearnerLoop, session_id: str, answer: Answer
+) -> None:
+    """Remember what was shown, and now and then let the learner learn and publish."""
+    shown = [(p.item_id, p.features) for p in answer.shown]
+    await store.remember_shown(session_id, feedback.shown("eval", shown))
+    learner.calls += 1
+    if learner.calls % LEARN_EVERY == 0:
+        await learner.step(store, batch=LEARN_EVERY)
+        await runtime.refresh(store, store.settings, live)
 
 
 def wire(e: Event) -> dict[str, object]:
@@ -102,6 +131,7 @@ async def evaluate_engine(
     on_train: Tick,
     on_test: Tick,
     via_kafka: bool = False,
+    learn_ranker: bool = False,
 ) -> dict[str, float]:
     """Train then test on a fresh private key space that is deleted afterwards. `via_kafka`:
     train events go through the real topics and a worker instead of straight to the store."""
@@ -115,8 +145,13 @@ async def evaluate_engine(
             rate = await asyncio.to_thread(via_kafka_ingest, store.settings, msgs, on_train)
         else:
             rate = await train(store, train_logs, on_train)
-        await test(store, test_logs, metrics, k, online, on_test)
-        return {"train_events_per_s": rate}
+        live = Runtime()  # as a worker has it: the fallback list for over-budget answers
+        await runtime.refresh(store, store.settings, live)
+        learner = LearnerLoop(store.settings, "evaluation") if learn_ranker else None
+        degraded = await test(
+            store, test_logs, metrics, k, online, on_test, live=live, learner=learner
+        )
+        return {"train_events_per_s": rate, "degraded_answers": degraded}
     finally:
         await store.clear()
         await store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stream_reco.candidates import Candidate
+from stream_reco.config import Settings
 
 # Per-source weights of the normalised features: the fixed blend that ranks until a learned
 # model is ready (and what the learner starts from). Sequence (what came next after the latest
@@ -30,8 +31,14 @@ SESSION_FEATURES = frozenset(WEIGHTS)
 DEFAULT = {**WEIGHTS, "pop": POP_SHARE}
 
 
-def session_based(c: Candidate) -> bool:
-    return any(c.features.get(f, 0.0) > 0 for f in SESSION_FEATURES)
+def for_settings(settings: Settings) -> dict[str, float]:
+    """The fixed blend with the deployment's overrides (`STREAM_RECO_BLEND`)."""
+    return {**DEFAULT, **settings.blend_overrides} if settings.blend else DEFAULT
+
+
+def session_based(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> bool:
+    """Found by a session-based source that counts (weight > 0): ranks above plain popularity."""
+    return any(c.features.get(f, 0.0) > 0 and weights.get(f, 0.0) > 0 for f in SESSION_FEATURES)
 
 
 def score(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> float:
@@ -43,5 +50,5 @@ def order(
 ) -> list[tuple[Candidate, float]]:
     """Candidates best first, ties broken by item id so answers are reproducible."""
     scored = [(c, score(c, weights)) for c in candidates]
-    scored.sort(key=lambda cs: (not session_based(cs[0]), -cs[1], cs[0].item_id))
+    scored.sort(key=lambda cs: (not session_based(cs[0], weights), -cs[1], cs[0].item_id))
     return scored

@@ -37,7 +37,7 @@ APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua")
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
 SESSION_KNN = resources.files("stream_reco.storage").joinpath("session_knn.lua").read_text()
 # Session-kNN looks up the past sessions of this many latest session items: bounds its cost.
-SKNN_ITEMS = 10
+SKNN_ITEMS = 5
 RETRIES = 5
 # Events per script call: one packed command instead of one per event, while each call stays
 # short (~5 ms at most) because Redis answers no query while a script runs.

@@ -46,6 +46,9 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         "STREAM_RECO_APP_ID": f"test-{RUN}",
         "STREAM_RECO_KEY_PREFIX": f"test-{RUN}",
         "STREAM_RECO_WEB_PORT": str(6100 + int(RUN, 16) % 800),
+        # A loaded test machine must not turn the worker's answers into fallbacks; the time
+        # budget itself is tested in process (test_hybrid.py).
+        "STREAM_RECO_BUDGET_MS": "1000",
         **{
             f"STREAM_RECO_TOPIC_{name.upper()}": f"test-{RUN}-{name}"
             for name in ("events", "catalog", "requests", "responses", "deadletter", "config")

@@ -1,0 +1,107 @@
+"""Responses: the picks a recommendation returns, how they are explained, the wire value."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_reco.candidates import Candidate
+from stream_reco.events import CatalogItem
+from stream_reco.ranking import diversity, explain, model
+from stream_reco.runtime import Runtime
+
+VARIANT = "default"  # the experiment arm; A/B assignment will set it per session
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    item_id: str
+    score: float
+    reason: str
+    features: dict[str, float] = field(default_factory=dict)
+    slot: str = "relevance"
+    contributions: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A ranked list and how it was made: which model, and how far it had to degrade."""
+
+    picks: list[Pick]
+    model_version: int = 0
+    degraded: str | None = None  # None, "blend" (model skipped) or "popular" (sources skipped)
+    shown: list[Pick] = field(default_factory=list)  # picks plus passed-over candidates
+
+
+def pick(
+    cand: Candidate | None,
+    slot: diversity.Slot | None,
+    meta: dict[str, CatalogItem],
+    scorer: model.Weights,
+    score: float = 0.0,
+) -> Pick:
+    item_id = slot.item_id if slot else cand.item_id if cand else ""
+    if cand is None:  # promoted by the rules without being a candidate
+        return Pick(item_id, 0.0, "promoted", {}, "promoted")
+    features = {f: round(v, 6) for f, v in cand.features.items()}
+    why = explain.reason(cand, meta)
+    if slot and slot.slot == "promoted":
+        why = "promoted"
+    return Pick(
+        item_id,
+        round(slot.score if slot else score, 6),
+        why,
+        features,
+        slot.slot if slot else "relevance",
+        scorer.contributions(cand.features),
+    )
+
+
+def fallback(live: Runtime, block: set[str], k: int, only: Sequence[str] | None) -> Answer:
+    """The worker's cached popular list: in stock and not blocked, without touching Redis."""
+    allowed = set(only) if only is not None else None
+    picks = [
+        Pick(i, 0.0, "popular", {}, "relevance")
+        for i, info in live.fallback
+        if i not in block and (info is None or info.in_stock) and (allowed is None or i in allowed)
+    ][:k]
+    return Answer(picks, 0, "popular")
+
+
+def response(
+    session_id: str,
+    trigger: str,
+    answer: Answer,
+    started: float,
+    request_id: str | None = None,
+    recommendation_id: str | None = None,
+) -> dict[str, Any]:
+    """The `reco-responses` value (docs/contract.md)."""
+    return {
+        "request_id": request_id,
+        "session_id": session_id,
+        "trigger": trigger,
+        "recommendation_id": recommendation_id or uuid.uuid4().hex,
+        "items": [
+            {
+                "item_id": p.item_id,
+                "score": p.score,
+                "reason": p.reason,
+                "slot": p.slot,
+                "contributions": [{"feature": f, "value": v} for f, v in p.contributions],
+            }
+            for p in answer.picks
+        ],
+        "variant": VARIANT,
+        "model_version": answer.model_version,
+        "degraded": answer.degraded,
+        "ts": _now_ms(),
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,83 @@
+"""The learned ranker: pairwise learning moves weights toward what shoppers chose."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream_reco.candidates import Candidate
+from stream_reco.ranking import blend
+from stream_reco.ranking.model import Learner, ModelFormatError, Weights, blend_weights
+
+
+def _cands() -> list[Candidate]:
+    return [
+        Candidate("seq-item", {"seq": 0.9, "pop": 0.1}),
+        Candidate("popular-item", {"seq": 0.1, "pop": 1.0}),
+    ]
+
+
+def test_feedback_favouring_a_feature_changes_the_order() -> None:
+    start = blend_weights()
+    before = [c.item_id for c, _ in blend.order(_cands(), start.weights)]
+    assert before == ["seq-item", "popular-item"]
+    learner = Learner(start, lr=0.5)
+    for _ in range(200):  # shoppers keep going to the popular item, passing the sequence one
+        learner.learn({"seq": 0.1, "pop": 1.0}, [{"seq": 0.9, "pop": 0.1}])
+    learned = learner.snapshot()
+    after = [c.item_id for c, _ in blend.order(_cands(), learned.weights)]
+    assert after == ["popular-item", "seq-item"]
+    assert learned.weights["pop"] > start.weights["pop"]
+    assert learned.version == 1 and learned.examples == 200
+
+
+def test_no_feedback_keeps_the_blend() -> None:
+    learner = Learner(blend_weights())
+    assert learner.snapshot().weights == pytest.approx(dict(blend.DEFAULT))
+
+
+def test_identical_candidates_teach_nothing() -> None:
+    learner = Learner(blend_weights(), lr=0.5)
+    learner.learn({"seq": 0.5}, [{"seq": 0.5}])
+    assert learner.snapshot().weights == pytest.approx(dict(blend.DEFAULT))
+
+
+def test_a_click_weighs_more_than_a_plain_next_event() -> None:
+    plain, click = Learner(blend_weights(), lr=0.1), Learner(blend_weights(), lr=0.1)
+    plain.learn({"pop": 1.0}, [{"seq": 1.0}])
+    click.learn({"pop": 1.0}, [{"seq": 1.0}], weight=3)
+    base = blend.DEFAULT["pop"]
+    assert click.snapshot().weights["pop"] - base > plain.snapshot().weights["pop"] - base
+
+
+def test_weights_round_trip_as_plain_json() -> None:
+    w = Weights(7, 1234, {"seq": 1.5, "pop": -0.25})
+    raw = w.to_json()
+    assert orjson.loads(raw)["weights"] == {"pop": -0.25, "seq": 1.5}  # plain data, no pickle
+    assert Weights.from_json(raw) == w
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b'{"format": 99, "version": 1, "examples": 1, "weights": {}}',
+        b'{"format": 1, "version": 1, "examples": 1, "weights": {"seq": "x"}}',
+        b'{"format": 1, "version": 1, "examples": 1, "weights": {"seq": 1e999}}',
+        b'{"format": 1, "version": 1}',
+        b"[]",
+    ],
+)
+def test_unreadable_weights_are_refused(raw: bytes) -> None:
+    with pytest.raises(ModelFormatError):
+        Weights.from_json(raw)
+
+
+def test_contributions_name_the_largest_parts() -> None:
+    w = Weights(1, 1, {"seq": 1.0, "cooc": 0.1, "pop": 0.001})
+    assert w.contributions({"seq": 0.5, "cooc": 1.0, "pop": 1.0}) == [
+        ("seq", 0.5),
+        ("cooc", 0.1),
+        ("pop", 0.001),
+    ]
+    assert w.contributions({"seq": 0.5}, top=1) == [("seq", 0.5)]
