@@ -29,9 +29,8 @@ from stream_reco.ranking.policy import Policy
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.redis_store import NEIGHBOURS_PER_SOURCE, RedisStore
 
-NEIGHBOURS_PER_SOURCE = 30
 # Passed-over candidates remembered with a response: the learner's negatives.
 SHOWN_NEGATIVES = 10
 PLAIN = Policy()  # no diversity or business rules beyond the hard exclusions
@@ -80,15 +79,14 @@ async def recommend(
         return max(budget * share - (time.perf_counter() - started), 1e-3)
 
     block = set(exclude) | set(rules.exclude)
+    # asyncio.timeout, not wait_for: no extra task per step on the hot path.
     try:
-        session = await asyncio.wait_for(store.read_session(session_id), left(0.4))
-        block |= rules_.blocked(session, ())
-        found = await asyncio.wait_for(
-            _candidates(store, settings, live, session, k + 40, only), left(0.8)
-        )
+        async with asyncio.timeout(left(0.8)):
+            session, found = await _candidates(store, settings, live, session_id, k + 40, only)
     except (TimeoutError, StoreError):
         # Sources too slow or down: popularity from memory, still without blocked items.
         return response.fallback(live, block, k, only)
+    block |= rules_.blocked(session, ())
     use_model = live.model_ready(settings)
     degraded = None
     if use_model and time.perf_counter() - started > budget / 2:
@@ -103,7 +101,8 @@ async def recommend(
     wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
     wanted |= diversity.wanted(session, rules)
     try:
-        meta = await asyncio.wait_for(store.read_items(sorted(wanted)), left())
+        async with asyncio.timeout(left()):
+            meta = await store.read_items(sorted(wanted))
     except (TimeoutError, StoreError):
         return response.fallback(live, block, k, only)
     slots = diversity.select(
@@ -130,46 +129,38 @@ async def _candidates(
     store: RedisStore,
     settings: Settings,
     live: Runtime,
-    session: SessionView,
+    session_id: str,
     n_popular: int,
     only: Sequence[str] | None = None,
-) -> dict[str, Candidate]:
-    """Every source's candidates for the session, per-source scores kept as features; with
-    `only`, just those items (their features where a source found them)."""
+) -> tuple[SessionView, dict[str, Candidate]]:
+    """The session and every source's candidates for it, per-source scores kept as features;
+    with `only`, just those items (their features where a source found them)."""
     on = blend.for_settings(settings)  # a source whose weight is 0 is not even read
-    expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
-    expand = expand if on["cooc"] > 0 else []
-    latest = cooccurrence.recent(session, SEQ_SOURCES)
-    following_from = latest if on["seq"] > 0 else []
-    weights = sessions.prefix_weights(session) if on["sknn"] > 0 else {}
-    # One round trip for every list the sources need; popularity fills k when all else fails.
-    wanted: list[tuple[str, str | None, int]] = [("pop", None, n_popular)]
-    wanted += [("co", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in expand]
-    wanted += [("next", s.item_id, NEIGHBOURS_PER_SOURCE) for s, _ in following_from]
-    rows, votes, meta = await asyncio.gather(
-        store.read_rows(wanted),
-        store.read_similar_sessions(session.session_id, weights),
-        store.read_items([s.item_id for s, _ in latest]),
+    got = await store.gather(
+        session_id,
+        n_popular,
+        settings.cooc_window if on["cooc"] > 0 else 0,
+        SEQ_SOURCES if on["seq"] > 0 else 0,
+        sknn=on["sknn"] > 0,
+        trending=on["trending"] > 0,
     )
-    popular, rest = rows[0], iter(rows[1:])
-    neighbours = {s.item_id: next(rest) for s, _ in expand}
-    following = {s.item_id: next(rest) for s, _ in following_from}
-    category = next((meta[s.item_id].category for s, _ in latest if s.item_id in meta), "")
+    session = got.session
+    expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
+    latest = cooccurrence.recent(session, SEQ_SOURCES)
 
     found: dict[str, Candidate] = {}
-    cooccurrence.gather(following_from, following, found, feature="seq")
-    cooccurrence.gather(expand, neighbours, found)
-    sessions.gather(votes, found)
+    cooccurrence.gather(latest, got.next, found, feature="seq")
+    cooccurrence.gather(expand, got.co, found)
+    sessions.gather(got.votes, found)
     similar.gather(live.index if on["similar"] > 0 else None, latest, found)
     revisit.gather(session, found)
-    # The latest item's category: what the shopper is browsing now.
-    if category and on["trending"] > 0:
-        [trending] = await store.read_rows([("trending", category, NEIGHBOURS_PER_SOURCE)])
+    if got.category:  # the latest item's category: what the shopper is browsing now
+        [trending] = await store.read_rows([("trending", got.category, NEIGHBOURS_PER_SOURCE)])
         popularity.gather_trending(trending, found)
-    popularity.gather(popular, found)
+    popularity.gather(got.popular, found)
     if only is not None:
-        return {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
-    return found
+        found = {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
+    return session, found
 
 
 async def answer_session(
@@ -191,10 +182,11 @@ async def answer_session(
         store, settings, session_id, k, exclude, placement=placement, live=live, only=only
     )
     rid = uuid.uuid4().hex
+    out = response.response(session_id, trigger, answer, started, request_id, rid)
     if answer.shown:
         doc = feedback.shown(rid, [(p.item_id, p.features) for p in answer.shown])
         await store.remember_shown(session_id, doc)
-    return response.response(session_id, trigger, answer, started, request_id, rid)
+    return out
 
 
 async def handle_request(

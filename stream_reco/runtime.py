@@ -77,7 +77,11 @@ async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
         live.rules, live.rules_doc = rules_from(live.base_rules, doc), doc
     popular = await store.read_popular(FALLBACK_SIZE)
     meta = await store.read_items([i for i, _ in popular])
-    live.fallback = [(i, meta.get(i)) for i, _ in popular]
+    live.fallback = [
+        (i, meta.get(i))
+        for i, _ in popular
+        if (i in meta and meta[i].in_stock) or (i not in meta and not settings.require_catalog)
+    ]
 
 
 def rules_from(base: RulesConfig, doc: bytes | None) -> RulesConfig:

@@ -37,8 +37,9 @@ def for_settings(settings: Settings) -> dict[str, float]:
 
 
 def session_based(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> bool:
-    """Found by a session-based source that counts (weight > 0): ranks above plain popularity."""
-    return any(c.features.get(f, 0.0) > 0 and weights.get(f, 0.0) > 0 for f in SESSION_FEATURES)
+    """Found by a session-based source that counts (weight > 0): ranks above plain popularity.
+    (Sources only ever add positive features, so presence is enough.)"""
+    return not _active(weights).isdisjoint(c.features)
 
 
 def score(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> float:
@@ -49,6 +50,11 @@ def order(
     candidates: list[Candidate], weights: Mapping[str, float] = DEFAULT
 ) -> list[tuple[Candidate, float]]:
     """Candidates best first, ties broken by item id so answers are reproducible."""
+    active = _active(weights)
     scored = [(c, score(c, weights)) for c in candidates]
-    scored.sort(key=lambda cs: (not session_based(cs[0], weights), -cs[1], cs[0].item_id))
+    scored.sort(key=lambda cs: (active.isdisjoint(cs[0].features), -cs[1], cs[0].item_id))
     return scored
+
+
+def _active(weights: Mapping[str, float]) -> frozenset[str]:
+    return frozenset(f for f in SESSION_FEATURES if weights.get(f, 0.0) > 0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import TypeVar
 
@@ -35,9 +36,25 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua").read_text()
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
-SESSION_KNN = resources.files("stream_reco.storage").joinpath("session_knn.lua").read_text()
+GATHER = resources.files("stream_reco.storage").joinpath("gather.lua").read_text()
 # Session-kNN looks up the past sessions of this many latest session items: bounds its cost.
 SKNN_ITEMS = 5
+SKNN_LIMIT = 100  # items session-kNN returns
+NEIGHBOURS_PER_SOURCE = 30  # list entries read per candidate source item
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """What gather.lua read for one recommendation."""
+
+    session: SessionView
+    popular: Scored
+    co: dict[str, Scored]  # by source item
+    next: dict[str, Scored]
+    votes: Scored  # session-kNN, best first
+    category: str  # of the latest session item that has one
+
+
 RETRIES = 5
 # Events per script call: one packed command instead of one per event, while each call stays
 # short (~5 ms at most) because Redis answers no query while a script runs.
@@ -56,7 +73,21 @@ class RedisStore(SharedState):
         self.keys = Keys(settings.key_prefix)
         self._apply = client.register_script(APPLY_EVENT)
         self._multi_read = client.register_script(MULTI_READ)
-        self._session_knn = client.register_script(SESSION_KNN)
+        self._gather = client.register_script(GATHER)
+        ipre, _ = self.keys.item_pattern("")
+        spre, ssuf = self.keys.session_pattern()
+        self._gather_config = orjson.dumps(
+            {
+                "session": [spre, ssuf],
+                "item": [ipre, "}:"],
+                "pop": self.keys.global_("pop"),
+                "per_source": NEIGHBOURS_PER_SOURCE,
+                "per_item": settings.sknn_sessions_per_item,
+                "sample": settings.sknn_sessions_per_item,
+                "sknn_k": settings.sknn_neighbours,
+                "sknn_limit": SKNN_LIMIT,
+            }
+        )
         self.vectors = VectorLog(client, self.keys)
         self._script_config = orjson.dumps(
             {
@@ -240,25 +271,36 @@ class RedisStore(SharedState):
             return self.keys.global_(f"pop:cat:{item}")
         return self.keys.global_("pop") if item is None else self.keys.item(item, kind)
 
-    async def read_similar_sessions(
-        self, session_id: str, weights: Mapping[str, float], limit: int = 100
-    ) -> Scored:
-        """Session-kNN votes for items (storage/session_knn.lua), best first. `weights`: the
-        session.s items, newest first; only the first SKNN_ITEMS are looked up."""
-        if not weights:
-            return []
-        s = self.settings
-        ipre, isuf = self.keys.item_pattern("sessions")
-        spre, ssuf = self.keys.session_pattern()
-        args: list[str | float | int] = [ipre, isuf, spre, ssuf + "items", session_id]
-        args += [s.sknn_sessions_per_item, s.sknn_sessions_per_item, s.sknn_neighbours, limit]
-        for item_id, w in list(weights.items())[:SKNN_ITEMS]:
-            args += [item_id, w]
+    async def gather(
+        self,
+        session_id: str,
+        n_popular: int,
+        cooc_window: int,
+        seq_sources: int,
+        sknn: bool,
+        trending: bool,
+    ) -> Gathered:
+        """The session and every list its candidates come from, in one call (gather.lua)."""
+        ask = orjson.dumps(
+            [n_popular, cooc_window, seq_sources, SKNN_ITEMS if sknn else 0, int(trending)]
+        )
 
-        async def run() -> Scored:
-            return pairs(await self._session_knn(keys=[], args=args))
+        async def run() -> Gathered:
+            recent, cart, bought, info, popular, co, nxt, votes, category = await self._gather(
+                keys=[], args=[self._gather_config, session_id, ask]
+            )
+            return Gathered(
+                parse_session(
+                    session_id, recent, hash_fields(cart), set(bought), hash_fields(info)
+                ),
+                pairs(popular),
+                {co[i].decode(): pairs(co[i + 1]) for i in range(0, len(co), 2)},
+                {nxt[i].decode(): pairs(nxt[i + 1]) for i in range(0, len(nxt), 2)},
+                pairs(votes),
+                category.decode() if isinstance(category, bytes) else "",
+            )
 
-        return await self._retry("read_similar_sessions", run)
+        return await self._retry("gather", run)
 
     async def read_popular(self, n: int) -> Scored:
         key = self.keys.global_("pop")

@@ -67,7 +67,7 @@ def test_a_bad_rules_message_is_dead_lettered(kafka: Kafka) -> None:
     _, dead, _ = kafka.wait_for(
         lambda t, d: t == kafka.settings.topic_deadletter and "discovery_share" in d["reason"]
     )
-    assert dead["topic"] == kafka.settings.topic_config
+    assert dead["source_topic"] == kafka.settings.topic_config
 
 
 def test_a_new_catalogue_item_is_recommendable_at_once(kafka: Kafka) -> None:

@@ -1,0 +1,129 @@
+#!lua flags=no-writes
+-- Everything a recommendation reads before ranking, in one read-only call: the session, then
+-- the lists its items lead to. One round trip instead of two, and one reply to parse.
+-- The items are chosen here as candidates/cooccurrence.py and candidates/sessions.py choose
+-- them (the client re-derives its weights from the returned session and reads rows by item
+-- id, so a difference would only cost candidates, never mislabel them):
+--   co-occurrence sources: the session's distinct items newest first (cart-only items after),
+--     cart items moved to the front, the first `cooc_window`;
+--   sequence sources: the first `seq_sources` of the same distinct order;
+--   session-kNN (V-SKNN, Ludewig & Jannach 2018): the first `sknn_items` distinct recent
+--     items, weighted (n - age) / n; the `sample` most recent past sessions sharing one are
+--     compared by cosine similarity and the `sknn_k` most similar vote for their items.
+-- ARGV 1: static JSON {session, item, pop, per_source, per_item, sample, sknn_k, sknn_limit}
+--         (session/item: the pieces that wrap an id into a key, from storage/keys.py)
+-- ARGV 2: session id; ARGV 3: JSON [n_popular, cooc_window, seq_sources, sknn_items, trending]
+-- Returns {recent, cart, bought, info, popular, {item, row, ...} co, {item, row, ...} next,
+--          votes {item, score-as-text, ...}, category of the latest item with one or ''}.
+-- Scores are sent as text (Lua numbers would reach the client truncated to integers).
+local cfg = cjson.decode(ARGV[1])
+local sid = ARGV[2]
+local ask = cjson.decode(ARGV[3])
+local n_popular, cooc_window, seq_sources, sknn_items, trending =
+  ask[1], ask[2], ask[3], ask[4], ask[5]
+
+local function skey(name) return cfg.session[1] .. sid .. cfg.session[2] .. name end
+local function ikey(item, name) return cfg.item[1] .. item .. cfg.item[2] .. name end
+local function top(key, n) return redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES') end
+
+local recent = redis.call('LRANGE', skey('recent'), 0, -1)
+local cart = redis.call('HGETALL', skey('cart'))
+local bought = redis.call('SMEMBERS', skey('bought'))
+local info = redis.call('HGETALL', skey('info'))
+
+-- Distinct items newest first, each with its V-SKNN weight; cart-only items after them.
+local order, seen, weight = {}, {}, {}
+local n = #recent
+for age, raw in ipairs(recent) do
+  local item = string.sub(raw, 1, string.find(raw, '\31', 1, true) - 1)
+  if not seen[item] then
+    seen[item] = true
+    order[#order + 1] = item
+    weight[item] = (n - age + 1) / n
+  end
+end
+local distinct_recent = #order
+local in_cart = {}
+for i = 1, #cart, 2 do
+  in_cart[cart[i]] = true
+  if not seen[cart[i]] then
+    seen[cart[i]] = true
+    order[#order + 1] = cart[i]
+  end
+end
+
+local co = {}
+local sources = {}
+for _, item in ipairs(order) do if in_cart[item] then sources[#sources + 1] = item end end
+for _, item in ipairs(order) do if not in_cart[item] then sources[#sources + 1] = item end end
+for i = 1, math.min(#sources, cooc_window) do
+  co[#co + 1] = sources[i]
+  co[#co + 1] = top(ikey(sources[i], 'co'), cfg.per_source)
+end
+local nxt = {}
+local category = ''
+for i = 1, math.min(#order, seq_sources) do
+  nxt[#nxt + 1] = order[i]
+  nxt[#nxt + 1] = top(ikey(order[i], 'next'), cfg.per_source)
+  if trending == 1 and category == '' then
+    category = redis.call('HGET', ikey(order[i], 'meta'), 'category') or ''
+  end
+end
+
+-- Session-kNN.
+local votes = {}
+local dot, last, norm = {}, {}, 0
+for i = 1, math.min(distinct_recent, sknn_items) do
+  local item = order[i]
+  local w = weight[item]
+  norm = norm + w * w
+  local row = top(ikey(item, 'sessions'), cfg.per_item)
+  for j = 1, #row, 2 do
+    local other, ts = row[j], tonumber(row[j + 1])
+    if other ~= sid then
+      dot[other] = (dot[other] or 0) + w
+      if ts > (last[other] or -1) then last[other] = ts end
+    end
+  end
+end
+if norm > 0 then
+  norm = math.sqrt(norm)
+  local sids = {}
+  for other in pairs(dot) do sids[#sids + 1] = other end
+  -- The most recent sessions first (ties by id, so every call agrees).
+  table.sort(sids, function(a, b)
+    if last[a] ~= last[b] then return last[a] > last[b] end
+    return a < b
+  end)
+  local sims = {}
+  for i = 1, math.min(#sids, cfg.sample) do
+    local items = redis.call('SMEMBERS', cfg.session[1] .. sids[i] .. cfg.session[2] .. 'items')
+    if #items > 0 then
+      sims[#sims + 1] = {dot[sids[i]] / (math.sqrt(#items) * norm), sids[i], items}
+    end
+  end
+  table.sort(sims, function(a, b)
+    if a[1] ~= b[1] then return a[1] > b[1] end
+    return a[2] < b[2]
+  end)
+  local score, voted = {}, {}
+  for i = 1, math.min(#sims, cfg.sknn_k) do
+    for _, item in ipairs(sims[i][3]) do
+      if score[item] == nil then
+        voted[#voted + 1] = item
+        score[item] = 0
+      end
+      score[item] = score[item] + sims[i][1]
+    end
+  end
+  table.sort(voted, function(a, b)
+    if score[a] ~= score[b] then return score[a] > score[b] end
+    return a < b
+  end)
+  for i = 1, math.min(#voted, cfg.sknn_limit) do
+    votes[#votes + 1] = voted[i]
+    votes[#votes + 1] = string.format('%.17g', score[voted[i]])
+  end
+end
+
+return {recent, cart, bought, info, top(cfg.pop, n_popular), co, nxt, votes, category}
