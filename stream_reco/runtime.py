@@ -48,7 +48,10 @@ class Runtime:
         return cls(rules=base, base_rules=base)
 
     def model_ready(self, settings: Settings) -> bool:
-        return self.model.version > 0 and self.model.examples >= settings.model_min_examples
+        """The learned model ranks once it has seen enough examples *and* orders recent ones
+        better than the fixed blend; otherwise the blend keeps ranking."""
+        m = self.model
+        return m.version > 0 and m.examples >= settings.model_min_examples and m.edge > 0
 
 
 def store_update(doc: bytes | None, key: str, overrides: object) -> bytes:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from stream_reco.candidates.ann import ItemIndex
 from stream_reco.errors import LogTrimmed, SnapshotError
-from stream_reco.storage.vector_log import START, VectorLog
+from stream_reco.storage.vector_log import START, Change, VectorLog
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+APPLY_CHUNK = 50
 
 
 class IndexSync:
@@ -42,15 +43,21 @@ class IndexSync:
                 position, changes = await self.vectors.changes_since(self.position, BATCH)
             except LogTrimmed:
                 return await self._rebuild()
-            for item_id, vector in changes:
-                if vector is None:
-                    self.index.remove(item_id)
-                else:
-                    self.index.upsert(item_id, vector)
+            # Off the event loop, in small chunks: each holds the index's write lock (and so
+            # delays a query on the loop) for a few milliseconds at most.
+            for n in range(0, len(changes), APPLY_CHUNK):
+                await asyncio.to_thread(self._apply, changes[n : n + APPLY_CHUNK])
             self.position = position
             changed += len(changes)
             if len(changes) < BATCH:
                 return changed
+
+    def _apply(self, changes: list[Change]) -> None:
+        for item_id, vector in changes:
+            if vector is None:
+                self.index.remove(item_id)
+            else:
+                self.index.upsert(item_id, vector)
 
     async def _rebuild(self) -> int:
         position, vectors = await self.vectors.all_vectors()

@@ -12,6 +12,7 @@ from river import linear_model, optim
 from stream_reco.ranking import blend
 
 Features = Mapping[str, float]
+EDGE_RATE = 0.01  # the edge averages roughly the last 100 examples
 FORMAT = 1  # bump when the stored shape changes; an unknown format is refused, not guessed
 
 
@@ -26,6 +27,10 @@ class Weights:
     version: int
     examples: int
     weights: Mapping[str, float] = field(default_factory=dict)
+    # How much more often these weights than the fixed blend put the item the shopper chose
+    # above the ones they passed over, averaged over recent examples (judged before learning
+    # each one). Workers only rank with a model whose edge is positive.
+    edge: float = 0.0
 
     def score(self, x: Features) -> float:
         w = self.weights
@@ -38,7 +43,12 @@ class Weights:
         return [(name, round(v, 6)) for name, v in parts[:top] if v > 0]
 
     def to_json(self) -> bytes:
-        doc = {"format": FORMAT, "version": self.version, "examples": self.examples}
+        doc = {
+            "format": FORMAT,
+            "version": self.version,
+            "examples": self.examples,
+            "edge": self.edge,
+        }
         return orjson.dumps({**doc, "weights": dict(sorted(self.weights.items()))})
 
     @classmethod
@@ -48,9 +58,10 @@ class Weights:
             if doc.get("format") != FORMAT:
                 raise ModelFormatError(f"model format {doc.get('format')!r}, expected {FORMAT}")
             weights = {str(k): float(v) for k, v in doc["weights"].items()}
-            if not all(math.isfinite(v) for v in weights.values()):
+            if not all(math.isfinite(v) for v in (*weights.values(), doc.get("edge", 0.0))):
                 raise ModelFormatError("model weights must be finite numbers")
-            return cls(int(doc["version"]), int(doc["examples"]), weights)
+            edge = float(doc.get("edge", 0.0))
+            return cls(int(doc["version"]), int(doc["examples"]), weights, edge)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             if isinstance(exc, ModelFormatError):
                 raise
@@ -79,10 +90,14 @@ class Learner:
         )
         for name, w in start.weights.items():
             self.model._weights[name] = w  # warm start: river keeps weights as a plain dict
-        self.version, self.examples = start.version, start.examples
+        self.version, self.examples, self.edge = start.version, start.examples, start.edge
+        self.blend = blend_weights()
 
     def learn(self, positive: Features, negatives: Sequence[Features], weight: int = 1) -> None:
         """One feedback example; `weight` > 1 for stronger labels (a click on a shown item)."""
+        current = Weights(0, 0, {k: float(v) for k, v in dict(self.model._weights).items()})
+        gain = _ordered(current, positive, negatives) - _ordered(self.blend, positive, negatives)
+        self.edge = (1 - EDGE_RATE) * self.edge + EDGE_RATE * gain
         for neg in negatives:
             diff = _diff(positive, neg)
             if not diff:
@@ -96,7 +111,15 @@ class Learner:
         """The current weights as a new version, ready to publish."""
         self.version += 1
         weights = {k: float(v) for k, v in dict(self.model._weights).items()}
-        return Weights(self.version, self.examples, weights)
+        return Weights(self.version, self.examples, weights, round(self.edge, 6))
+
+
+def _ordered(w: Weights, positive: Features, negatives: Sequence[Features]) -> float:
+    """Share of the passed-over items these weights rank below the chosen one."""
+    if not negatives:
+        return 0.0
+    top = w.score(positive)
+    return sum(top > w.score(n) for n in negatives) / len(negatives)
 
 
 def _diff(a: Features, b: Features) -> dict[str, float]:

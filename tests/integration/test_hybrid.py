@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -219,7 +220,7 @@ def test_session_knn_votes_for_items_of_similar_sessions(run: Run) -> None:
     assert "S" not in by_id or by_id["S"].features.get("sknn", 0) == 0  # no overlap, no vote
 
 
-def test_a_new_catalogue_item_has_content_neighbours_at_once(run: Run) -> None:
+def test_a_new_catalogue_item_has_content_neighbours_at_once(run: Run, tmp_path: Path) -> None:
     st, loop = run
     s = dataclasses.replace(st.settings, require_catalog=True)
     records = [
@@ -228,7 +229,7 @@ def test_a_new_catalogue_item_has_content_neighbours_at_once(run: Run) -> None:
     ]
     msgs = [Message(s.topic_catalog, 0, n, None, r) for n, r in enumerate(records)]
     loop.run_until_complete(messages.on_catalog_messages(st, s, msgs))
-    live = Runtime(sync=IndexSync(st.vectors, s.home / "test-ann" / s.key_prefix))
+    live = Runtime(sync=IndexSync(st.vectors, tmp_path))
     loop.run_until_complete(live.sync.catch_up())  # type: ignore[union-attr]
     loop.run_until_complete(pipeline.ingest(st, [ev(1, "cold", "lamp1")], learn=False))
 
@@ -256,3 +257,32 @@ def test_rank_orders_only_the_given_items(run: Run) -> None:
     )
     ids = [p.item_id for p in answer.picks]
     assert sorted(ids) == ["B", "unknown", "zzz"] and ids[0] == "B"
+
+
+def test_a_restarted_worker_restores_its_index_and_replays_only_the_rest(
+    run: Run, tmp_path: Path
+) -> None:
+    st, loop = run
+    s = st.settings
+    where = tmp_path / "restart"
+    first = [
+        Message(s.topic_catalog, 0, n, None, f'{{"item_id": "a{n}", "category": "c"}}'.encode())
+        for n in range(5)
+    ]
+    loop.run_until_complete(messages.on_catalog_messages(st, s, first))
+    before = IndexSync(st.vectors, where)
+    before.start()
+    assert loop.run_until_complete(before.catch_up()) == 5
+    loop.run_until_complete(before.save())
+
+    late = [Message(s.topic_catalog, 0, 9, None, b'{"item_id": "late", "category": "c"}')]
+    loop.run_until_complete(messages.on_catalog_messages(st, s, late))
+    after = IndexSync(st.vectors, where)
+    after.start()  # the snapshot: five items, and where the log stood
+    assert len(after.index) == 5 and after.position == before.position
+    assert loop.run_until_complete(after.catch_up()) == 1  # only what came after it
+    assert "late" in after.index and len(after.index) == 6
+    # A third worker that starts from nothing converges to the same index.
+    fresh = IndexSync(st.vectors, tmp_path / "fresh")
+    loop.run_until_complete(fresh.catch_up())
+    assert after.index.similar("a0", 3) == fresh.index.similar("a0", 3)

@@ -81,3 +81,27 @@ def test_contributions_name_the_largest_parts() -> None:
         ("pop", 0.001),
     ]
     assert w.contributions({"seq": 0.5}, top=1) == [("seq", 0.5)]
+
+
+def test_the_edge_tells_whether_the_model_beats_the_blend() -> None:
+    # Shoppers pick the popular item over the sequence one: the blend gets that wrong, the
+    # learner learns it, so its edge over the blend turns positive.
+    against = Learner(blend_weights(), lr=0.5)
+    for _ in range(100):
+        against.learn({"seq": 0.1, "pop": 1.0}, [{"seq": 0.9, "pop": 0.1}])
+    assert against.snapshot().edge > 0
+    # Shoppers pick what the blend ranks first anyway: nothing to gain, no positive edge.
+    agree = Learner(blend_weights(), lr=0.5)
+    for _ in range(100):
+        agree.learn({"seq": 0.9, "pop": 0.1}, [{"seq": 0.1, "pop": 1.0}])
+    assert agree.snapshot().edge <= 0
+
+
+def test_only_a_model_with_an_edge_and_enough_examples_ranks() -> None:
+    from stream_reco.config import Settings
+    from stream_reco.runtime import Runtime
+
+    s = Settings(model_min_examples=10)
+    assert not Runtime(model=Weights(3, 50, {"seq": 1.0}, edge=-0.01)).model_ready(s)
+    assert not Runtime(model=Weights(3, 5, {"seq": 1.0}, edge=0.2)).model_ready(s)
+    assert Runtime(model=Weights(3, 50, {"seq": 1.0}, edge=0.2)).model_ready(s)
