@@ -56,7 +56,8 @@ def create_app(settings: Settings) -> faust.App:
     events = app.topic(settings.topic_events)
     catalog = app.topic(settings.topic_catalog)
     requests = app.topic(settings.topic_requests)
-    config = app.topic(settings.topic_config)
+    # One partition, compacted: one consumer applies rules updates in order.
+    config = app.topic(settings.topic_config, partitions=1, compacting=True)
     live = Runtime.start(settings)
     learner = LearnerLoop(settings, owner=uuid.uuid4().hex)
     sinks = {
@@ -121,10 +122,14 @@ def create_app(settings: Settings) -> faust.App:
         # A failed refresh keeps the last good rules and model; the next tick tries again.
         try:
             await runtime.refresh(get_store(), settings, live)
-            await learner.step(get_store())
         except Exception:
             ERRORS["refresh"] += 1
             log.exception("refresh failed")
+        try:  # apart: a failed reload must not stop learning, nor the reverse
+            await learner.step(get_store())
+        except Exception:
+            ERRORS["learn"] += 1
+            log.exception("learner step failed")
 
     @app.timer(interval=INDEX_EVERY_S)
     async def follow_index() -> None:

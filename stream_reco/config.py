@@ -144,6 +144,7 @@ class Settings:
     rules_file: str = ""
     blend: str = ""
     budget_ms: float = 50.0
+    learned_ranker: bool = False
     model_min_examples: int = 1000
     model_lr: float = 0.02
     examples_max: int = 100000
@@ -229,7 +230,7 @@ class Settings:
     def isolated(self, tag: str, *, keys: bool = True) -> Settings:
         """The same settings on their own topics and consumer group (with `keys`, their own
         Redis key space too), so tests, replays and deployments can share one stack."""
-        names = ("events", "catalog", "requests", "responses", "deadletter")
+        names = ("events", "catalog", "requests", "responses", "deadletter", "config")
         changes: dict[str, object] = {
             "app_id": f"{self.app_id}-{tag}",
             **{f"topic_{t}": f"{getattr(self, f'topic_{t}')}-{tag}" for t in names},

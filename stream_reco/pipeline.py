@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -73,6 +74,9 @@ async def recommend(
     started = time.perf_counter()
     live = live or Runtime()
     rules = live.rules.for_placement(placement)
+    if only is not None:  # /rank orders the caller's items: nothing else may join them
+        rules = dataclasses.replace(rules, promoted=())
+    current = live.model  # one snapshot: a refresh may swap live.model while we wait
     budget = settings.budget_ms / 1000
 
     def left(share: float = 1.0) -> float:
@@ -87,41 +91,47 @@ async def recommend(
         # Sources too slow or down: popularity from memory, still without blocked items.
         return response.fallback(live, block, k, only)
     block |= rules_.blocked(session, ())
-    use_model = live.model_ready(settings)
+    use_model = live.model_ready(settings, current)
     degraded = None
     if use_model and time.perf_counter() - started > budget / 2:
         use_model, degraded = False, "blend"  # scoring is the cheapest part to give up
-    weights = live.model.weights if use_model else blend.for_settings(settings)
+    weights = current.weights if use_model else blend.for_settings(settings)
     ranked = [cs for cs in blend.order(list(found.values()), weights) if cs[0].item_id not in block]
     # Metadata only for what can still make the list, the session items named in reasons and
     # what the rules look at (session categories, promoted items).
     # A plain policy needs only enough to cover unavailable items; rules that reshuffle
     # (diversity, discovery, caps) need a deeper pool to choose from.
-    head = ranked[: max(4 * k, k + 60) if rules != PLAIN else k + 20]
-    wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
-    wanted |= diversity.wanted(session, rules)
-    try:
-        async with asyncio.timeout(left()):
-            meta = await store.read_items(sorted(wanted))
-    except (TimeoutError, StoreError):
-        return response.fallback(live, block, k, only)
-    slots = diversity.select(
-        [(c.item_id, sc) for c, sc in head],
-        meta,
-        session,
-        rules,
-        k,
-        block,
-        weights=rules.weights(settings.weights),
-        require_catalog=settings.require_catalog,
-    )
+    depth = max(4 * k, k + 60) if rules != PLAIN else k + 20
+    while True:
+        head = ranked[:depth]
+        wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
+        wanted |= diversity.wanted(session, rules)
+        try:
+            async with asyncio.timeout(left()):
+                meta = await store.read_items(sorted(wanted))
+        except (TimeoutError, StoreError):
+            return response.fallback(live, block, k, only)
+        slots = diversity.select(
+            [(c.item_id, sc) for c, sc in head],
+            meta,
+            session,
+            rules,
+            k,
+            block,
+            weights=rules.weights(settings.weights),
+            require_catalog=settings.require_catalog,
+        )
+        # Too many unavailable items in the head (unknown, sold out): look deeper, once.
+        if len(slots) >= k or depth >= len(ranked) or depth > 4 * k + 60:
+            break
+        depth = len(ranked)
     by_id = {c.item_id: c for c, _ in head}
-    scorer = live.model if use_model else model.Weights(0, 0, weights)
+    scorer = current if use_model else model.Weights(0, 0, weights)
     picks = [response.pick(by_id.get(sl.item_id), sl, meta, scorer) for sl in slots]
     taken = {p.item_id for p in picks}
     rest = [(c, sc) for c, sc in head if c.item_id not in taken][:SHOWN_NEGATIVES]
     passed = [response.pick(c, None, meta, scorer, sc) for c, sc in rest]
-    version = live.model.version if use_model else 0
+    version = current.version if use_model else 0
     return Answer(picks, version, degraded, picks + passed)
 
 
@@ -185,7 +195,11 @@ async def answer_session(
     out = response.response(session_id, trigger, answer, started, request_id, rid)
     if answer.shown:
         doc = feedback.shown(rid, [(p.item_id, p.features) for p in answer.shown])
-        await store.remember_shown(session_id, doc)
+        try:  # feedback is best effort: never worth delaying or failing the answer for
+            async with asyncio.timeout(settings.budget_ms / 1000):
+                await store.remember_shown(session_id, doc)
+        except (TimeoutError, StoreError):
+            pass
     return out
 
 

@@ -12,7 +12,7 @@ from stream_reco.candidates.ann import ItemIndex
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Rejected
-from stream_reco.ranking import policy
+from stream_reco.ranking import blend, policy
 from stream_reco.ranking.feedback import Example
 from stream_reco.ranking.model import Learner, ModelFormatError, Weights, blend_weights
 from stream_reco.ranking.policy import RulesConfig
@@ -47,10 +47,12 @@ class Runtime:
         base = policy.load_file(settings.rules_file) if settings.rules_file else RulesConfig()
         return cls(rules=base, base_rules=base)
 
-    def model_ready(self, settings: Settings) -> bool:
+    def model_ready(self, settings: Settings, model: Weights | None = None) -> bool:
         """The learned model ranks once it has seen enough examples *and* orders recent ones
         better than the fixed blend; otherwise the blend keeps ranking."""
-        m = self.model
+        m = model or self.model
+        if not settings.learned_ranker:
+            return False  # it still learns, so switching it on starts from a trained model
         return m.version > 0 and m.examples >= settings.model_min_examples and m.edge > 0
 
 
@@ -117,12 +119,14 @@ class LearnerLoop:
             self.learner = None  # another worker learns; take over from its weights later
             return 0
         if self.learner is None:
+            # The blend this deployment ranks with: where learning starts, what it must beat.
+            base = Weights(0, 0, blend.for_settings(self.settings))
             raw = await store.read_published(MODEL)
             try:
-                start = Weights.from_json(raw) if raw else blend_weights()
+                start = Weights.from_json(raw) if raw else base
             except ModelFormatError:
-                start = blend_weights()  # unreadable: start over rather than stop learning
-            self.learner = Learner(start, lr=self.settings.model_lr)
+                start = base  # unreadable: start over rather than stop learning
+            self.learner = Learner(start, lr=self.settings.model_lr, blend=base)
         examples = [x for x in map(Example.from_json, await store.pop_examples(batch)) if x]
         if not examples:
             return 0

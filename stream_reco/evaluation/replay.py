@@ -135,6 +135,8 @@ async def evaluate_engine(
 ) -> dict[str, float]:
     """Train then test on a fresh private key space that is deleted afterwards. `via_kafka`:
     train events go through the real topics and a worker instead of straight to the store."""
+    if learn_ranker:
+        settings = dataclasses.replace(settings, learned_ranker=True)
     store = RedisStore.connect(eval_settings(settings))
     try:
         if via_kafka:

@@ -84,14 +84,16 @@ class Learner:
     True
     """
 
-    def __init__(self, start: Weights, lr: float = 0.05, l2: float = 1e-5) -> None:
+    def __init__(
+        self, start: Weights, lr: float = 0.05, l2: float = 1e-5, blend: Weights | None = None
+    ) -> None:
         self.model = linear_model.LogisticRegression(
             optimizer=optim.SGD(lr), l2=l2, intercept_lr=0.0
         )
         for name, w in start.weights.items():
             self.model._weights[name] = w  # warm start: river keeps weights as a plain dict
         self.version, self.examples, self.edge = start.version, start.examples, start.edge
-        self.blend = blend_weights()
+        self.blend = blend or blend_weights()  # what the model must beat to take over
 
     def learn(self, positive: Features, negatives: Sequence[Features], weight: int = 1) -> None:
         """One feedback example; `weight` > 1 for stronger labels (a click on a shown item)."""

@@ -61,12 +61,16 @@ for i = 1, math.min(#sources, cooc_window) do
   co[#co + 1] = top(ikey(sources[i], 'co'), cfg.per_source)
 end
 local nxt = {}
-local category = ''
 for i = 1, math.min(#order, seq_sources) do
   nxt[#nxt + 1] = order[i]
   nxt[#nxt + 1] = top(ikey(order[i], 'next'), cfg.per_source)
-  if trending == 1 and category == '' then
+end
+-- Trending: the category of the latest session item that has one (at most 3 looked at).
+local category = ''
+if trending == 1 then
+  for i = 1, math.min(#order, 3) do
     category = redis.call('HGET', ikey(order[i], 'meta'), 'category') or ''
+    if category ~= '' then break end
   end
 end
 

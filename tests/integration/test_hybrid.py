@@ -41,6 +41,7 @@ def run(settings: Settings) -> Iterator[Run]:
         key_prefix=uid("hybrid"),
         require_catalog=False,
         model_min_examples=5,
+        learned_ranker=True,
         model_lr=0.5,
     )
     st = RedisStore.connect(s)

@@ -101,7 +101,9 @@ def test_only_a_model_with_an_edge_and_enough_examples_ranks() -> None:
     from stream_reco.config import Settings
     from stream_reco.runtime import Runtime
 
-    s = Settings(model_min_examples=10)
+    s = Settings(model_min_examples=10, learned_ranker=True)
     assert not Runtime(model=Weights(3, 50, {"seq": 1.0}, edge=-0.01)).model_ready(s)
     assert not Runtime(model=Weights(3, 5, {"seq": 1.0}, edge=0.2)).model_ready(s)
-    assert Runtime(model=Weights(3, 50, {"seq": 1.0}, edge=0.2)).model_ready(s)
+    ready = Runtime(model=Weights(3, 50, {"seq": 1.0}, edge=0.2))
+    assert ready.model_ready(s)
+    assert not ready.model_ready(Settings(model_min_examples=10))  # learned ranker off (default)
