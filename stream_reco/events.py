@@ -82,15 +82,20 @@ class _Invalid(ValueError):
     pass
 
 
-def _load(raw: bytes | None) -> dict[str, Any]:
-    if raw is None or len(raw) == 0:
-        raise _Invalid("empty message")
+def load_json(raw: bytes) -> Any:
+    """A message's JSON, within the size limit every input topic shares; ValueError if not."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise _Invalid(f"message is {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
-        doc = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _Invalid(f"not valid JSON: {exc}") from None
+
+
+def _load(raw: bytes | None) -> dict[str, Any]:
+    if raw is None or len(raw) == 0:
+        raise _Invalid("empty message")
+    doc = load_json(raw)
     if not isinstance(doc, dict):
         raise _Invalid(f"expected a JSON object, got {type(doc).__name__}")
     return doc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from stream_reco.pipeline import handle_events, handle_request
 from stream_reco.ranking import policy
 from stream_reco.runtime import Runtime
 from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.vector_log import Change
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +89,9 @@ async def on_catalog_messages(
     if records:
         # Each item's vector for every worker's ANN index: a new item is similar to others
         # the moment its record is processed, before anyone clicked it.
-        await store.vectors.publish_many(
-            [
-                (
-                    r.item_id,
-                    None
-                    if isinstance(r, Tombstone)
-                    else vectors.item_vector(r, r.embedding or None),
-                )
-                for r in records
-            ]
-        )
+        # Hashing and projecting a batch is CPU work: off the event loop.
+        changes = await asyncio.to_thread(_vectors, records)
+        await store.vectors.publish_many(changes)
     return outs
 
 
@@ -129,6 +123,16 @@ async def on_config_messages(
     if doc is not None:
         await store.publish(runtime.RULES, doc)
     return outs
+
+
+def _vectors(records: Sequence[CatalogItem | Tombstone]) -> list[Change]:
+    return [
+        (
+            r.item_id,
+            None if isinstance(r, Tombstone) else vectors.item_vector(r, r.embedding or None),
+        )
+        for r in records
+    ]
 
 
 def _now_ms() -> int:

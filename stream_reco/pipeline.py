@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from stream_reco import response
@@ -77,6 +77,7 @@ async def recommend(
     if only is not None:  # /rank orders the caller's items: nothing else may join them
         rules = dataclasses.replace(rules, promoted=())
     current = live.model  # one snapshot: a refresh may swap live.model while we wait
+    fixed = blend.for_settings(settings)
     budget = settings.budget_ms / 1000
 
     def left(share: float = 1.0) -> float:
@@ -86,7 +87,9 @@ async def recommend(
     # asyncio.timeout, not wait_for: no extra task per step on the hot path.
     try:
         async with asyncio.timeout(left(0.8)):
-            session, found = await _candidates(store, settings, live, session_id, k + 40, only)
+            session, found = await _candidates(
+                store, settings, live, session_id, k + 40, fixed, only
+            )
     except (TimeoutError, StoreError):
         # Sources too slow or down: popularity from memory, still without blocked items.
         return response.fallback(live, block, k, only)
@@ -95,7 +98,7 @@ async def recommend(
     degraded = None
     if use_model and time.perf_counter() - started > budget / 2:
         use_model, degraded = False, "blend"  # scoring is the cheapest part to give up
-    weights = current.weights if use_model else blend.for_settings(settings)
+    weights = current.weights if use_model else fixed
     ranked = [cs for cs in blend.order(list(found.values()), weights) if cs[0].item_id not in block]
     # Metadata only for what can still make the list, the session items named in reasons and
     # what the rules look at (session categories, promoted items).
@@ -141,18 +144,19 @@ async def _candidates(
     live: Runtime,
     session_id: str,
     n_popular: int,
+    fixed: Mapping[str, float],
     only: Sequence[str] | None = None,
 ) -> tuple[SessionView, dict[str, Candidate]]:
     """The session and every source's candidates for it, per-source scores kept as features;
-    with `only`, just those items (their features where a source found them)."""
-    on = blend.for_settings(settings)  # a source whose weight is 0 is not even read
+    with `only`, just those items (their features where a source found them). A source whose
+    weight is 0 in the `fixed` blend is not even read."""
     got = await store.gather(
         session_id,
         n_popular,
-        settings.cooc_window if on["cooc"] > 0 else 0,
-        SEQ_SOURCES if on["seq"] > 0 else 0,
-        sknn=on["sknn"] > 0,
-        trending=on["trending"] > 0,
+        settings.cooc_window if fixed["cooc"] > 0 else 0,
+        SEQ_SOURCES if fixed["seq"] > 0 else 0,
+        sknn=fixed["sknn"] > 0,
+        trending=fixed["trending"] > 0,
     )
     session = got.session
     expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
@@ -162,10 +166,10 @@ async def _candidates(
     cooccurrence.gather(latest, got.next, found, feature="seq")
     cooccurrence.gather(expand, got.co, found)
     sessions.gather(got.votes, found)
-    similar.gather(live.index if on["similar"] > 0 else None, latest, found)
+    similar.gather(live.index if fixed["similar"] > 0 else None, latest, found)
     revisit.gather(session, found)
     if got.category:  # the latest item's category: what the shopper is browsing now
-        [trending] = await store.read_rows([("trending", got.category, NEIGHBOURS_PER_SOURCE)])
+        trending = await store.read_popular(NEIGHBOURS_PER_SOURCE, got.category)
         popularity.gather_trending(trending, found)
     popularity.gather(got.popular, found)
     if only is not None:

@@ -110,7 +110,6 @@ class LearnerLoop:
     def __init__(self, settings: Settings, owner: str) -> None:
         self.settings, self.owner = settings, owner
         self.learner: Learner | None = None
-        self.calls = 0  # for callers that step it every so many answers (the evaluator)
 
     async def step(self, store: RedisStore, batch: int = 1000) -> int:
         """One round; returns how many examples were learned (0 when not the learner)."""

@@ -73,10 +73,10 @@ async def test(
     Returns how many answers were degraded (over the time budget)."""
     settings = store.settings
     gate = asyncio.Semaphore(concurrency)
-    degraded = 0
+    degraded = answered = 0
 
     async def one(log: SessionLog) -> None:
-        nonlocal degraded
+        nonlocal degraded, answered
         async with gate:
             evs = events(log, "test")
             for i, ev in enumerate(evs):
@@ -88,7 +88,9 @@ async def test(
                     degraded += answer.degraded is not None
                     tick(1)
                     if learner is not None and live is not None:
-                        await _feedback(store, live, learner, ev.session_id, answer)
+                        answered += 1
+                        step = answered % LEARN_EVERY == 0
+                        await _feedback(store, live, learner, ev.session_id, answer, step)
                 new, _ = await pipeline.ingest(store, [ev], learn=online)
                 if learner is not None:
                     await pipeline.learn_from(store, settings, new)
@@ -98,13 +100,17 @@ async def test(
 
 
 async def _feedback(
-    store: RedisStore, live: Runtime, learner: LearnerLoop, session_id: str, answer: Answer
+    store: RedisStore,
+    live: Runtime,
+    learner: LearnerLoop,
+    session_id: str,
+    answer: Answer,
+    step: bool,
 ) -> None:
     """Remember what was shown, and now and then let the learner learn and publish."""
     shown = [(p.item_id, p.features) for p in answer.shown]
     await store.remember_shown(session_id, feedback.shown("eval", shown))
-    learner.calls += 1
-    if learner.calls % LEARN_EVERY == 0:
+    if step:
         await learner.step(store, batch=LEARN_EVERY)
         await runtime.refresh(store, store.settings, live)
 

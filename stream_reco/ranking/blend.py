@@ -36,20 +36,21 @@ def for_settings(settings: Settings) -> dict[str, float]:
     return {**DEFAULT, **settings.blend_overrides} if settings.blend else DEFAULT
 
 
-def session_based(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> bool:
-    """Found by a session-based source that counts (weight > 0): ranks above plain popularity.
-    (Sources only ever add positive features, so presence is enough.)"""
-    return not _active(weights).isdisjoint(c.features)
+def linear(features: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """The one scoring rule, for the fixed blend and the learned model alike."""
+    return sum(weights.get(f, 0.0) * v for f, v in features.items())
 
 
 def score(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> float:
-    return sum(weights.get(f, 0.0) * v for f, v in c.features.items())
+    return linear(c.features, weights)
 
 
 def order(
     candidates: list[Candidate], weights: Mapping[str, float] = DEFAULT
 ) -> list[tuple[Candidate, float]]:
-    """Candidates best first, ties broken by item id so answers are reproducible."""
+    """Candidates best first, ties broken by item id so answers are reproducible. Those found
+    by a session-based source that counts (weight > 0) come before plain popularity; sources
+    only ever add positive features, so a feature's presence is enough."""
     active = _active(weights)
     scored = [(c, score(c, weights)) for c in candidates]
     scored.sort(key=lambda cs: (active.isdisjoint(cs[0].features), -cs[1], cs[0].item_id))

@@ -33,8 +33,7 @@ class Weights:
     edge: float = 0.0
 
     def score(self, x: Features) -> float:
-        w = self.weights
-        return sum(w.get(name, 0.0) * value for name, value in x.items())
+        return blend.linear(x, self.weights)
 
     def contributions(self, x: Features, top: int = 3) -> list[tuple[str, float]]:
         """The features that added most to this score, for explanations."""

@@ -15,7 +15,7 @@ import orjson
 
 from stream_reco.config import EVENT_TYPES, Weights
 from stream_reco.errors import ConfigError
-from stream_reco.events import CONTROL, MAX_ID_LEN, MAX_MESSAGE_BYTES, Rejected
+from stream_reco.events import CONTROL, MAX_ID_LEN, Rejected, load_json
 
 DEFAULT_KEY = "default"  # the reco-config key (and rules-file section) of the shop-wide policy
 MAX_IDS = 1000  # promoted or excluded ids per policy, like a request's `exclude`
@@ -291,12 +291,10 @@ def decode_config(key: bytes | None, value: bytes | None) -> RulesUpdate | Rejec
             raise _Invalid("key is not UTF-8") from None
         if value is None or not value.strip() or value.strip() == b"null":
             return RulesUpdate(name, None)
-        if len(value) > MAX_MESSAGE_BYTES:
-            raise _Invalid(f"value is {len(value)} bytes, more than {MAX_MESSAGE_BYTES}")
         try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise _Invalid(f"not valid JSON: {exc}") from None
+            doc = load_json(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
         return RulesUpdate(name, _overrides(doc, name))
     except _Invalid as exc:
         return Rejected(f"invalid rules message: {exc}")

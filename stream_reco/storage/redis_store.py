@@ -252,25 +252,6 @@ class RedisStore(SharedState):
 
         return await self._retry("read_neighbours", run)
 
-    async def read_rows(self, wanted: Sequence[tuple[str, str | None, int]]) -> list[Scored]:
-        """Many top-n lists in one round trip: (kind, item id, n) per list, where kind is an
-        item's `co`, `next` or `sessions`, `pop` (item id None) for popularity, or `trending`
-        with a category in place of the item id."""
-        if not wanted:
-            return []
-        keys = [self._row_key(kind, item) for kind, item, _ in wanted]
-
-        async def run() -> list[Scored]:
-            rows = await self._multi_read(keys=keys, args=["zrev", *(n for _, _, n in wanted)])
-            return [pairs(row) for row in rows]
-
-        return await self._retry("read_rows", run)
-
-    def _row_key(self, kind: str, item: str | None) -> str:
-        if kind == "trending":  # `item` is a category here
-            return self.keys.global_(f"pop:cat:{item}")
-        return self.keys.global_("pop") if item is None else self.keys.item(item, kind)
-
     async def gather(
         self,
         session_id: str,
@@ -302,8 +283,9 @@ class RedisStore(SharedState):
 
         return await self._retry("gather", run)
 
-    async def read_popular(self, n: int) -> Scored:
-        key = self.keys.global_("pop")
+    async def read_popular(self, n: int, category: str | None = None) -> Scored:
+        """The n most popular items (decayed), overall or within one category (trending)."""
+        key = self.keys.global_("pop" if category is None else f"pop:cat:{category}")
 
         async def run() -> Scored:
             [row] = await self._multi_read(keys=[key], args=["zrev", n])

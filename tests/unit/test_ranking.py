@@ -222,3 +222,10 @@ def test_popular_only_reason() -> None:
     # A source without a co-occurrence score is not a reason to name it.
     stale = Candidate("p", {"pop": 1.0, "cooc": 0.0}, source_item="a", source_type="view")
     assert explain.reason(stale, {}) == "popular"
+
+
+def test_every_blend_feature_can_be_overridden_by_settings() -> None:
+    from stream_reco.config import FEATURES
+
+    # config.py cannot import the ranking package, so the two lists are kept in step here.
+    assert set(FEATURES) == set(blend.DEFAULT)
