@@ -30,7 +30,7 @@ from stream_reco.ranking.policy import Policy
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
-from stream_reco.storage.redis_store import NEIGHBOURS_PER_SOURCE, RedisStore
+from stream_reco.storage.redis_store import RedisStore
 
 # Passed-over candidates remembered with a response: the learner's negatives.
 SHOWN_NEGATIVES = 10
@@ -87,7 +87,7 @@ async def recommend(
     # asyncio.timeout, not wait_for: no extra task per step on the hot path.
     try:
         async with asyncio.timeout(left(0.8)):
-            session, found = await _candidates(
+            session, found, seen = await _candidates(
                 store, settings, live, session_id, k + 40, fixed, only
             )
     except (TimeoutError, StoreError):
@@ -111,7 +111,7 @@ async def recommend(
         wanted |= diversity.wanted(session, rules)
         try:
             async with asyncio.timeout(left()):
-                meta = await store.read_items(sorted(wanted))
+                meta = await store.read_items(sorted(wanted), seen)
         except (TimeoutError, StoreError):
             return response.fallback(live, block, k, only)
         slots = diversity.select(
@@ -146,7 +146,7 @@ async def _candidates(
     n_popular: int,
     fixed: Mapping[str, float],
     only: Sequence[str] | None = None,
-) -> tuple[SessionView, dict[str, Candidate]]:
+) -> tuple[SessionView, dict[str, Candidate], str]:
     """The session and every source's candidates for it, per-source scores kept as features;
     with `only`, just those items (their features where a source found them). A source whose
     weight is 0 in the `fixed` blend is not even read."""
@@ -168,13 +168,11 @@ async def _candidates(
     sessions.gather(got.votes, found)
     similar.gather(live.index if fixed["similar"] > 0 else None, latest, found)
     revisit.gather(session, found)
-    if got.category:  # the latest item's category: what the shopper is browsing now
-        trending = await store.read_popular(NEIGHBOURS_PER_SOURCE, got.category)
-        popularity.gather_trending(trending, found)
+    popularity.gather_trending(got.trending, found)  # what the shopper is browsing now
     popularity.gather(got.popular, found)
     if only is not None:
         found = {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
-    return session, found
+    return session, found, got.catalog_at
 
 
 async def answer_session(

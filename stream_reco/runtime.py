@@ -67,7 +67,9 @@ def store_update(doc: bytes | None, key: str, overrides: object) -> bytes:
 
 
 async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
-    """Reload published rules and model weights when they changed; refresh the fallback."""
+    """Reload published rules and model weights when they changed; refresh the fallback; bring
+    the metadata cache up to date (so requests rarely have to)."""
+    await store.sync_catalog()
     raw = await store.read_published(MODEL)
     if raw is not None:
         try:

@@ -10,11 +10,14 @@
 --   session-kNN (V-SKNN, Ludewig & Jannach 2018): the first `sknn_items` distinct recent
 --     items, weighted (n - age) / n; the `sample` most recent past sessions sharing one are
 --     compared by cosine similarity and the `sknn_k` most similar vote for their items.
--- ARGV 1: static JSON {session, item, pop, per_source, per_item, sample, sknn_k, sknn_limit}
+-- ARGV 1: static JSON {session, item, pop, per_source, per_item, sample, sknn_k, sknn_limit,
+--         catpop, catalog_log}
 --         (session/item: the pieces that wrap an id into a key, from storage/keys.py)
 -- ARGV 2: session id; ARGV 3: JSON [n_popular, cooc_window, seq_sources, sknn_items, trending]
 -- Returns {recent, cart, bought, info, popular, {item, row, ...} co, {item, row, ...} next,
---          votes {item, score-as-text, ...}, category of the latest item with one or ''}.
+--          votes {item, score-as-text, ...}, trending {item, score, ...} in the category of
+--          the latest item with one,
+--          the catalogue log's last id or ''}.
 -- Scores are sent as text (Lua numbers would reach the client truncated to integers).
 local cfg = cjson.decode(ARGV[1])
 local sid = ARGV[2]
@@ -65,12 +68,15 @@ for i = 1, math.min(#order, seq_sources) do
   nxt[#nxt + 1] = order[i]
   nxt[#nxt + 1] = top(ikey(order[i], 'next'), cfg.per_source)
 end
--- Trending: the category of the latest session item that has one (at most 3 looked at).
-local category = ''
+-- Trending: within the category of the latest session item that has one (3 looked at).
+local trend = {}
 if trending == 1 then
   for i = 1, math.min(#order, 3) do
-    category = redis.call('HGET', ikey(order[i], 'meta'), 'category') or ''
-    if category ~= '' then break end
+    local category = redis.call('HGET', ikey(order[i], 'meta'), 'category')
+    if category and category ~= '' then
+      trend = top(cfg.catpop .. category, cfg.per_source)
+      break
+    end
   end
 end
 
@@ -130,4 +136,8 @@ if norm > 0 then
   end
 end
 
-return {recent, cart, bought, info, top(cfg.pop, n_popular), co, nxt, votes, category}
+-- The catalogue log's position: the client serves metadata from its cache if that is as new.
+local latest = redis.call('XREVRANGE', cfg.catalog_log, '+', '-', 'COUNT', 1)
+local catalog_at = latest[1] and latest[1][1] or ''
+
+return {recent, cart, bought, info, top(cfg.pop, n_popular), co, nxt, votes, trend, catalog_at}

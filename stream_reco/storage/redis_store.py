@@ -18,16 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream_reco.config import Settings
 from stream_reco.decay import LandmarkTooOld, forward_weight, value_at
 from stream_reco.errors import StoreError
-from stream_reco.events import CatalogItem, Event, Tombstone
+from stream_reco.events import Event
 from stream_reco.state import SessionView, entry, parse_session
-from stream_reco.storage.codec import (
-    Scored,
-    hash_fields,
-    meta_fields,
-    meta_json,
-    pairs,
-    parse_meta,
-)
+from stream_reco.storage.catalog import CatalogCache, CatalogState
+from stream_reco.storage.codec import Scored, hash_fields, meta_json, pairs
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.shared import SharedState
 from stream_reco.storage.vector_log import VectorLog
@@ -52,7 +46,8 @@ class Gathered:
     co: dict[str, Scored]  # by source item
     next: dict[str, Scored]
     votes: Scored  # session-kNN, best first
-    category: str  # of the latest session item that has one
+    trending: Scored  # popularity in the category of the latest session item that has one
+    catalog_at: str  # the catalogue log's position: metadata read later is at least this new
 
 
 RETRIES = 5
@@ -64,7 +59,7 @@ EVENTS_PER_CALL = 64
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 
-class RedisStore(SharedState):
+class RedisStore(SharedState, CatalogState):
     """Everything stream-reco keeps in Redis, behind one narrow async interface."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
@@ -86,9 +81,12 @@ class RedisStore(SharedState):
                 "sample": settings.sknn_sessions_per_item,
                 "sknn_k": settings.sknn_neighbours,
                 "sknn_limit": SKNN_LIMIT,
+                "catpop": self.keys.global_("pop:cat:"),
+                "catalog_log": self.keys.global_("catalog:log"),
             }
         )
         self.vectors = VectorLog(client, self.keys)
+        self.catalog = CatalogCache()
         self._script_config = orjson.dumps(
             {
                 "ttl": settings.session_ttl_s,
@@ -204,25 +202,6 @@ class RedisStore(SharedState):
 
         return await self._retry("apply_events", run)
 
-    async def apply_catalog(self, records: Sequence[CatalogItem | Tombstone]) -> None:
-        """Upsert or remove catalogue items; a record replaces the item's whole metadata."""
-        if not records:
-            return
-
-        async def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            for r in records:
-                meta = self.keys.item(r.item_id, "meta")
-                pipe.delete(meta)
-                if isinstance(r, Tombstone):
-                    pipe.zrem(self.keys.global_("pop"), r.item_id)
-                    pipe.delete(*(self.keys.item(r.item_id, n) for n in ("co", "next", "sessions")))
-                    continue
-                pipe.hset(meta, mapping=meta_fields(r))
-            await pipe.execute()
-
-        await self._retry("apply_catalog", run)
-
     async def read_session(self, session_id: str) -> SessionView:
         k = self.keys
 
@@ -267,7 +246,7 @@ class RedisStore(SharedState):
         )
 
         async def run() -> Gathered:
-            recent, cart, bought, info, popular, co, nxt, votes, category = await self._gather(
+            recent, cart, bought, info, popular, co, nxt, votes, trend, at = await self._gather(
                 keys=[], args=[self._gather_config, session_id, ask]
             )
             return Gathered(
@@ -278,7 +257,8 @@ class RedisStore(SharedState):
                 {co[i].decode(): pairs(co[i + 1]) for i in range(0, len(co), 2)},
                 {nxt[i].decode(): pairs(nxt[i + 1]) for i in range(0, len(nxt), 2)},
                 pairs(votes),
-                category.decode() if isinstance(category, bytes) else "",
+                pairs(trend),
+                at.decode() if isinstance(at, bytes) else "",
             )
 
         return await self._retry("gather", run)
@@ -293,21 +273,8 @@ class RedisStore(SharedState):
 
         return await self._retry("read_popular", run)
 
-    async def read_items(self, item_ids: Sequence[str]) -> dict[str, CatalogItem]:
-        """Catalogue metadata of the known items among `item_ids`."""
-        if not item_ids:
-            return {}
-
-        async def run() -> dict[str, CatalogItem]:
-            keys = [self.keys.item(item, "meta") for item in item_ids]
-            rows = await self._multi_read(keys=keys, args=["hash"])
-            return {
-                i: parse_meta(i, hash_fields(row))
-                for i, row in zip(item_ids, rows, strict=True)
-                if row
-            }
-
-        return await self._retry("read_items", run)
+    def _multi_read_hashes(self, keys: list[str]) -> Awaitable[list[list[bytes]]]:
+        return self._multi_read(keys=keys, args=["hash"])  # type: ignore[no-any-return]
 
     async def inspect_item(self, item_id: str, n: int = 20) -> dict[str, object]:
         """An item's metadata, decayed popularity and top neighbours, as plain JSON data."""
@@ -343,6 +310,7 @@ class RedisStore(SharedState):
         ):
             deleted += await self.client.unlink(*batch)
         self._landmark = None
+        self.catalog.reset()
         return deleted
 
 
