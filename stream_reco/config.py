@@ -126,7 +126,7 @@ class Settings:
     popular_max: int = 10000
     cooc_window: int = 5
     seq_window: int = 3
-    sknn_sessions_per_item: int = 50
+    sknn_sessions_per_item: int = 20
     sknn_neighbours: int = 30
     sknn_ttl_s: int = 7 * 86400
     cooc_half_life_s: float = 7 * 86400.0

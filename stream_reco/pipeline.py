@@ -132,10 +132,9 @@ async def recommend(
     scorer = current if use_model else model.Weights(0, 0, weights)
     picks = [response.pick(by_id.get(sl.item_id), sl, meta, scorer) for sl in slots]
     taken = {p.item_id for p in picks}
-    rest = [(c, sc) for c, sc in head if c.item_id not in taken][:SHOWN_NEGATIVES]
-    passed = [response.pick(c, None, meta, scorer, sc) for c, sc in rest]
-    version = current.version if use_model else 0
-    return Answer(picks, version, degraded, picks + passed)
+    passed = [(c.item_id, c.features) for c, _ in head if c.item_id not in taken]
+    shown = [(p.item_id, p.features) for p in picks] + passed[:SHOWN_NEGATIVES]
+    return Answer(picks, current.version if use_model else 0, degraded, shown)
 
 
 async def _candidates(
@@ -196,7 +195,7 @@ async def answer_session(
     rid = uuid.uuid4().hex
     out = response.response(session_id, trigger, answer, started, request_id, rid)
     if answer.shown:
-        doc = feedback.shown(rid, [(p.item_id, p.features) for p in answer.shown])
+        doc = feedback.shown(rid, answer.shown)
         try:  # feedback is best effort: never worth delaying or failing the answer for
             async with asyncio.timeout(settings.budget_ms / 1000):
                 await store.remember_shown(session_id, doc)

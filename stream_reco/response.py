@@ -33,29 +33,25 @@ class Answer:
     picks: list[Pick]
     model_version: int = 0
     degraded: str | None = None  # None, "blend" (model skipped) or "popular" (sources skipped)
-    shown: list[Pick] = field(default_factory=list)  # picks plus passed-over candidates
+    # What the learner hears of: each pick and passed-over candidate with its features.
+    shown: list[tuple[str, dict[str, float]]] = field(default_factory=list)
 
 
 def pick(
     cand: Candidate | None,
-    slot: diversity.Slot | None,
+    slot: diversity.Slot,
     meta: dict[str, CatalogItem],
     scorer: model.Weights,
-    score: float = 0.0,
 ) -> Pick:
-    item_id = slot.item_id if slot else cand.item_id if cand else ""
     if cand is None:  # promoted by the rules without being a candidate
-        return Pick(item_id, 0.0, "promoted", {}, "promoted")
-    features = {f: round(v, 6) for f, v in cand.features.items()}
-    why = explain.reason(cand, meta)
-    if slot and slot.slot == "promoted":
-        why = "promoted"
+        return Pick(slot.item_id, 0.0, "promoted", {}, "promoted")
+    why = "promoted" if slot.slot == "promoted" else explain.reason(cand, meta)
     return Pick(
-        item_id,
-        round(slot.score if slot else score, 6),
+        slot.item_id,
+        round(slot.score, 6),
         why,
-        features,
-        slot.slot if slot else "relevance",
+        cand.features,  # rounded only if it is stored (ranking/feedback.py)
+        slot.slot,
         scorer.contributions(cand.features),
     )
 

@@ -108,8 +108,7 @@ async def _feedback(
     step: bool,
 ) -> None:
     """Remember what was shown, and now and then let the learner learn and publish."""
-    shown = [(p.item_id, p.features) for p in answer.shown]
-    await store.remember_shown(session_id, feedback.shown("eval", shown))
+    await store.remember_shown(session_id, feedback.shown("eval", answer.shown))
     if step:
         await learner.step(store, batch=LEARN_EVERY)
         await runtime.refresh(store, store.settings, live)

@@ -38,7 +38,10 @@ def for_settings(settings: Settings) -> dict[str, float]:
 
 def linear(features: Mapping[str, float], weights: Mapping[str, float]) -> float:
     """The one scoring rule, for the fixed blend and the learned model alike."""
-    return sum(weights.get(f, 0.0) * v for f, v in features.items())
+    total = 0.0
+    for f, v in features.items():  # a plain loop: ~150 candidates per request
+        total += weights.get(f, 0.0) * v
+    return total
 
 
 def score(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> float:

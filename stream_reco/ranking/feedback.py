@@ -34,8 +34,10 @@ class Example:
 
 
 def shown(recommendation_id: str, items: Sequence[tuple[str, Mapping[str, float]]]) -> bytes:
-    """The shown list as stored with the session until its next event."""
-    return orjson.dumps({"id": recommendation_id, "items": [[i, f] for i, f in items]})
+    """The shown list as stored with the session until its next event (features rounded:
+    six digits are plenty to learn from and keep the stored list short)."""
+    rows = [[i, {name: round(v, 6) for name, v in f.items()}] for i, f in items]
+    return orjson.dumps({"id": recommendation_id, "items": rows})
 
 
 def example(raw_shown: bytes, item_id: str, recommendation_id: str | None) -> Example | None:

@@ -10,12 +10,13 @@
 --   session-kNN (V-SKNN, Ludewig & Jannach 2018): the first `sknn_items` distinct recent
 --     items, weighted (n - age) / n; the `sample` most recent past sessions sharing one are
 --     compared by cosine similarity and the `sknn_k` most similar vote for their items.
--- ARGV 1: static JSON {session, item, pop, per_source, per_item, sample, sknn_k, sknn_limit,
+--     The client orders the votes (storage/redis_store.py).
+-- ARGV 1: static JSON {session, item, pop, per_source, per_item, sample, sknn_k,
 --         catpop, catalog_log}
 --         (session/item: the pieces that wrap an id into a key, from storage/keys.py)
 -- ARGV 2: session id; ARGV 3: JSON [n_popular, cooc_window, seq_sources, sknn_items, trending]
 -- Returns {recent, cart, bought, info, popular, {item, row, ...} co, {item, row, ...} next,
---          votes {item, score-as-text, ...}, trending {item, score, ...} in the category of
+--          votes {item, billionths, ...} unordered, trending {item, score, ...} in the category of
 --          the latest item with one,
 --          the catalogue log's last id or ''}.
 -- Scores are sent as text (Lua numbers would reach the client truncated to integers).
@@ -100,13 +101,24 @@ if norm > 0 then
   norm = math.sqrt(norm)
   local sids = {}
   for other in pairs(dot) do sids[#sids + 1] = other end
-  -- The most recent sessions first (ties by id, so every call agrees).
-  table.sort(sids, function(a, b)
-    if last[a] ~= last[b] then return last[a] > last[b] end
-    return a < b
-  end)
+  if #sids > cfg.sample then
+    -- The most recent sessions (ties by id, so every call agrees). Only the times are sorted,
+    -- by plain comparison: a Lua comparator called per pair cost more than the rest of kNN.
+    local times = {}
+    for i, other in ipairs(sids) do times[i] = last[other] end
+    table.sort(times)
+    local cut = times[#times - cfg.sample + 1]
+    local newer, ties = {}, {}
+    for _, other in ipairs(sids) do
+      if last[other] > cut then newer[#newer + 1] = other
+      elseif last[other] == cut then ties[#ties + 1] = other end
+    end
+    table.sort(ties)
+    for i = 1, cfg.sample - #newer do newer[#newer + 1] = ties[i] end
+    sids = newer
+  end
   local sims = {}
-  for i = 1, math.min(#sids, cfg.sample) do
+  for i = 1, #sids do
     local items = redis.call('SMEMBERS', cfg.session[1] .. sids[i] .. cfg.session[2] .. 'items')
     if #items > 0 then
       sims[#sims + 1] = {dot[sids[i]] / (math.sqrt(#items) * norm), sids[i], items}
@@ -126,13 +138,11 @@ if norm > 0 then
       score[item] = score[item] + sims[i][1]
     end
   end
-  table.sort(voted, function(a, b)
-    if score[a] ~= score[b] then return score[a] > score[b] end
-    return a < b
-  end)
-  for i = 1, math.min(#voted, cfg.sknn_limit) do
-    votes[#votes + 1] = voted[i]
-    votes[#votes + 1] = string.format('%.17g', score[voted[i]])
+  -- Unsorted, as integers (billionths): the client sorts, and neither costs a Lua callback
+  -- per comparison nor a float formatted as text per vote.
+  for _, item in ipairs(voted) do
+    votes[#votes + 1] = item
+    votes[#votes + 1] = math.floor(score[item] * 1e9 + 0.5)
   end
 end
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -80,7 +80,6 @@ class RedisStore(SharedState, CatalogState):
                 "per_item": settings.sknn_sessions_per_item,
                 "sample": settings.sknn_sessions_per_item,
                 "sknn_k": settings.sknn_neighbours,
-                "sknn_limit": SKNN_LIMIT,
                 "catpop": self.keys.global_("pop:cat:"),
                 "catalog_log": self.keys.global_("catalog:log"),
             }
@@ -256,7 +255,7 @@ class RedisStore(SharedState, CatalogState):
                 pairs(popular),
                 {co[i].decode(): pairs(co[i + 1]) for i in range(0, len(co), 2)},
                 {nxt[i].decode(): pairs(nxt[i + 1]) for i in range(0, len(nxt), 2)},
-                pairs(votes),
+                _best_votes(votes),
                 pairs(trend),
                 at.decode() if isinstance(at, bytes) else "",
             )
@@ -312,6 +311,14 @@ class RedisStore(SharedState, CatalogState):
         self._landmark = None
         self.catalog.reset()
         return deleted
+
+
+def _best_votes(flat: list[Any]) -> Scored:
+    """gather.lua's unordered votes in billionths: the best SKNN_LIMIT, best first (ties by id,
+    so every worker agrees)."""
+    votes = [(flat[i].decode(), int(flat[i + 1]) / 1e9) for i in range(0, len(flat), 2)]
+    votes.sort(key=lambda v: (-v[1], v[0]))
+    return votes[:SKNN_LIMIT]
 
 
 async def _chunks(it, size: int = 500):  # type: ignore[no-untyped-def]
