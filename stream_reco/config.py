@@ -77,6 +77,12 @@ FEATURES = (
     "similar",
     "trending",
     "pop",
+    # Session context of the head candidates (ranking/context.py): weight 0 in the fixed blend.
+    "category_match",
+    "price_match",
+    "margin",
+    "source_cart",
+    "source_recency",
 )
 
 

@@ -24,7 +24,7 @@ from stream_reco.events import (
     Event,
     Request,
 )
-from stream_reco.ranking import blend, diversity, feedback, model
+from stream_reco.ranking import blend, context, diversity, feedback, model
 from stream_reco.ranking import rules as rules_
 from stream_reco.ranking.policy import Policy
 from stream_reco.response import Answer
@@ -36,6 +36,8 @@ from stream_reco.storage.redis_store import RedisStore
 SHOWN_NEGATIVES = 10
 PLAIN = Policy()  # no diversity or business rules beyond the hard exclusions
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
+COOC_SOURCES = 5  # at most this many session items' co-occurrence lists are read
+POPULAR_EXTRA = 40  # popular candidates beyond k: room for blocked and unavailable ones
 
 
 async def ingest(
@@ -88,7 +90,7 @@ async def recommend(
     try:
         async with asyncio.timeout(left(0.8)):
             session, found, seen = await _candidates(
-                store, settings, live, session_id, k + 40, fixed, only
+                store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only
             )
     except (TimeoutError, StoreError):
         # Sources too slow or down: popularity from memory, still without blocked items.
@@ -99,7 +101,8 @@ async def recommend(
     if use_model and time.perf_counter() - started > budget / 2:
         use_model, degraded = False, "blend"  # scoring is the cheapest part to give up
     weights = current.weights if use_model else fixed
-    ranked = [cs for cs in blend.order(list(found.values()), weights) if cs[0].item_id not in block]
+    ordered = blend.order(list(found.values()), weights, session_first=not use_model)
+    ranked = [cs for cs in ordered if cs[0].item_id not in block]
     # Metadata only for what can still make the list, the session items named in reasons and
     # what the rules look at (session categories, promoted items).
     # A plain policy needs only enough to cover unavailable items; rules that reshuffle
@@ -114,6 +117,10 @@ async def recommend(
                 meta = await store.read_items(sorted(wanted), seen)
         except (TimeoutError, StoreError):
             return response.fallback(live, block, k, only)
+        # Context needs metadata, so only the head gets it: a second, finer ordering stage.
+        context.add((c for c, _ in head), session, meta)
+        if blend.uses_context(weights):
+            head = blend.order([c for c, _ in head], weights, session_first=not use_model)
         slots = diversity.select(
             [(c.item_id, sc) for c, sc in head],
             meta,
@@ -149,16 +156,17 @@ async def _candidates(
     """The session and every source's candidates for it, per-source scores kept as features;
     with `only`, just those items (their features where a source found them). A source whose
     weight is 0 in the `fixed` blend is not even read."""
+    cooc = min(settings.cooc_window, COOC_SOURCES)
     got = await store.gather(
         session_id,
         n_popular,
-        settings.cooc_window if fixed["cooc"] > 0 else 0,
+        cooc if fixed["cooc"] > 0 else 0,
         SEQ_SOURCES if fixed["seq"] > 0 else 0,
         sknn=fixed["sknn"] > 0,
         trending=fixed["trending"] > 0,
     )
     session = got.session
-    expand = cooccurrence.sources(session, settings.weights, settings.cooc_window)
+    expand = cooccurrence.sources(session, settings.weights, cooc)
     latest = cooccurrence.recent(session, SEQ_SOURCES)
 
     found: dict[str, Candidate] = {}

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from stream_reco.candidates import Candidate
 from stream_reco.config import Settings
+from stream_reco.ranking import context
 
 # Per-source weights of the normalised features: the fixed blend that ranks until a learned
 # model is ready (and what the learner starts from). Sequence (what came next after the latest
@@ -28,7 +29,7 @@ WEIGHTS = {
 # Popularity must never outrank a session-based candidate; it only fills the remaining slots.
 POP_SHARE = 1e-3
 SESSION_FEATURES = frozenset(WEIGHTS)
-DEFAULT = {**WEIGHTS, "pop": POP_SHARE}
+DEFAULT = {**WEIGHTS, "pop": POP_SHARE, **dict.fromkeys(context.FEATURES, 0.0)}
 
 
 def for_settings(settings: Settings) -> dict[str, float]:
@@ -49,15 +50,24 @@ def score(c: Candidate, weights: Mapping[str, float] = DEFAULT) -> float:
 
 
 def order(
-    candidates: list[Candidate], weights: Mapping[str, float] = DEFAULT
+    candidates: list[Candidate], weights: Mapping[str, float] = DEFAULT, session_first: bool = True
 ) -> list[tuple[Candidate, float]]:
-    """Candidates best first, ties broken by item id so answers are reproducible. Those found
-    by a session-based source that counts (weight > 0) come before plain popularity; sources
-    only ever add positive features, so a feature's presence is enough."""
-    active = _active(weights)
+    """Candidates best first, ties broken by item id so answers are reproducible. With
+    `session_first` (the fixed blend), those found by a session-based source that counts
+    (weight > 0) come before plain popularity; sources only ever add positive features, so a
+    feature's presence is enough. A learned model's scores are its own verdict."""
+    active = _active(weights) if session_first else frozenset()
     scored = [(c, score(c, weights)) for c in candidates]
+    if not session_first:
+        scored.sort(key=lambda cs: (-cs[1], cs[0].item_id))
+        return scored
     scored.sort(key=lambda cs: (active.isdisjoint(cs[0].features), -cs[1], cs[0].item_id))
     return scored
+
+
+def uses_context(weights: Mapping[str, float]) -> bool:
+    """Whether these weights score session-context features (known only for the head)."""
+    return any(weights.get(f, 0.0) for f in context.FEATURES)
 
 
 def _active(weights: Mapping[str, float]) -> frozenset[str]:

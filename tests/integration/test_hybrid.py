@@ -84,6 +84,37 @@ def test_feedback_teaches_the_model_and_changes_the_order(run: Run) -> None:
     assert any(f == "pop" for f, _ in after.picks[0].contributions)
 
 
+def test_feedback_on_session_context_teaches_the_model(run: Run) -> None:
+    st, loop = run
+    s = st.settings
+    shoes = [CatalogItem(i, i, category="shoes", price=80.0) for i in ("A", "Y")]
+    loop.run_until_complete(st.apply_catalog([*shoes, CatalogItem("X", "X", category="bags")]))
+    # After A (shoes) most shoppers went on to X (bags), a few to Y (shoes): the blend,
+    # which knows no categories, ranks X first.
+    history = [e for n in range(6) for e in (ev(n, f"h{n}", "A"), ev(100 + n, f"h{n}", "X"))]
+    history += [e for n in range(2) for e in (ev(200 + n, f"y{n}", "A"), ev(300 + n, f"y{n}", "Y"))]
+    loop.run_until_complete(pipeline.ingest(st, history))
+    loop.run_until_complete(pipeline.ingest(st, [ev(400, "me", "A")], learn=False))
+    ids = [p.item_id for p in loop.run_until_complete(pipeline.recommend(st, s, "me", 5)).picks]
+    assert ids.index("X") < ids.index("Y")
+
+    # Shoppers shown that list pick the other pair of shoes: only its category tells it apart.
+    live = Runtime()
+    for n in range(12):
+        sid = f"c{n}"
+        loop.run_until_complete(pipeline.ingest(st, [ev(500 + n, sid, "A")], learn=False))
+        loop.run_until_complete(pipeline.answer_session(st, s, live, sid, 5))
+        new, _ = loop.run_until_complete(pipeline.ingest(st, [ev(600 + n, sid, "Y")], learn=False))
+        loop.run_until_complete(pipeline.learn_from(st, s, new))
+    assert loop.run_until_complete(LearnerLoop(s, "me").step(st)) == 12
+    loop.run_until_complete(runtime.refresh(st, s, live))
+    assert live.model.weights["category_match"] > 0 and live.model_ready(s)
+    after = loop.run_until_complete(pipeline.recommend(st, s, "me", 5, live=live)).picks
+    ids = [p.item_id for p in after]
+    assert ids.index("Y") < ids.index("X")
+    assert "category_match" in dict(after[ids.index("Y")].contributions)
+
+
 def test_only_one_learner_holds_the_lease(run: Run) -> None:
     st, loop = run
     a, b = LearnerLoop(st.settings, "a"), LearnerLoop(st.settings, "b")
