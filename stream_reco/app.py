@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from stream_reco import messages, runtime
+from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.guard import ERRORS, guarded
@@ -21,6 +22,7 @@ from stream_reco.storage.redis_store import RedisStore
 from stream_reco.web import add_views
 
 log = logging.getLogger(__name__)
+BEHAVIOUR_EVERY_S = 60.0  # behavioural vectors change slowly; one worker (a lease) redoes them
 INDEX_EVERY_S = 0.2  # how soon another worker's new catalogue item is similar-searchable here
 SNAPSHOT_EVERY_S = 30.0
 Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
@@ -59,7 +61,8 @@ def create_app(settings: Settings) -> faust.App:
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(settings.topic_config, partitions=1, compacting=True)
     live = Runtime.start(settings)
-    learner = LearnerLoop(settings, owner=uuid.uuid4().hex)
+    owner = uuid.uuid4().hex
+    learner = LearnerLoop(settings, owner=owner)
     sinks = {
         name: app.topic(name) for name in (settings.topic_responses, settings.topic_deadletter)
     }
@@ -146,6 +149,16 @@ def create_app(settings: Settings) -> faust.App:
         except Exception:
             ERRORS["index"] += 1
             log.exception("ANN index update failed")
+
+    @app.timer(interval=BEHAVIOUR_EVERY_S)
+    async def learn_vectors() -> None:
+        try:
+            st, ttl_ms = get_store(), int(BEHAVIOUR_EVERY_S * 3000)
+            if await st.hold_lease("behaviour", owner, ttl_ms):
+                await behaviour.refresh(st)
+        except Exception:
+            ERRORS["behaviour"] += 1
+            log.exception("behavioural vectors failed")
 
     saved = [time.monotonic()]
     add_views(app, settings, live, get_store)

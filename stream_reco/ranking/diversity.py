@@ -264,8 +264,10 @@ def select(
     `weights` are the Settings' event weights (the policy's overrides are applied here)."""
     banned = rules.blocked(session, policy.exclude) | set(block)
     pool = boosted(_eligible(ranked, meta, banned, require_catalog), meta, policy)
-    greedy = _Greedy(pool, meta, policy, similarity or metadata_similarity(meta))
     n_promoted, n_discovery = slot_counts(policy, k)
+    if policy.mmr_lambda >= 1.0 and policy.category_cap is None and not (n_promoted or n_discovery):
+        return [Slot(i, s, "relevance") for i, s in pool[:k]]  # what the greedy pass would take
+    greedy = _Greedy(pool, meta, policy, similarity or metadata_similarity(meta))
     _promote(greedy, policy, banned, require_catalog, n_promoted)
     if n_discovery:
         weighed = policy.weights(weights)

@@ -32,7 +32,7 @@ APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua")
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
 GATHER = resources.files("stream_reco.storage").joinpath("gather.lua").read_text()
 # Session-kNN looks up the past sessions of this many latest session items: bounds its cost.
-SKNN_ITEMS = 5
+SKNN_ITEMS = 3  # 5 measured the same HR/MRR on all three data sets, at more cost
 SKNN_LIMIT = 100  # items session-kNN returns
 NEIGHBOURS_PER_SOURCE = 30  # list entries read per candidate source item
 

@@ -23,6 +23,19 @@ T = TypeVar("T")
 START = "0-0"  # the position before any change
 STREAM_ID = re.compile(r"\d+-\d+")
 RETRIES = 3
+# KEYS: vectors, base, log (one hash tag); ARGV: maxlen, then item, vector pairs. Checked and
+# written in one step, so a removal that lands meanwhile is never undone.
+BLEND_SCRIPT = """
+local written = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'item', ARGV[i], 'op', 'upsert')
+    written = written + 1
+  end
+end
+return written
+"""
 Change = tuple[str, np.ndarray | None]  # an item and its current vector; None: removed
 
 
@@ -45,13 +58,18 @@ class VectorLog:
         self.maxlen = maxlen
         self.vectors_key = keys.vectors("items")
         self.log_key = keys.vectors("log")
+        # The catalogue's own vectors, which blending never changes: behaviour is always mixed
+        # into these, so repeated rounds do not drift.
+        self.base_key = keys.vectors("base")
+        self._blend = client.register_script(BLEND_SCRIPT)
 
     async def publish(self, item_id: str, vector: np.ndarray | None) -> str:
         """Store (None: delete) the item's vector and log the change; the log position after it."""
         return await self.publish_many([(item_id, vector)])
 
     async def publish_many(self, changes: Sequence[Change]) -> str:
-        """`publish` for a batch, in one transaction; the log position after the last change."""
+        """`publish` for a batch, in one transaction; the log position after the last change.
+        These are the catalogue's vectors: they are kept as the items' base vectors too."""
         if not changes:
             raise ValueError("nothing to publish")
         rows = [(item, None if v is None else to_bytes(self._checked(v))) for item, v in changes]
@@ -62,14 +80,43 @@ class VectorLog:
             for item_id, raw in rows:
                 if raw is None:
                     pipe.hdel(self.vectors_key, item_id)
+                    pipe.hdel(self.base_key, item_id)
                 else:
                     pipe.hset(self.vectors_key, item_id, raw)
+                    pipe.hset(self.base_key, item_id, raw)
                 entry = {"item": item_id, "op": "remove" if raw is None else "upsert"}
                 pipe.xadd(self.log_key, entry, maxlen=self.maxlen, approximate=True)
             done = await pipe.execute()
             return _text(done[-1])
 
         return await _retry("vector log publish", run)
+
+    async def publish_blended(self, changes: Sequence[tuple[str, np.ndarray]]) -> int:
+        """Replace items' indexed vectors (not their base) and log each change; an item whose
+        base vector is gone (removed from the catalogue meanwhile) is skipped, never revived.
+        Returns how many were written."""
+        if not changes:
+            return 0
+        args: list[str | bytes | int] = [self.maxlen]
+        for item_id, vector in changes:
+            args += [item_id, to_bytes(self._checked(vector))]
+        keys = [self.vectors_key, self.base_key, self.log_key]
+
+        async def run() -> int:
+            return int(await self._blend(keys=keys, args=args))
+
+        return await _retry("vector log blend", run)
+
+    async def base_vectors(self, items: Sequence[str]) -> dict[str, np.ndarray]:
+        """The catalogue vectors of those of `items` that have one."""
+        if not items:
+            return {}
+
+        async def run() -> dict[str, np.ndarray]:
+            raws = await self.client.hmget(self.base_key, list(items))
+            return {i: self._decoded(i, r) for i, r in zip(items, raws, strict=True) if r}
+
+        return await _retry("vector log base", run)
 
     async def changes_since(self, position: str, count: int = 1000) -> tuple[str, list[Change]]:
         """Up to `count` log entries after `position` (exclusive), as the new position and each

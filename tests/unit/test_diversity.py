@@ -386,3 +386,16 @@ def test_policy_event_weights_change_the_focus() -> None:
 def test_wanted_names_session_and_promoted_items() -> None:
     s = session(("a", "view"), cart=("c",))
     assert wanted(s, Policy(promoted=("p",))) == {"a", "c", "p"}
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_pure_relevance_shortcut_takes_what_the_greedy_pass_takes(seed: int) -> None:
+    rng = random.Random(seed)
+    ranked = [(f"i{n}", rng.choice([1.0, 0.5, rng.random()])) for n in range(40)]
+    ranked.sort(key=lambda pair: -pair[1])
+    meta = {i: item(i, rng.choice("abc"), in_stock=rng.random() > 0.2) for i, _ in ranked}
+    session = SessionView("s", cart={ranked[rng.randrange(40)][0]: 1})
+    fast = select(ranked, meta, session, Policy(), 10)
+    # A cap no list of 10 can reach sends the same request down the greedy path.
+    greedy = select(ranked, meta, session, Policy(category_cap=10), 10)
+    assert fast == greedy and len(fast) == 10
