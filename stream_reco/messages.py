@@ -78,19 +78,27 @@ async def on_catalog_messages(
     store: RedisStore, settings: Settings, msgs: Sequence[Message]
 ) -> list[Out]:
     outs: list[Out] = []
-    records: list[CatalogItem | Tombstone] = []
+    decoded: list[tuple[Message, CatalogItem | Tombstone]] = []
     for m in msgs:
         rec = decode_catalog(m.key, m.value)
         if isinstance(rec, Rejected):
             outs.append(rejected(settings, m, rec.reason))
         else:
+            decoded.append((m, rec))
+    # Each item's vector for every worker's ANN index: a new item is similar to others the
+    # moment its record is processed, before anyone clicked it. Computed first (CPU work, off
+    # the event loop), so a record whose vector cannot be made is refused whole, not half-applied.
+    made = await asyncio.to_thread(_vectors, [rec for _, rec in decoded])
+    records: list[CatalogItem | Tombstone] = []
+    changes: list[Change] = []
+    for (m, rec), change in zip(decoded, made, strict=True):
+        if isinstance(change, str):
+            outs.append(rejected(settings, m, change))
+        else:
             records.append(rec)
+            changes.append(change)
     await store.apply_catalog(records)
-    if records:
-        # Each item's vector for every worker's ANN index: a new item is similar to others
-        # the moment its record is processed, before anyone clicked it.
-        # Hashing and projecting a batch is CPU work: off the event loop.
-        changes = await asyncio.to_thread(_vectors, records)
+    if changes:
         await store.vectors.publish_many(changes)
     return outs
 
@@ -125,14 +133,19 @@ async def on_config_messages(
     return outs
 
 
-def _vectors(records: Sequence[CatalogItem | Tombstone]) -> list[Change]:
-    return [
-        (
-            r.item_id,
-            None if isinstance(r, Tombstone) else vectors.item_vector(r, r.embedding or None),
-        )
-        for r in records
-    ]
+def _vectors(records: Sequence[CatalogItem | Tombstone]) -> list[Change | str]:
+    """Each record's vector change, or why it has none (e.g. an embedding too large for
+    float32)."""
+    out: list[Change | str] = []
+    for r in records:
+        if isinstance(r, Tombstone):
+            out.append((r.item_id, None))
+            continue
+        try:
+            out.append((r.item_id, vectors.item_vector(r, r.embedding or None)))
+        except ValueError as exc:
+            out.append(f"unusable embedding: {exc}")
+    return out
 
 
 def _now_ms() -> int:

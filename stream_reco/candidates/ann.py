@@ -121,23 +121,26 @@ class ItemIndex:
             del self._labels[item_id], self._items[label]
             return True
 
-    def vector(self, item_id: str) -> np.ndarray | None:
-        """The item's indexed vector (unit length), or None if it is not indexed."""
-        with self._lock.read():
+    def vector(self, item_id: str, wait: float | None = None) -> np.ndarray | None:
+        """The item's indexed vector (unit length), or None if it is not indexed. `wait`: at
+        most this long for a write to finish, then IndexBusy (for callers on the event loop)."""
+        with self._lock.read(wait):
             label = self._labels.get(item_id)
             if label is None:
                 return None
             return np.asarray(self._index.get_items([label])[0], dtype=np.float32)
 
-    def similar(self, item_id: str, k: int) -> Neighbours:
+    def similar(self, item_id: str, k: int, wait: float | None = None) -> Neighbours:
         """The k items most similar to an indexed item, without the item; [] if not indexed."""
-        vector = self.vector(item_id)
-        return [] if vector is None else self.query(vector, k, exclude=item_id)
+        vector = self.vector(item_id, wait)
+        return [] if vector is None else self.query(vector, k, exclude=item_id, wait=wait)
 
-    def query(self, vector: np.ndarray, k: int, exclude: str | None = None) -> Neighbours:
+    def query(
+        self, vector: np.ndarray, k: int, exclude: str | None = None, wait: float | None = None
+    ) -> Neighbours:
         """The k indexed items nearest to `vector` as (item_id, cosine similarity), best first."""
         row = self._checked(vector)[np.newaxis]
-        with self._lock.read():
+        with self._lock.read(wait):
             extra = 1 if exclude is not None and exclude in self._labels else 0
             want = min(k + extra, len(self._labels))
             found = self._knn(row, want) if k > 0 else []
@@ -248,6 +251,10 @@ def _check_labels(
         raise SnapshotError(f"snapshot {graph} is inconsistent: {'; '.join(problems)}")
 
 
+class IndexBusy(RuntimeError):
+    """A query gave up waiting for a write: the caller goes on without this index's answer."""
+
+
 class _ReadWriteLock:
     """Many readers or one writer; a waiting writer holds back new readers so it cannot
     starve behind a steady stream of queries. Not reentrant."""
@@ -259,10 +266,12 @@ class _ReadWriteLock:
         self._writers_waiting = 0
 
     @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self, wait: float | None = None) -> Iterator[None]:
+        """Shared access; IndexBusy if a write still holds (or waits for) the index after
+        `wait` seconds (None: wait as long as it takes)."""
         with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
+            if not self._cond.wait_for(lambda: not (self._writing or self._writers_waiting), wait):
+                raise IndexBusy("the index is being written (a resize or a batch of changes)")
             self._readers += 1
         try:
             yield

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from stream_reco.candidates import Candidate
-from stream_reco.candidates.ann import ItemIndex
+from stream_reco.candidates.ann import IndexBusy, ItemIndex
 from stream_reco.state import Interaction
 
 PER_SOURCE = 20
+# A query runs on the event loop: while a write holds the index longer than this (a resize
+# copies the whole graph), the request goes on without content-similar candidates.
+WAIT_S = 0.002
 
 
 def gather(
@@ -21,7 +24,11 @@ def gather(
     for src, weight in latest:
         if src.item_id not in index:
             continue
-        for item_id, sim in index.similar(src.item_id, PER_SOURCE):
+        try:
+            found = index.similar(src.item_id, PER_SOURCE, wait=WAIT_S)
+        except IndexBusy:
+            return
+        for item_id, sim in found:
             if sim <= 0:
                 continue
             cand = into.get(item_id)

@@ -30,6 +30,7 @@ CATEGORY_SEPARATORS = re.compile(r"\s*[>/|]\s*")  # "home > kitchen" is a path o
 WORD = re.compile(r"\w+")
 
 Vector = np.ndarray  # 1-D float32, unit length
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def content_vector(item: CatalogItem, dim: int = DIM) -> Vector:
@@ -44,9 +45,12 @@ def content_vector(item: CatalogItem, dim: int = DIM) -> Vector:
 def embedding_vector(embedding: Sequence[float], dim: int = DIM) -> Vector | None:
     """A given embedding at `dim` (fixed random projection when its length differs), unit
     length; None when it is all zeros and so says nothing."""
-    raw = np.asarray(embedding, dtype=np.float32)
-    if raw.ndim != 1 or raw.size == 0 or not np.all(np.isfinite(raw)):
+    wide = np.asarray(embedding, dtype=np.float64)
+    if wide.ndim != 1 or wide.size == 0 or not np.all(np.isfinite(wide)):
         raise ValueError("an embedding must be a non-empty list of finite numbers")
+    if np.any(np.abs(wide) > FLOAT32_MAX):
+        raise ValueError("embedding values must fit a float32 (|x| <= 3.4e38)")
+    raw = wide.astype(np.float32)
     vector = raw if raw.size == dim else raw @ _embedding_projection(raw.size, dim)
     return _unit(vector) if _norm(vector) > 0 else None
 

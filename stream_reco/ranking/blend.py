@@ -57,7 +57,7 @@ def order(
     (weight > 0) come before plain popularity; sources only ever add positive features, so a
     feature's presence is enough. A learned model's scores are its own verdict."""
     active = _active(weights) if session_first else frozenset()
-    scored = [(c, score(c, weights)) for c in candidates]
+    scored = [(c, linear(c.features, weights)) for c in candidates]
     if not session_first:
         scored.sort(key=lambda cs: (-cs[1], cs[0].item_id))
         return scored

@@ -54,7 +54,8 @@ def meta_json(m: CatalogItem) -> dict[str, object]:
 
 def pairs(flat: list[bytes]) -> Scored:
     """[member, score, member, score, ...] as Lua returns ZREVRANGE WITHSCORES."""
-    return [(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    pairs_ = zip(flat[::2], flat[1::2], strict=True)
+    return [(member.decode(), float(score)) for member, score in pairs_]
 
 
 def hash_fields(flat: list[bytes]) -> dict[bytes, bytes]:

@@ -318,3 +318,17 @@ def test_a_restarted_worker_restores_its_index_and_replays_only_the_rest(
     fresh = IndexSync(st.vectors, tmp_path / "fresh")
     loop.run_until_complete(fresh.catch_up())
     assert after.index.similar("a0", 3) == fresh.index.similar("a0", 3)
+
+
+def test_a_record_whose_vector_cannot_be_made_is_refused_whole(run: Run) -> None:
+    st, loop = run
+    s = st.settings
+    huge = b'{"item_id": "Z", "title": "z", "embedding": [1e300, 1.0]}'  # not a float32
+    good = b'{"item_id": "G", "title": "g", "embedding": [0.5, 1.0]}'
+    msgs = [Message(s.topic_catalog, 0, 0, None, huge), Message(s.topic_catalog, 0, 1, None, good)]
+    outs = loop.run_until_complete(messages.on_catalog_messages(st, s, msgs))
+    assert [o.topic for o in outs] == [s.topic_deadletter]
+    assert b"embedding" in outs[0].value
+    assert set(loop.run_until_complete(st.read_items(["Z", "G"]))) == {"G"}
+    vectors = loop.run_until_complete(st.vectors.all_vectors())[1]
+    assert "G" in vectors and "Z" not in vectors

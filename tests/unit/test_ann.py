@@ -262,3 +262,31 @@ def test_queries_in_threads_while_one_writer_adds_past_resizes() -> None:
         answered = sum(r.result() for r in readers)
     assert not errors and answered > 0
     assert len(index) == 400 and index.capacity >= 400 / 0.9
+
+
+def test_a_query_gives_up_on_a_long_write_instead_of_blocking() -> None:
+    from stream_reco.candidates import similar
+    from stream_reco.candidates.ann import IndexBusy
+    from stream_reco.state import Interaction
+
+    index = filled(catalogue(20))
+    writing, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:  # what a resize of a big index looks like to a query
+        with index._lock.write():
+            writing.set()
+            release.wait(5)
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    writing.wait(5)
+    try:
+        with pytest.raises(IndexBusy):
+            index.similar("i0", 3, wait=0.01)
+        found: dict = {}
+        similar.gather(index, [(Interaction("i0", "view", 1), 1.0)], found)
+        assert found == {}  # the request goes on without this source
+    finally:
+        release.set()
+        writer.join()
+    assert len(index.similar("i0", 3, wait=0.01)) == 3  # and the next one has it again
