@@ -69,7 +69,6 @@ def store_update(doc: bytes | None, key: str, overrides: object) -> bytes:
 async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
     """Reload published rules and model weights when they changed; refresh the fallback; bring
     the metadata cache up to date (so requests rarely have to)."""
-    await store.sync_catalog()
     raw = await store.read_published(MODEL)
     if raw is not None:
         try:
@@ -89,6 +88,7 @@ async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
         for i, _ in popular
         if (i in meta and meta[i].in_stock) or (i not in meta and not settings.require_catalog)
     ]
+    await store.sync_catalog()  # last: a failure here must not hold back the reloads above
 
 
 def rules_from(base: RulesConfig, doc: bytes | None) -> RulesConfig:

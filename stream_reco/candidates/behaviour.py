@@ -33,15 +33,16 @@ async def refresh(store: RedisStore, limit: int = ITEMS_PER_ROUND) -> int:
 
 def blended(
     items: Sequence[str], rows: Mapping[str, Scored], base: Mapping[str, np.ndarray]
-) -> list[tuple[str, np.ndarray]]:
-    """Each item with a catalogue vector and neighbours that have one: its vector blended
-    with the score-weighted mean of theirs. Always from base vectors, so rounds never drift."""
-    out: list[tuple[str, np.ndarray]] = []
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(item, new vector, the base it came from) for each item with a catalogue vector and
+    neighbours that have one: its vector blended with the score-weighted mean of theirs.
+    Always from base vectors, so rounds never drift."""
+    out: list[tuple[str, np.ndarray, np.ndarray]] = []
     for item in items:
         own = base.get(item)
         if own is None:
             continue
         near = [(base[n], s) for n, s in rows.get(item, []) if n != item and n in base]
         if (behaviour := vectors.behaviour_vector(near)) is not None:
-            out.append((item, vectors.blend(own, behaviour, WEIGHT)))
+            out.append((item, vectors.blend(own, behaviour, WEIGHT), own))
     return out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from stream_reco.candidates import Candidate
 from stream_reco.candidates.ann import IndexBusy, ItemIndex
 from stream_reco.state import Interaction
 
 PER_SOURCE = 20
-# A query runs on the event loop: while a write holds the index longer than this (a resize
-# copies the whole graph), the request goes on without content-similar candidates.
+# A query runs on the event loop: while a write holds the index longer than this in all (a
+# resize copies the whole graph), the request goes on without content-similar candidates.
 WAIT_S = 0.002
 
 
@@ -21,11 +23,13 @@ def gather(
     item has neighbours here the moment its catalogue record is indexed, before any click."""
     if index is None or not len(index):
         return
+    deadline = time.monotonic() + WAIT_S  # one wait for the whole request, not per lookup
     for src, weight in latest:
         if src.item_id not in index:
             continue
         try:
-            found = index.similar(src.item_id, PER_SOURCE, wait=WAIT_S)
+            wait = max(deadline - time.monotonic(), 0.0)
+            found = index.similar(src.item_id, PER_SOURCE, wait=wait)
         except IndexBusy:
             return
         for item_id, sim in found:

@@ -48,9 +48,12 @@ def embedding_vector(embedding: Sequence[float], dim: int = DIM) -> Vector | Non
     wide = np.asarray(embedding, dtype=np.float64)
     if wide.ndim != 1 or wide.size == 0 or not np.all(np.isfinite(wide)):
         raise ValueError("an embedding must be a non-empty list of finite numbers")
-    if np.any(np.abs(wide) > FLOAT32_MAX):
+    top = float(np.max(np.abs(wide)))
+    if top > FLOAT32_MAX:
         raise ValueError("embedding values must fit a float32 (|x| <= 3.4e38)")
-    raw = wide.astype(np.float32)
+    if top == 0:
+        return None
+    raw = (wide / top).astype(np.float32)  # scaled in float64: no overflow or underflow later
     vector = raw if raw.size == dim else raw @ _embedding_projection(raw.size, dim)
     return _unit(vector) if _norm(vector) > 0 else None
 

@@ -138,7 +138,8 @@ class CatalogState:
         if seen is None:
             return await self._read_meta(item_ids)
         cache = self.catalog
-        if not cache.current(seen):
+        # No log ('') while we hold a position: it was deleted, and what we hold may be stale.
+        if not cache.current(seen) or (not seen and cache.at != START):
             await self.sync_catalog()
         found, missing = cache.lookup(item_ids)
         if missing:
@@ -167,7 +168,8 @@ class CatalogState:
             if cache.at != START:
                 cache.reset()
             return
-        assert isinstance(info, dict) and isinstance(pending, list)
+        if not isinstance(info, dict) or not isinstance(pending, list):
+            raise StoreError(f"sync_catalog: unexpected replies {info!r}, {pending!r}")
         newest, added = info["last-generated-id"].decode(), int(info["entries-added"])
         # Every change since ours must still be in the log: trimmed past us, or more than a
         # catch-up's worth, and forgetting everything is the exact (and cheaper) answer.

@@ -23,12 +23,13 @@ T = TypeVar("T")
 START = "0-0"  # the position before any change
 STREAM_ID = re.compile(r"\d+-\d+")
 RETRIES = 3
-# KEYS: vectors, base, log (one hash tag); ARGV: maxlen, then item, vector pairs. Checked and
-# written in one step, so a removal that lands meanwhile is never undone.
+# KEYS: vectors, base, log (one hash tag); ARGV: maxlen, then item, vector, the base it was
+# blended from. Checked and written in one step: an item removed, or given a new catalogue
+# vector, since its base was read keeps what the catalogue says.
 BLEND_SCRIPT = """
 local written = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+for i = 2, #ARGV, 3 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 2] then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'item', ARGV[i], 'op', 'upsert')
     written = written + 1
@@ -91,15 +92,16 @@ class VectorLog:
 
         return await _retry("vector log publish", run)
 
-    async def publish_blended(self, changes: Sequence[tuple[str, np.ndarray]]) -> int:
-        """Replace items' indexed vectors (not their base) and log each change; an item whose
-        base vector is gone (removed from the catalogue meanwhile) is skipped, never revived.
-        Returns how many were written."""
+    async def publish_blended(self, changes: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> int:
+        """Replace items' indexed vectors (not their base) and log each change. Each change
+        names the base vector it was made from: an item whose base is gone or changed since
+        (removed, or updated by the catalogue meanwhile) is skipped. Returns how many were
+        written."""
         if not changes:
             return 0
         args: list[str | bytes | int] = [self.maxlen]
-        for item_id, vector in changes:
-            args += [item_id, to_bytes(self._checked(vector))]
+        for item_id, vector, base in changes:
+            args += [item_id, to_bytes(self._checked(vector)), to_bytes(base)]
         keys = [self.vectors_key, self.base_key, self.log_key]
 
         async def run() -> int:

@@ -61,6 +61,10 @@ def test_items_used_together_come_closer_in_the_index(run: Run, tmp_path: Path) 
     again = loop.run_until_complete(st.vectors.all_vectors())[1]
     assert again["A"] == pytest.approx(indexed["A"])  # from the base each round: no drift
 
+    # Blended from a base the catalogue has replaced meanwhile: not written.
+    stale = loop.run_until_complete(st.vectors.publish_blended([("A", base["B"], base["C"])]))
+    assert stale == 0
+
     sync = IndexSync(st.vectors, tmp_path / "ann")
     sync.start()
     loop.run_until_complete(sync.catch_up())

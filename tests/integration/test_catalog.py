@@ -94,3 +94,14 @@ def _count_meta_reads(store: RedisStore) -> list[int]:
 
     store._read_meta = counted  # type: ignore[method-assign]
     return calls
+
+
+def test_a_deleted_log_makes_the_cache_start_over(
+    pair: tuple[RedisStore, RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    writer, reader, loop = pair
+    loop.run_until_complete(writer.apply_catalog([CatalogItem("A", "old")]))
+    loop.run_until_complete(reader.sync_catalog())
+    assert loop.run_until_complete(reader.read_items(["A"], reader.catalog.at))["A"].title == "old"
+    loop.run_until_complete(writer.clear())  # metadata and its log gone
+    assert loop.run_until_complete(reader.read_items(["A"], "")) == {}

@@ -16,8 +16,8 @@ BASE = {"a": unit(1, 0, 0), "b": unit(0, 1, 0), "c": unit(0, 0, 1)}
 
 
 def test_an_item_moves_toward_the_items_used_with_it() -> None:
-    [(item, vector)] = behaviour.blended(["a"], {"a": [("b", 3.0), ("c", 1.0)]}, BASE)
-    assert item == "a"
+    [(item, vector, base)] = behaviour.blended(["a"], {"a": [("b", 3.0), ("c", 1.0)]}, BASE)
+    assert item == "a" and base is BASE["a"]
     assert np.isclose(np.linalg.norm(vector), 1.0)
     assert vector @ BASE["b"] > vector @ BASE["c"] > 0  # the stronger neighbour pulls more
     assert vector @ BASE["a"] > vector @ BASE["b"]  # the catalogue still decides
