@@ -70,15 +70,21 @@ class VectorLog:
 
     async def publish_many(self, changes: Sequence[Change]) -> str:
         """`publish` for a batch, in one transaction; the log position after the last change.
-        These are the catalogue's vectors: they are kept as the items' base vectors too."""
+        These are the catalogue's vectors: they are kept as the items' base vectors too. An
+        item whose catalogue vector is unchanged (a stock or price update) is left as it is,
+        so its behavioural blend survives."""
         if not changes:
             raise ValueError("nothing to publish")
         rows = [(item, None if v is None else to_bytes(self._checked(v))) for item, v in changes]
 
         async def run() -> str:
+            # Read, then write: safe because one consumer applies an item's catalogue records,
+            # in order (its key picks the partition); blending never writes a base.
+            olds = await self.client.hmget(self.base_key, [item for item, _ in rows])
+            todo = [r for r, old in zip(rows, olds, strict=True) if r[1] is None or r[1] != old]
             # MULTI: a reader never sees a log entry whose vector is not written yet.
             pipe = self.client.pipeline(transaction=True)
-            for item_id, raw in rows:
+            for item_id, raw in todo:
                 if raw is None:
                     pipe.hdel(self.vectors_key, item_id)
                     pipe.hdel(self.base_key, item_id)
@@ -87,8 +93,9 @@ class VectorLog:
                     pipe.hset(self.base_key, item_id, raw)
                 entry = {"item": item_id, "op": "remove" if raw is None else "upsert"}
                 pipe.xadd(self.log_key, entry, maxlen=self.maxlen, approximate=True)
-            done = await pipe.execute()
-            return _text(done[-1])
+            pipe.xrevrange(self.log_key, count=1)
+            latest = (await pipe.execute())[-1]
+            return _text(latest[0][0]) if latest else START
 
         return await _retry("vector log publish", run)
 

@@ -65,7 +65,15 @@ def test_items_used_together_come_closer_in_the_index(run: Run, tmp_path: Path) 
     stale = loop.run_until_complete(st.vectors.publish_blended([("A", base["B"], base["C"])]))
     assert stale == 0
 
+    # A stock update leaves the catalogue vector as it was: the blend stays; a new catalogue
+    # vector replaces it until the next round.
+    loop.run_until_complete(st.vectors.publish_many([("A", base["A"])]))
+    assert loop.run_until_complete(st.vectors.all_vectors())[1]["A"] == pytest.approx(indexed["A"])
+    loop.run_until_complete(st.vectors.publish_many([("B", base["C"])]))
+    assert loop.run_until_complete(st.vectors.all_vectors())[1]["B"] == pytest.approx(base["C"])
+
     sync = IndexSync(st.vectors, tmp_path / "ann")
     sync.start()
     loop.run_until_complete(sync.catch_up())
     assert sync.index.vector("A") == pytest.approx(indexed["A"], abs=1e-5)
+    assert sync.index.vector("B") == pytest.approx(base["C"], abs=1e-5)
