@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import faust
@@ -123,20 +124,14 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.refresh_s)
     async def refresh() -> None:
         # A failed refresh keeps the last good rules and model; the next tick tries again.
-        try:
+        with _survived("refresh"):
             await runtime.refresh(get_store(), settings, live)
-        except Exception:
-            ERRORS["refresh"] += 1
-            log.exception("refresh failed")
-        try:  # apart: a failed reload must not stop learning, nor the reverse
+        with _survived("learn"):  # apart: a failed reload must not stop learning, nor the reverse
             await learner.step(get_store())
-        except Exception:
-            ERRORS["learn"] += 1
-            log.exception("learner step failed")
 
     @app.timer(interval=INDEX_EVERY_S)
     async def follow_index() -> None:
-        try:
+        with _survived("index"):
             if live.sync is None:
                 where = settings.home.resolve() / "ann" / f"{settings.app_id}-{settings.web_port}"
                 sync = IndexSync(get_store().vectors, where)
@@ -146,23 +141,27 @@ def create_app(settings: Settings) -> faust.App:
             if time.monotonic() - saved[0] > SNAPSHOT_EVERY_S:
                 saved[0] = time.monotonic()
                 await live.sync.save()
-        except Exception:
-            ERRORS["index"] += 1
-            log.exception("ANN index update failed")
 
     @app.timer(interval=BEHAVIOUR_EVERY_S)
     async def learn_vectors() -> None:
-        try:
+        with _survived("behaviour"):
             st, ttl_ms = get_store(), int(BEHAVIOUR_EVERY_S * 3000)
             if await st.hold_lease("behaviour", owner, ttl_ms):
                 await behaviour.refresh(st)
-        except Exception:
-            ERRORS["behaviour"] += 1
-            log.exception("behavioural vectors failed")
 
     saved = [time.monotonic()]
     add_views(app, settings, live, get_store)
     return app
+
+
+@contextmanager
+def _survived(step: str) -> Iterator[None]:
+    """A background step that fails is counted and logged; its timer's next tick tries again."""
+    try:
+        yield
+    except Exception:
+        ERRORS[step] += 1
+        log.exception("background step %r failed", step)
 
 
 def _message(event: Any) -> Message:

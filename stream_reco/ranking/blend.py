@@ -56,11 +56,11 @@ def order(
     `session_first` (the fixed blend), those found by a session-based source that counts
     (weight > 0) come before plain popularity; sources only ever add positive features, so a
     feature's presence is enough. A learned model's scores are its own verdict."""
-    active = _active(weights) if session_first else frozenset()
     scored = [(c, linear(c.features, weights)) for c in candidates]
     if not session_first:
         scored.sort(key=lambda cs: (-cs[1], cs[0].item_id))
         return scored
+    active = _active(weights)
     scored.sort(key=lambda cs: (active.isdisjoint(cs[0].features), -cs[1], cs[0].item_id))
     return scored
 

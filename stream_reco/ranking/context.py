@@ -47,6 +47,5 @@ def _category_shares(items: list[str], meta: Mapping[str, CatalogItem]) -> dict[
 
 def _typical_price(items: list[str], meta: Mapping[str, CatalogItem]) -> float | None:
     """The median price of the session's priced items (one odd item does not move it)."""
-    prices = [p for i in items if (info := meta.get(i)) is not None and (p := info.price)]
-    positive = [p for p in prices if p > 0]
-    return statistics.median(positive) if positive else None
+    prices = [p for i in items if (info := meta.get(i)) and (p := info.price or 0.0) > 0]
+    return statistics.median(prices) if prices else None

@@ -81,7 +81,7 @@ class RedisStore(SharedState, CatalogState):
                 "sample": settings.sknn_sessions_per_item,
                 "sknn_k": settings.sknn_neighbours,
                 "catpop": self.keys.global_("pop:cat:"),
-                "catalog_log": self.keys.global_("catalog:log"),
+                "catalog_log": self.catalog_log,
             }
         )
         self.vectors = VectorLog(client, self.keys)

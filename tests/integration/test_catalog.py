@@ -57,9 +57,7 @@ def test_a_cache_left_behind_a_trimmed_log_starts_over(
     pair: tuple[RedisStore, RedisStore, asyncio.AbstractEventLoop],
 ) -> None:
     writer, reader, loop = pair
-    loop.run_until_complete(writer.apply_catalog([CatalogItem("A", "old")]))
-    loop.run_until_complete(reader.sync_catalog())
-    assert loop.run_until_complete(reader.read_items(["A"], reader.catalog.at))["A"].title == "old"
+    _cache_an_old_title(writer, reader, loop)
     # Exact trimming after each change, so the log surely loses changes the reader never saw.
     for item, title in [("X0", "x"), ("X1", "x"), ("A", "new"), ("Y", "y")]:
         loop.run_until_complete(writer.apply_catalog([CatalogItem(item, title)]))
@@ -74,14 +72,21 @@ def test_catch_up_more_than_a_batch_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writer, reader, loop = pair
-    loop.run_until_complete(writer.apply_catalog([CatalogItem("A", "old")]))
-    loop.run_until_complete(reader.sync_catalog())
-    loop.run_until_complete(reader.read_items(["A"], reader.catalog.at))
+    _cache_an_old_title(writer, reader, loop)
     monkeypatch.setattr(catalog, "CATCH_UP", 2)
     changes = [CatalogItem(f"X{n}", "x") for n in range(5)] + [CatalogItem("A", "new")]
     loop.run_until_complete(writer.apply_catalog(changes))
     loop.run_until_complete(reader.sync_catalog())
     assert loop.run_until_complete(reader.read_items(["A"], reader.catalog.at))["A"].title == "new"
+
+
+def _cache_an_old_title(
+    writer: RedisStore, reader: RedisStore, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Item A titled "old", cached by the reader."""
+    loop.run_until_complete(writer.apply_catalog([CatalogItem("A", "old")]))
+    loop.run_until_complete(reader.sync_catalog())
+    assert loop.run_until_complete(reader.read_items(["A"], reader.catalog.at))["A"].title == "old"
 
 
 def _count_meta_reads(store: RedisStore) -> list[int]:
@@ -100,8 +105,6 @@ def test_a_deleted_log_makes_the_cache_start_over(
     pair: tuple[RedisStore, RedisStore, asyncio.AbstractEventLoop],
 ) -> None:
     writer, reader, loop = pair
-    loop.run_until_complete(writer.apply_catalog([CatalogItem("A", "old")]))
-    loop.run_until_complete(reader.sync_catalog())
-    assert loop.run_until_complete(reader.read_items(["A"], reader.catalog.at))["A"].title == "old"
+    _cache_an_old_title(writer, reader, loop)
     loop.run_until_complete(writer.clear())  # metadata and its log gone
     assert loop.run_until_complete(reader.read_items(["A"], "")) == {}
