@@ -11,11 +11,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+import mode
 
 from stream_reco import messages, runtime
 from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
+from stream_reco.event_consumer import EventConsumer
 from stream_reco.guard import ERRORS, guarded
 from stream_reco.messages import Message, Out
 from stream_reco.runtime import LearnerLoop, Runtime
@@ -33,13 +35,73 @@ def _broker_url(servers: str) -> list[str]:
     return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
 
 
+class Wiring:
+    """What every agent and timer of one worker shares: the store, live state, the sinks."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self.live = Runtime.start(settings)
+        self.owner = uuid.uuid4().hex
+        self.learner = LearnerLoop(settings, owner=self.owner)
+        names = (settings.topic_responses, settings.topic_deadletter)
+        self.sinks = {name: app.topic(name) for name in names}
+        self._store: RedisStore | None = None
+        self.saved = time.monotonic()
+
+    def store(self) -> RedisStore:
+        # Created lazily on the worker's own event loop.
+        if self._store is None:
+            self._store = RedisStore.connect(self.settings)
+        return self._store
+
+    async def send(self, outs: Sequence[Out]) -> None:
+        for o in outs:
+            try:
+                await self.sinks[o.topic].send(key=o.key, value=o.value)
+            except Exception:
+                # An output we cannot hand to Kafka must not stop the stream behind it.
+                ERRORS["send"] += 1
+                log.exception("could not send to %s", o.topic)
+
+    def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
+        """An agent that takes batches from `topic` and hands them to `handler`, guarded."""
+        s = self.settings
+        within = max(s.batch_within_ms, 1) / 1000.0  # 0 would mean "wait forever" in Faust
+
+        def reject(m: Message, why: str) -> Out:
+            return messages.rejected(s, m, why)
+
+        async def agent(stream: faust.StreamT[Any]) -> None:
+            async for batch in stream.take_events(s.batch_max, within=within):
+                msgs = [_message(e) for e in batch]
+
+                def work(part: list[Message]) -> Awaitable[list[Out]]:
+                    return handler(self.store(), s, part)
+
+                await self.send(await guarded(msgs, work, reject))
+
+        agent.__name__ = agent.__qualname__ = name  # Faust names agents after their function
+        self.app.agent(topic)(agent)
+
+
 def create_app(settings: Settings) -> faust.App:
-    """The Faust app: agents for events, catalogue, requests and rules; timers that reload
-    rules and model and run the learner; the HTTP views."""
-    datadir = settings.home.resolve() / "faust" / settings.app_id
+    """The Faust app of one worker: the agents and timers of its role, and the HTTP views."""
+    app = _faust_app(settings)
+    w = Wiring(app, settings)
+    if settings.role in ("all", "ingest"):
+        _ingestion(app, w)
+    if settings.role in ("all", "query"):
+        w.batch_agent(app.topic(settings.topic_requests), _answerer(w.live), "answer")
+    _followers(app, w)
+    add_views(app, settings, w.live, w.store)
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    datadir = settings.home.resolve() / "faust" / settings.faust_app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
+    return faust.App(
+        settings.faust_app_id,
         broker=_broker_url(settings.kafka_bootstrap_servers),
         key_serializer="raw",
         value_serializer="raw",
@@ -56,102 +118,96 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.001,
         stream_buffer_maxsize=max(settings.batch_max * 2, 1000),
     )
-    events = app.topic(settings.topic_events)
-    catalog = app.topic(settings.topic_catalog)
-    requests = app.topic(settings.topic_requests)
+
+
+def _ingestion(app: faust.App, w: Wiring) -> None:
+    """Events (with their pushes), catalogue and rules agents; the learner and behaviour
+    timers, which one worker at a time runs by lease."""
+    s = w.settings
+
+    def reject(m: Message, why: str) -> Out:
+        return messages.rejected(s, m, why)
+
+    async def on_events(msgs: list[Message]) -> list[Out]:
+        def work(part: list[Message]) -> Awaitable[list[Out]]:
+            return messages.on_event_partitions(w.store(), s, part, w.live)
+
+        return await guarded(msgs, work, reject)
+
+    app.service(_Consuming(EventConsumer(s, on_events)))
+    w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
     # One partition, compacted: one consumer applies rules updates in order.
-    config = app.topic(settings.topic_config, partitions=1, compacting=True)
-    live = Runtime.start(settings)
-    owner = uuid.uuid4().hex
-    learner = LearnerLoop(settings, owner=owner)
-    sinks = {
-        name: app.topic(name) for name in (settings.topic_responses, settings.topic_deadletter)
-    }
-    within = max(settings.batch_within_ms, 1) / 1000.0  # 0 would mean "wait forever" in Faust
-    store: list[RedisStore] = []
+    config = app.topic(s.topic_config, partitions=1, compacting=True)
+    w.batch_agent(config, messages.on_config_messages, "update_rules")
 
-    def get_store() -> RedisStore:
-        # Created lazily on the worker's own event loop.
-        if not store:
-            store.append(RedisStore.connect(settings))
-        return store[0]
-
-    async def send(outs: Sequence[Out]) -> None:
-        for o in outs:
-            try:
-                await sinks[o.topic].send(key=o.key, value=o.value)
-            except Exception:
-                # An output we cannot hand to Kafka must not stop the stream behind it.
-                ERRORS["send"] += 1
-                log.exception("could not send to %s", o.topic)
-
-    async def process(msgs: list[Message], handler: Handler) -> None:
-        def work(batch: list[Message]) -> Awaitable[list[Out]]:
-            return handler(get_store(), settings, batch)
-
-        def reject(m: Message, why: str) -> Out:
-            return messages.rejected(settings, m, why)
-
-        await send(await guarded(msgs, work, reject))
-
-    @app.agent(events)
-    async def ingest(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=within):
-            await process([_message(e) for e in batch], on_events)
-
-    @app.agent(catalog)
-    async def update_catalog(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=within):
-            await process([_message(e) for e in batch], messages.on_catalog_messages)
-
-    async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        return await messages.on_event_messages(st, s, msgs, live)
-
-    async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        asks = (messages.on_request_message(st, s, m, live) for m in msgs)
-        return list(await asyncio.gather(*asks))
-
-    @app.agent(requests)
-    async def answer(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=within):
-            await process([_message(e) for e in batch], answer_all)
-
-    @app.agent(config)
-    async def update_rules(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=within):
-            await process([_message(e) for e in batch], messages.on_config_messages)
-
-    @app.timer(interval=settings.refresh_s)
-    async def refresh() -> None:
-        # A failed refresh keeps the last good rules and model; the next tick tries again.
-        with _survived("refresh"):
-            await runtime.refresh(get_store(), settings, live)
-        with _survived("learn"):  # apart: a failed reload must not stop learning, nor the reverse
-            await learner.step(get_store())
-
-    @app.timer(interval=INDEX_EVERY_S)
-    async def follow_index() -> None:
-        with _survived("index"):
-            if live.sync is None:
-                where = settings.home.resolve() / "ann" / f"{settings.app_id}-{settings.web_port}"
-                sync = IndexSync(get_store().vectors, where)
-                await asyncio.to_thread(sync.start)
-                live.sync = sync
-            await live.sync.catch_up()
-            if time.monotonic() - saved[0] > SNAPSHOT_EVERY_S:
-                saved[0] = time.monotonic()
-                await live.sync.save()
+    @app.timer(interval=s.refresh_s)
+    async def learn() -> None:
+        with _survived("learn"):  # apart from refresh: neither failure may stop the other
+            await w.learner.step(w.store())
 
     @app.timer(interval=BEHAVIOUR_EVERY_S)
     async def learn_vectors() -> None:
         with _survived("behaviour"):
-            st, ttl_ms = get_store(), int(BEHAVIOUR_EVERY_S * 3000)
-            if await st.hold_lease("behaviour", owner, ttl_ms):
+            st, ttl_ms = w.store(), int(BEHAVIOUR_EVERY_S * 3000)
+            if await st.hold_lease("behaviour", w.owner, ttl_ms):
                 await behaviour.refresh(st)
 
-    saved = [time.monotonic()]
-    add_views(app, settings, live, get_store)
-    return app
+
+def _answerer(live: Runtime) -> Handler:
+    async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+        asks = (messages.on_request_message(st, s, m, live) for m in msgs)
+        return list(await asyncio.gather(*asks))
+
+    return answer_all
+
+
+def _followers(app: faust.App, w: Wiring) -> None:
+    """Timers every worker runs: reload rules, model and fallback; follow the ANN index."""
+    s = w.settings
+
+    @app.timer(interval=s.refresh_s)
+    async def refresh() -> None:
+        # A failed refresh keeps the last good rules and model; the next tick tries again.
+        with _survived("refresh"):
+            await runtime.refresh(w.store(), s, w.live)
+
+    @app.timer(interval=INDEX_EVERY_S)
+    async def follow_index() -> None:
+        with _survived("index"):
+            if w.live.sync is None:
+                where = s.home.resolve() / "ann" / f"{s.faust_app_id}-{s.web_port}"
+                sync = IndexSync(w.store().vectors, where)
+                await asyncio.to_thread(sync.start)
+                w.live.sync = sync
+            await w.live.sync.catch_up()
+            if time.monotonic() - w.saved > SNAPSHOT_EVERY_S:
+                w.saved = time.monotonic()
+                await w.live.sync.save()
+
+
+class _Consuming(mode.Service):
+    """Runs the events consumer for as long as the worker runs; stops it with the worker."""
+
+    def __init__(self, consumer: EventConsumer) -> None:
+        super().__init__()
+        self.consumer = consumer
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self.consumer.run()
+        except Exception as exc:
+            # A worker that cannot ingest must not look healthy: stop it, loudly.
+            log.exception("the events consumer failed")
+            await self.crash(exc)
+
+    async def on_stop(self) -> None:
+        self.consumer.stop()
+        if self._task is not None:
+            await self._task
 
 
 @contextmanager

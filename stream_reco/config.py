@@ -19,6 +19,9 @@ DEFAULT_WEIGHTS = "view=1,click=2,add_to_cart=4,remove_from_cart=0,purchase=8"
 TOPIC_FIELDS = tuple(
     f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter", "config")
 )
+# What a worker process does: everything, or one side of the split that keeps answers from
+# queueing behind ingestion (docs/performance.md).
+ROLES = ("all", "ingest", "query")
 MAX_K = 1000  # a response longer than this is a scrape, not a recommendation
 # Kafka's own rule for topic names; the Faust app id prefixes its internal topics too.
 _KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -155,6 +158,7 @@ class Settings:
     model_lr: float = 0.02
     examples_max: int = 100000
     refresh_s: float = 1.0
+    role: str = "all"
 
     def __post_init__(self) -> None:
         # A read-only copy: nobody can change the weights of a shared, frozen Settings.
@@ -192,6 +196,8 @@ class Settings:
         for name in ("web_port", "kafka_controller_port"):
             if not 1 <= getattr(self, name) <= 65535:
                 problems.append(f"{ENV[name]} must be a port number in 1..65535")
+        if self.role not in ROLES:
+            problems.append(f"{ENV['role']} must be one of {', '.join(ROLES)}")
         if self.batch_within_ms < 0:
             problems.append(f"{ENV['batch_within_ms']} must be >= 0")
         if self.max_k > MAX_K:
@@ -251,6 +257,17 @@ class Settings:
 
     def weight(self, event_type: str) -> float:
         return float(self.weights[event_type])
+
+    @property
+    def faust_app_id(self) -> str:
+        """The Faust app id and its consumer group: query workers form their own group, so
+        every request is answered once by a query worker while ingest workers share the rest."""
+        return f"{self.app_id}-query" if self.role == "query" else self.app_id
+
+    @property
+    def events_group(self) -> str:
+        """The consumer group of the events consumer (apart from Faust's; see app.py)."""
+        return f"{self.app_id}-events"
 
     @property
     def topics(self) -> tuple[str, ...]:

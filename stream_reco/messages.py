@@ -54,6 +54,23 @@ def rejected(settings: Settings, m: Message, reason: str) -> Out:
     return Out(settings.topic_deadletter, key, value)
 
 
+async def on_event_partitions(
+    store: RedisStore, settings: Settings, msgs: Sequence[Message], live: Runtime | None = None
+) -> list[Out]:
+    """A batch handled per Kafka partition, the partitions side by side: one partition's Redis
+    work overlaps the next one's Python work. Order within a partition (and so within a
+    session, the partition key) is kept; there is no order between partitions to keep."""
+    parts: dict[int | None, list[Message]] = {}
+    for m in msgs:
+        parts.setdefault(m.partition, []).append(m)
+    if len(parts) == 1:
+        return await on_event_messages(store, settings, msgs, live)
+    done = await asyncio.gather(
+        *(on_event_messages(store, settings, part, live) for part in parts.values())
+    )
+    return [o for outs in done for o in outs]
+
+
 async def on_event_messages(
     store: RedisStore, settings: Settings, msgs: Sequence[Message], live: Runtime | None = None
 ) -> list[Out]:

@@ -196,6 +196,7 @@ async def answer_session(
     exclude: Iterable[str] = (),
     placement: str | None = None,
     only: Sequence[str] | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
     """Recommend, remember what was shown (the learner's next example), build the response."""
     started = time.perf_counter()
@@ -204,6 +205,8 @@ async def answer_session(
     )
     rid = uuid.uuid4().hex
     out = response.response(session_id, trigger, answer, started, request_id, rid)
+    if event_id is not None:
+        out["event_id"] = event_id
     if answer.shown:
         doc = feedback.shown(rid, answer.shown)
         try:  # feedback is best effort: never worth delaying or failing the answer for
@@ -237,12 +240,15 @@ async def handle_events(
     live = live or Runtime()
     new, refused = await ingest(store, events)
     await learn_from(store, settings, new)
-    carted = list(dict.fromkeys(e.session_id for e in new if e.type == "add_to_cart"))
+    # One push per session, naming its latest cart addition so a client can match it.
+    carted = {e.session_id: e.event_id for e in new if e.type == "add_to_cart"}
     # Sessions are independent: their reads overlap on the connection pool.
     pushes = await asyncio.gather(
         *(
-            answer_session(store, settings, live, sid, settings.default_k, trigger="add_to_cart")
-            for sid in carted
+            answer_session(
+                store, settings, live, sid, settings.default_k, trigger="add_to_cart", event_id=eid
+            )
+            for sid, eid in carted.items()
         )
     )
     return list(pushes), refused

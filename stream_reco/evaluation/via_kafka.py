@@ -56,7 +56,7 @@ def _wait_drained(s: Settings, exited: Callable[[], int | None]) -> None:
     probe = Consumer(
         {
             "bootstrap.servers": s.kafka_bootstrap_servers,
-            "group.id": s.app_id,
+            "group.id": s.events_group,
             "enable.auto.commit": False,
             **QUIET,
         }

@@ -4,7 +4,8 @@
 -- One call carries several events so the client packs one command, not one per event; the
 -- caller keeps runs short (Redis serves nobody else while a script runs).
 -- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, window, neighbours_max,
---         popular_max, seq_window, sknn_per_item, sknn_ttl, pop, catpop, clock, session, dedup,
+--         popular_max, seq_window, sknn_per_item, sknn_ttl, pop, catpop, clock, applied, session,
+--         dedup,
 --         co, next, sessions, meta}: key names and the
 --         pieces that wrap an id into a key, all made by storage/keys.py (the one key builder)
 -- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
@@ -120,6 +121,7 @@ end
 local clock = tonumber(redis.call('GET', cfg.clock) or '0')
 local clock_text = nil  -- the newest event time seen, written once per call
 local results = {}
+local applied = 0
 for n, ev in ipairs(events) do
   local event_id, sid, etype, item, ts_text = ev[1], ev[2], ev[3], ev[4], ev[5]
   local dedup = key(cfg.dedup, sid, event_id)
@@ -133,11 +135,16 @@ for n, ev in ipairs(events) do
       clock, clock_text = tonumber(ts_text), ts_text
     end
     results[n] = 1
+    applied = applied + 1
   else
     results[n] = 0
   end
 end
 if clock_text then
   redis.call('SET', cfg.clock, clock_text)
+end
+if applied > 0 then
+  -- How far ingestion has got, counted by the store itself (benchmarks and metrics read it).
+  redis.call('INCRBY', cfg.applied, applied)
 end
 return results

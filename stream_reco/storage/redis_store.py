@@ -96,6 +96,7 @@ class RedisStore(SharedState, CatalogState):
                 "popular_max": settings.popular_max,
                 "pop": self.keys.global_("pop"),
                 "clock": self.keys.global_("clock"),
+                "applied": self.keys.global_("applied"),
                 "session": self.keys.session_pattern(),
                 "dedup": self.keys.dedup_pattern(),
                 "co": self.keys.item_pattern("co"),
@@ -200,6 +201,12 @@ class RedisStore(SharedState, CatalogState):
             return [refused[n] if n in refused else bool(next(done)) for n in range(len(events))]
 
         return await self._retry("apply_events", run)
+
+    async def applied_count(self) -> int:
+        """Events this store has applied so far (redeliveries not counted): ingestion progress
+        as the store sees it, not as a producer or consumer reports it."""
+        raw = await self._retry("applied", lambda: self.client.get(self.keys.global_("applied")))
+        return int(raw or 0)
 
     async def read_session(self, session_id: str) -> SessionView:
         k = self.keys

@@ -74,9 +74,11 @@ def test_cart_addition_pushes_cooccurring_item_with_reason(kafka: Kafka) -> None
     catalogue(kafka, item(a, "Blue Mug"), item(b, "Tea Pot"))
     together(kafka, a, b)
     sid = uid("shopper")
-    sent = kafka.send(kafka.settings.topic_events, sid, event(sid, a, "add_to_cart"))
+    cart = event(sid, a, "add_to_cart")
+    sent = kafka.send(kafka.settings.topic_events, sid, cart)
     doc, arrived = push_for(kafka, sid)
     assert doc["request_id"] is None and doc["recommendation_id"]
+    assert doc["event_id"] == cart["event_id"]  # a client matches the push to its cart event
     first = doc["items"][0]
     assert first["item_id"] == b
     assert a in first["reason"] and "Blue Mug" in first["reason"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 from tests.integration.conftest import Kafka, uid
 
 
-def _assigned(log: Path, topic: str) -> str:
-    """The partitions of `topic` in the worker's latest assignment table ('' if none)."""
-    text = log.read_text(errors="replace")
-    last = text.rsplit("Setting newly assigned partitions", 1)[-1]
-    found = re.search(rf"\|\s*{re.escape(topic)}\s*\|\s*(\{{[^}}]*\}})", last)
-    return found.group(1) if found else ""
+def _assigned(log: Path, topic: str) -> list[int]:
+    """The events partitions of the worker's latest assignment ([] if none)."""
+    found = re.findall(
+        rf"events partitions assigned: \[([0-9, ]*)\] of {re.escape(topic)}\b",
+        log.read_text(errors="replace"),
+    )
+    return [int(p) for p in found[-1].split(",") if p.strip()] if found else []
 
 
 def _carts(kafka: Kafka, n: int) -> None:
@@ -54,12 +56,16 @@ def test_two_workers_share_partitions_and_one_survives_the_other(settings: Setti
         for proc, log in zip(procs, logs, strict=True):
             wait_worker_ready(proc, log)
         _carts(kafka, 30)
-        shares = [_assigned(log, own.topic_events) for log in logs]
-        assert all(shares) and shares[0] != shares[1], f"each should own a share: {shares}"
+        deadline = time.monotonic() + 30  # the second member's join may still be settling
+        while not all(shares := [_assigned(log, own.topic_events) for log in logs]):
+            assert time.monotonic() < deadline, f"each should own a share: {shares}"
+            time.sleep(0.2)
+        assert not set(shares[0]) & set(shares[1]), f"shares overlap: {shares}"
+        _carts(kafka, 30)  # answered with the work split between the two
         stop_worker(procs[0])
         _carts(kafka, 30)  # all of them answered by the survivor after the rebalance
         assert procs[1].poll() is None
-        assert _assigned(logs[1], own.topic_events) == f"{{0-{own.partitions - 1}}}"
+        assert _assigned(logs[1], own.topic_events) == list(range(own.partitions))
     finally:
         kafka.close()
         for proc in procs:
