@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.event_consumer import EventConsumer
 from stream_reco.guard import ERRORS, guarded
+from stream_reco.kafka_io import Sink
 from stream_reco.messages import Message, Out
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
@@ -36,32 +37,23 @@ def _broker_url(servers: str) -> list[str]:
 
 
 class Wiring:
-    """What every agent and timer of one worker shares: the store, live state, the sinks."""
+    """What every agent and timer of one worker shares: the store, live state, the sink."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app, self.settings = app, settings
         self.live = Runtime.start(settings)
         self.owner = uuid.uuid4().hex
         self.learner = LearnerLoop(settings, owner=self.owner)
-        names = (settings.topic_responses, settings.topic_deadletter)
-        self.sinks = {name: app.topic(name) for name in names}
+        self.sink = Sink(settings, ERRORS)
         self._store: RedisStore | None = None
         self.saved = time.monotonic()
+        self.consumer: EventConsumer | None = None  # ingestion, on workers that ingest
 
     def store(self) -> RedisStore:
         # Created lazily on the worker's own event loop.
         if self._store is None:
             self._store = RedisStore.connect(self.settings)
         return self._store
-
-    async def send(self, outs: Sequence[Out]) -> None:
-        for o in outs:
-            try:
-                await self.sinks[o.topic].send(key=o.key, value=o.value)
-            except Exception:
-                # An output we cannot hand to Kafka must not stop the stream behind it.
-                ERRORS["send"] += 1
-                log.exception("could not send to %s", o.topic)
 
     def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
         """An agent that takes batches from `topic` and hands them to `handler`, guarded."""
@@ -78,7 +70,7 @@ class Wiring:
                 def work(part: list[Message]) -> Awaitable[list[Out]]:
                     return handler(self.store(), s, part)
 
-                await self.send(await guarded(msgs, work, reject))
+                self.sink.send(await guarded(msgs, work, reject))
 
         agent.__name__ = agent.__qualname__ = name  # Faust names agents after their function
         self.app.agent(topic)(agent)
@@ -94,6 +86,7 @@ def create_app(settings: Settings) -> faust.App:
         w.batch_agent(app.topic(settings.topic_requests), _answerer(w.live), "answer")
     _followers(app, w)
     add_views(app, settings, w.live, w.store)
+    app.service(_Lifecycle(w))
     return app
 
 
@@ -134,7 +127,7 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
 
         return await guarded(msgs, work, reject)
 
-    app.service(_Consuming(EventConsumer(s, on_events)))
+    w.consumer = EventConsumer(s, on_events, w.sink)
     w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(s.topic_config, partitions=1, compacting=True)
@@ -185,29 +178,32 @@ def _followers(app: faust.App, w: Wiring) -> None:
                 await w.live.sync.save()
 
 
-class _Consuming(mode.Service):
-    """Runs the events consumer for as long as the worker runs; stops it with the worker."""
+class _Lifecycle(mode.Service):
+    """Starts and stops with the worker: its events consumer (if any), then its sink."""
 
-    def __init__(self, consumer: EventConsumer) -> None:
+    def __init__(self, wiring: Wiring) -> None:
         super().__init__()
-        self.consumer = consumer
+        self.wiring = wiring
         self._task: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        if self.wiring.consumer is not None:
+            self._task = asyncio.create_task(self._consume(self.wiring.consumer))
 
-    async def _run(self) -> None:
+    async def _consume(self, consumer: EventConsumer) -> None:
         try:
-            await self.consumer.run()
+            await consumer.run()
         except Exception as exc:
             # A worker that cannot ingest must not look healthy: stop it, loudly.
             log.exception("the events consumer failed")
             await self.crash(exc)
 
     async def on_stop(self) -> None:
-        self.consumer.stop()
+        if self.wiring.consumer is not None:
+            self.wiring.consumer.stop()
         if self._task is not None:
             await self._task
+        await asyncio.to_thread(self.wiring.sink.close)
 
 
 @contextmanager

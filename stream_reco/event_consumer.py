@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from stream_reco.config import Settings
 from stream_reco.guard import ERRORS
-from stream_reco.kafka_io import QUIET
+from stream_reco.kafka_io import QUIET, Sink
 from stream_reco.messages import Message, Out
 
 log = logging.getLogger(__name__)
@@ -28,13 +34,13 @@ class EventConsumer:
 
     One batch is in flight at a time, so a session's events (one partition, by key) are applied
     in order; while Redis works on batch N, batch N+1 is fetched and decoded. An offset is
-    stored only after its batch's effects are in Redis and its outputs handed to the producer,
+    stored only after its batch's effects are in Redis and its outputs handed to the sink,
     and librdkafka commits stored offsets every second and on rebalance: at-least-once, and the
     store's dedup makes a redelivery change nothing.
     """
 
-    def __init__(self, settings: Settings, apply: Apply) -> None:
-        self.settings, self.apply = settings, apply
+    def __init__(self, settings: Settings, apply: Apply, sink: Sink) -> None:
+        self.settings, self.apply, self.sink = settings, apply, sink
         self.consumed = 0
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no batch is in flight
@@ -51,14 +57,6 @@ class EventConsumer:
                 **QUIET,
             }
         )
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "linger.ms": 1,  # pushes are waited for by shoppers' pages
-                "enable.idempotence": True,
-                **QUIET,
-            }
-        )
 
     async def run(self) -> None:
         """Consume until `stop()`; closes the consumer (committing what was stored) on exit."""
@@ -72,7 +70,7 @@ class EventConsumer:
             while not self._stop.is_set():
                 raw = await asyncio.to_thread(c.consume, self.settings.batch_max, within)
                 batch = self._messages(raw)
-                self._producer.poll(0)
+                self.sink.poll()
                 if in_flight is not None:
                     await in_flight  # batch N's effects before batch N+1's: order per session
                     in_flight = None
@@ -97,31 +95,18 @@ class EventConsumer:
                     ERRORS["kafka_consume"] += 1
                     log.warning("events consumer: %s", err)
                 continue
-            out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+            kind, ts = m.timestamp()
+            sent = ts if kind != TIMESTAMP_NOT_AVAILABLE else None
+            out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), sent))
         self.consumed += len(out)
         return out
 
     async def _apply(self, raw: list[Any], batch: list[Message]) -> None:
         try:
-            self._send(await self.apply(batch))
+            self.sink.send(await self.apply(batch))
             self._store_offsets(batch)
         finally:
             self._idle.set()
-
-    def _send(self, outs: Sequence[Out]) -> None:
-        for o in outs:
-            for _ in range(100):
-                try:
-                    self._producer.produce(
-                        o.topic, value=o.value, key=o.key, on_delivery=_delivered
-                    )
-                    break
-                except BufferError:  # the producer's queue is full: let it drain a little
-                    self._producer.poll(0.01)
-            else:
-                ERRORS["send"] += 1
-                log.error("producer queue full: dropped an output for %s", o.topic)
-        self._producer.poll(0)
 
     def _store_offsets(self, batch: list[Message]) -> None:
         last: dict[int, int] = {}
@@ -147,11 +132,4 @@ class EventConsumer:
             log.warning("rebalance went ahead with a batch still in flight")
 
     def _close(self) -> None:
-        self._producer.flush(10)
         self._consumer.close()
-
-
-def _delivered(err: KafkaError | None, msg: Any) -> None:
-    if err is not None:
-        ERRORS["send"] += 1
-        log.error("could not deliver to %s: %s", msg.topic(), err)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, KafkaException, Producer
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
 
+log = logging.getLogger(__name__)
 # librdkafka logs transient states (coordinator loading, purged queues) as warnings on stderr;
 # errors still surface as exceptions and delivery failures.
 QUIET = {"log_level": 3}
@@ -74,3 +80,48 @@ def consumer(
     )
     c.subscribe(topics)
     return c
+
+
+class Output(Protocol):
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class Sink:
+    """Every output of a worker (responses, pushes, dead letters) through one librdkafka
+    producer: handing a message over never waits for the broker, so no answer waits behind
+    another's delivery."""
+
+    def __init__(self, settings: Settings, errors: Counter[str]) -> None:
+        # 1 ms: a shopper's page waits for a push or an answer; batching beyond that buys
+        # throughput nobody here needs.
+        self._producer = producer(settings, **{"linger.ms": 1})
+        self._errors = errors
+
+    def send(self, outs: Iterable[Output]) -> None:
+        for o in outs:
+            for _ in range(100):
+                try:
+                    self._producer.produce(
+                        o.topic, value=o.value, key=o.key, on_delivery=self._delivered
+                    )
+                    break
+                except BufferError:  # the local queue is full: let it drain a little
+                    self._producer.poll(0.01)
+            else:
+                self._errors["send"] += 1
+                log.error("producer queue full: dropped an output for %s", o.topic)
+        self._producer.poll(0)
+
+    def poll(self) -> None:
+        """Serve delivery reports (call now and then even when nothing is sent)."""
+        self._producer.poll(0)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors["send"] += 1
+            log.error("could not deliver to %s: %s", msg.topic(), err)

@@ -38,6 +38,7 @@ class Message:
     offset: int | None
     key: bytes | None
     value: bytes | None
+    sent_ms: int | None = None  # Kafka's timestamp: when the producer (or broker) stamped it
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +78,19 @@ async def on_event_messages(
     outs: list[Out] = []
     good: list[Event] = []
     origin: dict[str, Message] = {}  # by event_id, to dead-letter what the store refuses
-    latest = _now_ms() + settings.max_future_s * 1000  # wall clock bounds input, never decay
+    now = _now_ms()
+    latest = now + settings.max_future_s * 1000  # wall clock bounds input, never decay
+    late: set[str] = set()  # cart additions that waited too long in Kafka to be worth a push
     for m in msgs:
         ev = decode_event(m.value, latest)
         if isinstance(ev, Rejected):
             outs.append(rejected(settings, m, ev.reason))
-        else:
-            origin[ev.event_id] = m
-            good.append(ev)
-    pushes, refused = await handle_events(store, settings, good, live)
+            continue
+        origin[ev.event_id] = m
+        good.append(ev)
+        if m.sent_ms is not None and now - m.sent_ms > settings.push_max_lag_ms:
+            late.add(ev.event_id)
+    pushes, refused = await handle_events(store, settings, good, live, no_push=late)
     outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
     outs += [Out(settings.topic_responses, p["session_id"].encode(), encode(p)) for p in pushes]
     return outs

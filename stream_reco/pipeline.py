@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from stream_reco import response
@@ -40,6 +40,7 @@ SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 # the same HR/MRR as 5 and 40 on all three data sets (docs/evaluation.md, "Latency").
 COOC_SOURCES = 3  # at most this many session items' co-occurrence lists are read
 POPULAR_EXTRA = 20  # popular candidates beyond k: room for blocked and unavailable ones
+STALE_PUSHES = [0]  # cart additions not pushed for because they waited too long in Kafka
 
 
 async def ingest(
@@ -233,15 +234,22 @@ async def handle_request(
 
 
 async def handle_events(
-    store: RedisStore, settings: Settings, events: Sequence[Event], live: Runtime | None = None
+    store: RedisStore,
+    settings: Settings,
+    events: Sequence[Event],
+    live: Runtime | None = None,
+    no_push: Collection[str] = (),
 ) -> tuple[list[dict[str, Any]], list[tuple[Event, str]]]:
     """Ingest a batch, turn each session's next event into feedback on what it was shown,
-    then one fresh push per session that added to cart. Returns (pushes, refused events)."""
+    then one fresh push per session that added to cart (not for the event ids in `no_push`:
+    those the shopper has long moved on from). Returns (pushes, refused events)."""
     live = live or Runtime()
     new, refused = await ingest(store, events)
     await learn_from(store, settings, new)
     # One push per session, naming its latest cart addition so a client can match it.
-    carted = {e.session_id: e.event_id for e in new if e.type == "add_to_cart"}
+    carts = [e for e in new if e.type == "add_to_cart"]
+    carted = {e.session_id: e.event_id for e in carts if e.event_id not in no_push}
+    STALE_PUSHES[0] += len(carts) - len(carted)
     # Sessions are independent: their reads overlap on the connection pool.
     pushes = await asyncio.gather(
         *(

@@ -18,6 +18,7 @@ from stream_reco.errors import SnapshotError
 # Grow before full: hnswlib refuses an add at capacity, and doubling keeps resizes rare.
 GROW_AT = 0.9
 SPACE = "cosine"
+MEMO_MAX = 10_000  # remembered `similar` answers per index (item, k), dropped on any write
 
 Neighbours = list[tuple[str, float]]
 
@@ -65,6 +66,10 @@ class ItemIndex:
         self._items = {label: item for item, label in labels.items()}
         self._next_label = next_label
         self._lock = _ReadWriteLock()
+        # Answers to `similar` until the next write: a popular item is looked up by many
+        # requests between catalogue changes, and the graph search is the costly part.
+        self._version = 0
+        self._memo: dict[tuple[str, int], tuple[int, Neighbours]] = {}
 
     @classmethod
     def from_vectors(
@@ -100,6 +105,7 @@ class ItemIndex:
         """Add the item, or replace its vector if it is already indexed."""
         row = self._checked(vector)[np.newaxis]
         with self._lock.write():
+            self._version += 1
             label = self._labels.get(item_id)
             if label is not None:
                 self._index.add_items(row, [label], num_threads=1)  # in-place update
@@ -114,6 +120,7 @@ class ItemIndex:
     def remove(self, item_id: str) -> bool:
         """Stop returning the item; False if it was not indexed."""
         with self._lock.write():
+            self._version += 1
             label = self._labels.get(item_id)
             if label is None:
                 return False
@@ -131,9 +138,18 @@ class ItemIndex:
             return np.asarray(self._index.get_items([label])[0], dtype=np.float32)
 
     def similar(self, item_id: str, k: int, wait: float | None = None) -> Neighbours:
-        """The k items most similar to an indexed item, without the item; [] if not indexed."""
+        """The k items most similar to an indexed item, without the item; [] if not indexed.
+        The list is shared with later callers until the index changes: do not modify it."""
+        version = self._version  # read first: a write during the search makes the entry stale
+        hit = self._memo.get((item_id, k))
+        if hit is not None and hit[0] == version:
+            return hit[1]
         vector = self.vector(item_id, wait)
-        return [] if vector is None else self.query(vector, k, exclude=item_id, wait=wait)
+        found = [] if vector is None else self.query(vector, k, exclude=item_id, wait=wait)
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()  # bounded; refilled by the items requests actually ask about
+        self._memo[(item_id, k)] = (version, found)
+        return found
 
     def query(
         self, vector: np.ndarray, k: int, exclude: str | None = None, wait: float | None = None

@@ -80,6 +80,18 @@ def test_update_keeps_the_item_once_and_moves_it() -> None:
     assert np.allclose(index.vector("r1"), vectors["r40"] / np.linalg.norm(vectors["r40"]))
 
 
+def test_similar_answers_are_remembered_only_until_the_index_changes() -> None:
+    vectors = random_vectors(50)
+    index = filled(vectors)
+    before = index.similar("r1", 3)
+    assert index.similar("r1", 3) is before  # remembered: no second graph search
+    assert index.similar("r1", 4) is not before  # another k is another answer
+    index.upsert("r2", vectors["r1"])  # now r2 is r1's nearest neighbour
+    assert index.similar("r1", 3)[0][0] == "r2"
+    index.remove("r2")
+    assert "r2" not in {i for i, _ in index.similar("r1", 3)}
+
+
 def test_removed_items_are_never_returned_and_can_come_back() -> None:
     vectors = random_vectors(60)
     index = filled(vectors)
