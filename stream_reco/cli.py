@@ -1,4 +1,4 @@
-"""Thin command line: stack, worker, topics, inspect, demo."""
+"""Thin command line: stack, worker, topics, inspect, demo, evaluate, split, bench."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.web_port is not None:
         # Several workers on one host each need their own web port.
         settings = dataclasses.replace(settings, web_port=args.web_port).validate()
+    if args.role is not None:
+        settings = dataclasses.replace(settings, role=args.role).validate()
     ensure_topics(settings)
     run_worker(settings, loglevel=args.loglevel)
     return 0
@@ -120,6 +122,34 @@ def _split(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream_reco.bench import report
+    from stream_reco.bench.run import Plan, run
+
+    try:
+        workers = tuple(sorted({int(w) for w in args.workers.split(",")})) if args.workers else None
+    except ValueError:
+        raise ConfigError(f"--workers {args.workers!r}: give worker counts like 1,2") from None
+    if workers is not None and (not workers or min(workers) < 1):
+        raise ConfigError(f"--workers {args.workers!r}: worker counts must be >= 1")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError("--duration must be > 0 seconds")
+    if args.events is not None and args.events < 100:
+        raise ConfigError("--events must be at least 100")
+    base = Plan.quick_plan() if args.quick else Plan.full()
+    plan = base.with_options(args.duration, workers, args.events)
+    result = run(settings, plan, start_stack=not args.no_stack)
+    print(report.table(result))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.plot:
+        for path in report.plot(result, Path(args.plot)):
+            print(f"plot: {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-reco", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +165,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="Faust web port (default STREAM_RECO_WEB_PORT); one per worker on a host",
+    )
+    w.add_argument(
+        "--role",
+        choices=["all", "ingest", "query"],
+        default=None,
+        help="what this worker does (default STREAM_RECO_ROLE, all): `query` answers requests "
+        "in a process of its own, beside `ingest` workers (docs/performance.md)",
     )
     w.set_defaults(run=_worker)
     i = sub.add_parser("inspect", help="print stored state as JSON")
@@ -182,6 +219,29 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--days", type=float, default=1.0, help="the last N days become test")
     sp.add_argument("--out", required=True, help="folder for train.csv and test.csv")
     sp.set_defaults(run=_split)
+    b = sub.add_parser(
+        "bench",
+        help="end-to-end latency and throughput through the real Kafka, worker and Redis",
+        description=(
+            "Measure ingest (events/s to applied Redis state), request->response over Kafka, "
+            "add_to_cart->push, HTTP GET /recommendations and the bare Kafka/Redis floor, on "
+            "topics, a group and keys of its own (deleted at the end). Open loop: requests "
+            "go out on a fixed schedule and never wait for answers, and every latency runs "
+            "from the *scheduled* send time to the answer being read, so queueing shows."
+        ),
+    )
+    b.add_argument("--quick", action="store_true", help="a short run (under 3 minutes) for CI")
+    b.add_argument("--json", help="write the full report (JSON) here")
+    b.add_argument("--plot", help="write latency-against-rate PNGs into this folder")
+    b.add_argument("--workers", help="worker counts for ingest, e.g. 1,2 (default: 1,2; quick 1)")
+    b.add_argument(
+        "--duration", type=float, default=None, help="seconds per measured window (30; quick 10)"
+    )
+    b.add_argument(
+        "--events", type=int, default=None, help="events per ingest run (100000; quick 30000)"
+    )
+    b.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
+    b.set_defaults(run=_bench)
     return p
 
 

@@ -1,0 +1,1 @@
+"""`stream-reco bench`: end-to-end figures through the real Kafka, worker and Redis."""

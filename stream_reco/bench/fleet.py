@@ -1,0 +1,216 @@
+"""The bench's own world on the shared stack: topics, key prefix, workers, and their removal."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import redis
+from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from stream_reco import kafka_io
+from stream_reco.config import Settings
+from stream_reco.errors import StackError
+from stream_reco.storage.redis_store import RedisStore
+from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
+
+T = TypeVar("T")
+ASSIGN_TIMEOUT_S = 90.0
+CATALOG_TIMEOUT_S = 60.0
+GROUP_DELETE_TRIES = 20
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    web_port: int
+
+
+class StoreProbe:
+    """The store's async reads from plain code: one private event loop, one connection pool."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store = RedisStore.connect(settings)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def applied(self) -> int:
+        return self.run(self.store.applied_count())
+
+    def close(self) -> None:
+        self.run(self.store.close())
+        self.loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Fleet:
+    """Topics, consumer group and key prefix of this run alone (`tag` in every name), the
+    workers on them, and `close()`, which stops the workers and deletes all of it."""
+
+    def __init__(self, base: Settings, tag: str) -> None:
+        self.tag = tag
+        self.settings = base.isolated(tag)
+        self.admin = AdminClient(
+            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, **kafka_io.QUIET}
+        )
+        self.workers: list[Worker] = []
+        self.leftover_groups = 0
+        # Closed first by close(), again if an interrupt cut their own close short.
+        self.closers: list[Callable[[], None]] = []
+        self.failed = False
+
+    def open(self) -> None:
+        kafka_io.ensure_topics(self.settings)
+
+    def scratch_topics(self, *names: str) -> list[str]:
+        """Extra topics for this run (the floor's), with the run's partition count."""
+        from confluent_kafka.admin import NewTopic
+
+        topics = [f"{self.settings.topic_requests}-{n}" for n in names]
+        new = [NewTopic(t, num_partitions=self.settings.partitions) for t in topics]
+        for fut in self.admin.create_topics(new, operation_timeout=30).values():
+            fut.result()
+        return topics
+
+    def add_worker(self) -> Worker:
+        """One more `stream-reco worker` on the run's topics, with its own web port."""
+        port = free_port()
+        own = dataclasses.replace(self.settings, web_port=port).validate()
+        home = self.settings.home.resolve()
+        log = home / "logs" / f"{self.settings.app_id}-w{len(self.workers)}.log"
+        proc = start_worker(own, log)
+        worker = Worker(proc, log, port)
+        self.workers.append(worker)
+        wait_worker_ready(proc, log)
+        return worker
+
+    def remove_worker(self) -> None:
+        stop_worker(self.workers.pop().proc)
+
+    def wait_assigned(self, n: int) -> None:
+        """Until a consumer group of the run is stable with `n` members that split every
+        partition of the events topic between them (a rebalance would stall what we measure).
+        Whichever group reads events (Faust's or a worker's own events consumer) counts."""
+        topic = self.settings.topic_events
+        deadline = time.monotonic() + ASSIGN_TIMEOUT_S
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            for w in self.workers:
+                if w.proc.poll() is not None:
+                    raise StackError(f"a bench worker exited; see its log {w.log}")
+            groups = self._own_groups()
+            described = self.admin.describe_consumer_groups(groups) if groups else {}
+            for group_id, fut in described.items():
+                group = fut.result()
+                owned = [
+                    {tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic}
+                    for m in group.members
+                ]
+                owned = [parts for parts in owned if parts]
+                seen[group_id] = f"{group.state.name}, partitions per member {owned}"
+                if (
+                    group.state == ConsumerGroupState.STABLE
+                    and len(owned) == n
+                    and len(set().union(*owned)) == self.settings.partitions
+                ):
+                    return
+            time.sleep(0.2)
+        raise StackError(
+            f"the bench's {n} worker(s) did not share {topic} within {ASSIGN_TIMEOUT_S:.0f} s "
+            f"({seen}); see the logs in {self.settings.home.resolve() / 'logs'}"
+        )
+
+    def _own_groups(self) -> list[str]:
+        """The run's consumer groups (every one has the run's tag in its name)."""
+        listed = self.admin.list_consumer_groups().result().valid
+        return sorted({g.group_id for g in listed if self.tag in g.group_id})
+
+    def publish_catalog(self, catalog: list[dict[str, object]], probe: StoreProbe) -> None:
+        """Publish the catalogue and wait until the worker has stored every item, so answers
+        are built on a complete catalogue from the first request."""
+        out = kafka_io.producer(self.settings)
+        for record in catalog:
+            out.produce(
+                self.settings.topic_catalog, key=str(record["item_id"]), value=orjson.dumps(record)
+            )
+        out.flush(30)
+        ids = [str(r["item_id"]) for r in catalog]
+        deadline = time.monotonic() + CATALOG_TIMEOUT_S
+        while len(probe.run(probe.store.read_items(ids))) < len(ids):
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the worker did not store the {len(ids)}-item catalogue within "
+                    f"{CATALOG_TIMEOUT_S:.0f} s; see {self.workers[0].log}"
+                )
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        """Stop the workers and delete the run's topics, groups, keys and files (also after a
+        failure or Ctrl-C); worker logs are kept only when the run failed."""
+        for closer in reversed(self.closers):
+            closer()
+        while self.workers:
+            worker = self.workers[-1]
+            self.remove_worker()
+            if not self.failed:
+                worker.log.unlink(missing_ok=True)
+        self._delete_topics()
+        self._delete_groups()
+        self._delete_keys()
+        home = self.settings.home.resolve()
+        # Faust's data and the ANN index snapshots are named after the app id (and role).
+        for folder in ("faust", "ann"):
+            for path in (home / folder).glob(f"{self.settings.app_id}*"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _delete_topics(self) -> None:
+        mine = [t for t in self.admin.list_topics(timeout=10).topics if self.tag in t]
+        if mine:
+            for fut in self.admin.delete_topics(mine, operation_timeout=30).values():
+                fut.result()
+
+    def _delete_groups(self) -> None:
+        # A group whose last member has only just left may refuse for a moment: retry a bit.
+        for _ in range(GROUP_DELETE_TRIES):
+            mine = self._own_groups()
+            if not mine:
+                return
+            for fut in self.admin.delete_consumer_groups(mine).values():
+                try:
+                    fut.result()
+                except KafkaException:
+                    pass  # still emptying: the next try sees it
+            time.sleep(0.5)
+        self.leftover_groups = len(self._own_groups())
+
+    def _delete_keys(self) -> None:
+        client = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=f"{self.settings.key_prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
+        finally:
+            client.close()

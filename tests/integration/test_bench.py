@@ -1,0 +1,117 @@
+"""`stream-reco bench` for real: a very short run through Kafka, a worker and Redis, its JSON,
+and nothing of it left on the stack afterwards (also after Ctrl-C)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka.admin import AdminClient
+
+from stream_reco.bench.report import ENTRY_KEYS
+from stream_reco.config import Settings
+from tests.integration.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ("bench", "--quick", "--duration", "2", "--events", "2000", "--no-stack")
+
+
+def _leftovers(settings: Settings, tag: str, key_prefix: str) -> dict[str, list[Any]]:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return {
+            "topics": [t for t in admin.list_topics(timeout=10).topics if tag in t],
+            "groups": [
+                g.group_id for g in admin.list_consumer_groups().result().valid if tag in g.group_id
+            ],
+            "keys": list(client.scan_iter(match=f"{key_prefix}:*", count=1000)),
+        }
+    finally:
+        client.close()
+
+
+def _gone(settings: Settings, tag: str, key_prefix: str) -> dict[str, list[Any]]:
+    """What is left of a run, after the few seconds Kafka may take to drop deleted topics."""
+    deadline = time.monotonic() + 15
+    while True:
+        left = _leftovers(settings, tag, key_prefix)
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def test_quick_bench_reports_every_scenario_and_cleans_up(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    stdout = run_cli(settings, *SMOKE, "--json", str(out), "--plot", str(tmp_path), timeout=240)
+    assert "request->response" in stdout and "floor kafka echo" in stdout
+    doc = orjson.loads(out.read_bytes())
+    m, sc = doc["machine"], doc["scenarios"]
+    assert m["cores"] >= 1 and m["redis"] and m["settings"]["partitions"] >= 1
+    assert m["bench"]["quick"] is True and m["bench"]["duration"] == 2
+    assert sc["ingest"]["events_per_s"] > 0
+    assert sc["ingest"]["runs"][0]["events"] == 2000
+    for name in ("request_response", "push", "http"):
+        assert sc[name], name
+        for e in sc[name]:
+            assert set(ENTRY_KEYS) <= set(e), (name, e)
+            assert e["ingest_rate"] == 2000 and e["answered"] > 0, (name, e)
+            assert e["errors"] == 0, (name, e)  # nothing lost or failed at the low rate
+            assert 0 < e["p50_ms"] <= e["p99_ms"] <= e["max_ms"], (name, e)
+    assert sc["request_response"][0]["rate"] == 200 and sc["http"][0]["rate"] == 200
+    floor = sc["floor"]
+    assert 0 < floor["kafka_p50_ms"] <= floor["kafka_p99_ms"]
+    assert floor["redis_p50_ms"] > 0
+    assert sc["request_response"][0]["x_floor_p50"] > 0
+    assert sc["memory"]["bytes_per_session"] > 0 and sc["memory"]["bytes_per_item"] > 0
+    assert all(w["start_mb"] > 0 and w["end_mb"] > 0 for w in sc["memory"]["workers"])
+    assert (tmp_path / "request_response.png").exists()
+    tag = m["settings"]["app_id"].rpartition("-")[2]
+    assert tag.startswith("bench")
+    assert _gone(settings, tag, m["settings"]["key_prefix"]) == {
+        "topics": [],
+        "groups": [],
+        "keys": [],
+    }
+
+
+def test_ctrl_c_stops_the_bench_and_still_cleans_up(settings: Settings) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_reco.cli", *SMOKE],
+        env={**os.environ, **settings.to_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stderr:  # progress lines: interrupt once the worker has state
+            lines.append(line)
+            if "floor kafka echo" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text[-3000:]
+    assert "removing the bench's workers" in text
+    tag = re.search(r"bench (bench[0-9a-f]{8})", text).group(1)  # type: ignore[union-attr]
+    assert _gone(settings, tag, f"{settings.key_prefix}-{tag}") == {
+        "topics": [],
+        "groups": [],
+        "keys": [],
+    }

@@ -1,0 +1,186 @@
+"""The bench's pure logic: percentiles, rates, ratios to the floor, push matching, JSON shape."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_reco.bench import report, stats
+from stream_reco.bench.load import paced
+from stream_reco.bench.windows import PushWatch
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    assert stats.percentile(values, 0) == 1.0
+    assert stats.percentile(values, 50) == pytest.approx(50.5)
+    assert stats.percentile(values, 99) == pytest.approx(99.01)
+    assert stats.percentile(values, 100) == 100.0
+    assert stats.percentile([7.0], 99) == 7.0
+    assert math.isnan(stats.percentile([], 50))
+    with pytest.raises(ValueError):
+        stats.percentile(values, 101)
+
+
+def test_an_empty_window_summarises_to_nulls_not_nan() -> None:
+    summary = stats.latency_summary([])
+    assert summary == {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    orjson.dumps(summary)  # JSON has no NaN: this must serialise
+
+
+def test_ratio_to_the_floor() -> None:
+    assert stats.ratio(30.0, 3.0) == 10.0
+    assert stats.ratio(1.0, 3.0) == 0.33
+    assert stats.ratio(None, 3.0) is None
+    assert stats.ratio(3.0, None) is None
+    assert stats.ratio(3.0, 0.0) is None
+
+
+def test_steady_rate_leaves_out_start_and_tail() -> None:
+    # Nothing for 1 s (start-up), then 1,000 events/s, then a slow tail.
+    samples = [(0.0, 0), (1.0, 0)] + [(1.0 + i / 10, i * 100) for i in range(1, 91)]
+    samples += [(11.0, 9500), (20.0, 10000)]
+    assert stats.steady_rate(samples, 10000) == pytest.approx(1000.0)
+    slow = stats.first_to_last_rate(samples, 10000)
+    assert slow is not None and slow < 600  # start-up and tail included
+    assert stats.steady_rate([(0.0, 0), (1.0, 10)], 100) is None  # never got there
+    assert stats.first_to_last_rate([(0.0, 0), (1.0, 10)], 100) is None
+
+
+def test_recorder_entry_has_the_issue_keys_and_counts_errors_by_kind() -> None:
+    rec = stats.Recorder()
+    for ms in (1.0, 2.0, 3.0):
+        rec.on_sent()
+        rec.on_answer(ms / 1000)
+    rec.on_sent()
+    rec.on_error("timeout")
+    rec.note("degraded")
+    entry = rec.entry(200, 2000, behind_p99_ms=0.5)
+    assert set(report.ENTRY_KEYS) <= set(entry)
+    assert (entry["sent"], entry["answered"], entry["errors"]) == (4, 3, 1)
+    assert entry["error_kinds"] == {"timeout": 1}
+    assert entry["degraded"] == 1 and entry["coalesced"] == 0
+    assert entry["p50_ms"] == pytest.approx(2.0) and entry["max_ms"] == pytest.approx(3.0)
+    assert entry["behind_p99_ms"] == 0.5
+
+
+def test_paced_keeps_the_schedule_and_never_waits_for_anything() -> None:
+    fired: list[float] = []
+    pace = paced(500, 0.1, fired.append)
+    assert pace.sent == len(fired) == 50
+    gaps = [b - a for a, b in zip(fired, fired[1:], strict=False)]
+    assert all(g == pytest.approx(1 / 500) for g in gaps)  # due times, not send times
+    assert pace.behind()["behind_max_ms"] >= 0
+
+
+def test_push_watch_matches_pushes_by_event_id_and_counts_coalesced_and_missing() -> None:
+    watch = PushWatch()
+    watch.on_cart("old", "s1", 0.0)  # before the window: not measured
+    watch.measuring = True
+    watch.on_cart("e1", "s1", 1.0)
+    watch.on_cart("e2", "s1", 1.1)  # pushed together with e1's batch, named e2
+    watch.on_cart("e3", "s2", 1.2)
+    watch.on_cart("e4", "s3", 1.3)  # its push never comes
+    push = {"trigger": "add_to_cart", "session_id": "s1"}
+    watch.on_response({**push, "event_id": "old"}, 1.05)  # the earlier push: matches nothing
+    watch.on_response({"trigger": "request", "session_id": "s1", "event_id": "e1"}, 1.2)
+    watch.on_response({**push, "event_id": "e2"}, 1.3)
+    watch.measuring = False
+    watch.on_cart("e5", "s2", 2.0)  # after the window: followed, not measured
+    watch.on_response({"trigger": "add_to_cart", "session_id": "s2", "event_id": "e5"}, 2.1)
+    rec = watch.close(drain_s=0.0)
+    entry = rec.entry(4, 2000)
+    assert (entry["sent"], entry["answered"], entry["errors"]) == (4, 3, 1)
+    assert entry["error_kinds"] == {"missing": 1}
+    assert entry["coalesced"] == 2  # e1 by e2's push, e3 by e5's
+    assert sorted(round(x) for x in rec.latencies_ms) == [200, 300, 900]
+
+
+def test_push_watch_without_event_id_takes_the_oldest_cart_of_the_session() -> None:
+    watch = PushWatch()
+    watch.measuring = True
+    watch.on_cart("e1", "s1", 1.0)
+    watch.on_cart("e2", "s1", 2.0)
+    watch.on_response({"trigger": "add_to_cart", "session_id": "s1"}, 2.5)
+    assert [round(x) for x in watch.rec.latencies_ms] == [1500]
+
+
+def _entry(rate: float, bg: float, p50: float, p99: float) -> dict[str, Any]:
+    return {
+        "rate": rate,
+        "ingest_rate": bg,
+        "p50_ms": p50,
+        "p95_ms": p99,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "sent": 100,
+        "answered": 100,
+        "errors": 0,
+    }
+
+
+def _report() -> dict[str, Any]:
+    machine = {"cores": 2, "cpu_model": "x", "ram_gb": 4.0, "kafka": "3.9.1", "redis": "7"}
+    machine.update(python="3.11", bench={"quick": True})
+    return report.build(
+        machine,
+        ingest=[
+            {
+                "workers": 2,
+                "events": 10,
+                "events_per_s": 900.0,
+                "first_to_last_per_s": 800.0,
+                "producer_per_s": 1e5,
+            },
+            {
+                "workers": 1,
+                "events": 10,
+                "events_per_s": 500.0,
+                "first_to_last_per_s": 400.0,
+                "producer_per_s": 1e5,
+            },
+        ],  # fmt: skip
+        request_response=[_entry(50, 2000, 10, 20), _entry(500, 2000, 40, 90)],
+        push=[_entry(120, 2000, 6, 12)],
+        http=[_entry(200, 2000, 4, 8)],
+        floor_kafka=[_entry(50, 0, 2, 4), _entry(200, 0, 3, 5), _entry(500, 0, 4, 9)],
+        floor_redis=[_entry(200, 0, 0.5, 1)],
+        memory={"bytes_per_session": 2000, "sessions": 10, "bytes_per_item": 9000, "items": 5},
+        started="2026-01-01T00:00:00+00:00",
+        elapsed_s=12.34,
+    )
+
+
+def test_report_json_has_the_shape_the_issue_specifies() -> None:
+    doc = orjson.loads(orjson.dumps(_report()))
+    sc = doc["scenarios"]
+    assert sc["ingest"]["events_per_s"] == 500.0  # the one-worker figure is the headline
+    for name in ("request_response", "push", "http"):
+        assert sc[name] and all(set(report.ENTRY_KEYS) <= set(e) for e in sc[name])
+    floor = sc["floor"]
+    assert (floor["rate"], floor["kafka_p50_ms"], floor["kafka_p99_ms"]) == (200, 3, 5)
+    assert floor["redis_p50_ms"] == 0.5
+    assert doc["machine"]["cores"] == 2 and doc["elapsed_s"] == 12.3
+
+
+def test_every_figure_is_a_ratio_to_the_floor_at_the_closest_rate() -> None:
+    sc = _report()["scenarios"]
+    low, high = sc["request_response"]
+    assert (low["floor_rate"], low["x_floor_p50"], low["x_floor_p99"]) == (50, 5.0, 5.0)
+    assert (high["floor_rate"], high["x_floor_p50"], high["x_floor_p99"]) == (500, 10.0, 10.0)
+    assert sc["push"][0]["floor_rate"] == 50  # 120/s is closest to the 50/s floor
+    assert sc["http"][0]["x_floor_p50"] == 8.0  # HTTP against Redis's own round trip
+
+
+def test_table_and_plots_show_the_figures(tmp_path: Path) -> None:
+    doc = _report()
+    text = report.table(doc)
+    assert "request->response" in text and "floor kafka echo" in text
+    assert "10.0x" in text and "2,000 B/session" in text
+    written = report.plot(doc, tmp_path / "plots")
+    assert [p.name for p in written] == ["request_response.png", "http.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
