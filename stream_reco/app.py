@@ -17,7 +17,7 @@ from stream_reco import messages, runtime
 from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
-from stream_reco.event_consumer import EventConsumer
+from stream_reco.consumer import TopicLoop
 from stream_reco.guard import ERRORS, guarded
 from stream_reco.kafka_io import Sink
 from stream_reco.messages import Message, Out
@@ -47,13 +47,28 @@ class Wiring:
         self.sink = Sink(settings, ERRORS)
         self._store: RedisStore | None = None
         self.saved = time.monotonic()
-        self.consumer: EventConsumer | None = None  # ingestion, on workers that ingest
+        self.loops: list[TopicLoop] = []  # the hot paths this worker's role consumes
 
     def store(self) -> RedisStore:
         # Created lazily on the worker's own event loop.
         if self._store is None:
             self._store = RedisStore.connect(self.settings)
         return self._store
+
+    def loop(self, name: str, topic: str, group: str, handler: Handler) -> None:
+        """A librdkafka consumer of `topic` for the hot paths (events, requests), guarded."""
+        s = self.settings
+
+        def reject(m: Message, why: str) -> Out:
+            return messages.rejected(s, m, why)
+
+        async def handle(msgs: list[Message]) -> list[Out]:
+            def work(part: list[Message]) -> Awaitable[list[Out]]:
+                return handler(self.store(), s, part)
+
+            return await guarded(msgs, work, reject)
+
+        self.loops.append(TopicLoop(s, name, topic, group, handle, self.sink))
 
     def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
         """An agent that takes batches from `topic` and hands them to `handler`, guarded."""
@@ -83,7 +98,7 @@ def create_app(settings: Settings) -> faust.App:
     if settings.role in ("all", "ingest"):
         _ingestion(app, w)
     if settings.role in ("all", "query"):
-        w.batch_agent(app.topic(settings.topic_requests), _answerer(w.live), "answer")
+        w.loop("requests", settings.topic_requests, settings.requests_group, _answerer(w.live))
     _followers(app, w)
     add_views(app, settings, w.live, w.store)
     app.service(_Lifecycle(w))
@@ -118,16 +133,10 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     timers, which one worker at a time runs by lease."""
     s = w.settings
 
-    def reject(m: Message, why: str) -> Out:
-        return messages.rejected(s, m, why)
+    async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+        return await messages.on_event_partitions(st, s, msgs, w.live)
 
-    async def on_events(msgs: list[Message]) -> list[Out]:
-        def work(part: list[Message]) -> Awaitable[list[Out]]:
-            return messages.on_event_partitions(w.store(), s, part, w.live)
-
-        return await guarded(msgs, work, reject)
-
-    w.consumer = EventConsumer(s, on_events, w.sink)
+    w.loop("events", s.topic_events, s.events_group, on_events)
     w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(s.topic_config, partitions=1, compacting=True)
@@ -179,30 +188,28 @@ def _followers(app: faust.App, w: Wiring) -> None:
 
 
 class _Lifecycle(mode.Service):
-    """Starts and stops with the worker: its events consumer (if any), then its sink."""
+    """Starts and stops with the worker: its topic loops, then its sink."""
 
     def __init__(self, wiring: Wiring) -> None:
         super().__init__()
         self.wiring = wiring
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def on_start(self) -> None:
-        if self.wiring.consumer is not None:
-            self._task = asyncio.create_task(self._consume(self.wiring.consumer))
+        self._tasks = [asyncio.create_task(self._run(loop)) for loop in self.wiring.loops]
 
-    async def _consume(self, consumer: EventConsumer) -> None:
+    async def _run(self, loop: TopicLoop) -> None:
         try:
-            await consumer.run()
+            await loop.run()
         except Exception as exc:
-            # A worker that cannot ingest must not look healthy: stop it, loudly.
-            log.exception("the events consumer failed")
+            # A worker that cannot consume must not look healthy: stop it, loudly.
+            log.exception("consuming %s failed", loop.topic)
             await self.crash(exc)
 
     async def on_stop(self) -> None:
-        if self.wiring.consumer is not None:
-            self.wiring.consumer.stop()
-        if self._task is not None:
-            await self._task
+        for loop in self.wiring.loops:
+            loop.stop()
+        await asyncio.gather(*self._tasks)
         await asyncio.to_thread(self.wiring.sink.close)
 
 

@@ -262,14 +262,19 @@ class Settings:
 
     @property
     def faust_app_id(self) -> str:
-        """The Faust app id and its consumer group: query workers form their own group, so
-        every request is answered once by a query worker while ingest workers share the rest."""
+        """The Faust app id and its consumer group (catalogue and rules): a query worker, which
+        consumes neither, stays out of that group."""
         return f"{self.app_id}-query" if self.role == "query" else self.app_id
 
     @property
     def events_group(self) -> str:
-        """The consumer group of the events consumer (apart from Faust's; see app.py)."""
+        """The consumer group every worker that ingests shares the events topic in."""
         return f"{self.app_id}-events"
+
+    @property
+    def requests_group(self) -> str:
+        """The consumer group every worker that answers shares the requests topic in."""
+        return f"{self.app_id}-requests"
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -50,7 +50,7 @@ def pick(
         slot.item_id,
         round(slot.score, 6),
         why,
-        cand.features,  # rounded only if it is stored (ranking/feedback.py)
+        cand.features,
         slot.slot,
         scorer.contributions(cand.features),
     )
