@@ -125,7 +125,7 @@ def _split(settings: Settings, args: argparse.Namespace) -> int:
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream_reco.bench import report
+    from stream_reco.bench import plots, report
     from stream_reco.bench.run import Plan, run
 
     try:
@@ -139,13 +139,13 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.events is not None and args.events < 100:
         raise ConfigError("--events must be at least 100")
     base = Plan.quick_plan() if args.quick else Plan.full()
-    plan = base.with_options(args.duration, workers, args.events)
+    plan = base.with_options(args.duration, workers, args.events, args.topology)
     result = run(settings, plan, start_stack=not args.no_stack)
     print(report.table(result))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if args.plot:
-        for path in report.plot(result, Path(args.plot)):
+        for path in plots.plot(result, Path(args.plot)):
             print(f"plot: {path}")
     return 0
 
@@ -239,6 +239,14 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--events", type=int, default=None, help="events per ingest run (100000; quick 30000)"
+    )
+    b.add_argument(
+        "--topology",
+        choices=["all", "split", "both"],
+        default="all",
+        help="the workers the latency scenarios run against: all (one `all` worker), split "
+        "(one `ingest` beside one `query` worker, HTTP on the query worker) or both in turn; "
+        "ingest scales `all` or `ingest` workers to match (default all)",
     )
     b.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
     b.set_defaults(run=_bench)

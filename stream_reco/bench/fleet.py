@@ -8,17 +8,26 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import redis
-from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from stream_reco import kafka_io
+from stream_reco.bench.memory import rss_mb
+from stream_reco.bench.topology import (
+    ANSWERING,
+    LATENCY_ROLES,
+    check_roles,
+    ingest_role,
+    needs,
+    unsettled,
+)
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
 from stream_reco.storage.redis_store import RedisStore
@@ -35,6 +44,19 @@ class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
     web_port: int
+    role: str
+    number: int  # in order of start, over the whole run
+    topology: str
+    start_mb: float | None = None  # RSS once ready
+
+    def rss(self, end_mb: float | None) -> dict[str, Any]:
+        return {
+            "worker": self.number,
+            "role": self.role,
+            "topology": self.topology,
+            "start_mb": self.start_mb,
+            "end_mb": end_mb,
+        }
 
 
 class StoreProbe:
@@ -62,8 +84,9 @@ def free_port() -> int:
 
 
 class Fleet:
-    """Topics, consumer group and key prefix of this run alone (`tag` in every name), the
-    workers on them, and `close()`, which stops the workers and deletes all of it."""
+    """Topics, consumer groups and key prefix of this run alone (`tag` in every name), the
+    workers on them (of one topology at a time), and `close()`, which stops the workers and
+    deletes all of it."""
 
     def __init__(self, base: Settings, tag: str) -> None:
         self.tag = tag
@@ -72,6 +95,9 @@ class Fleet:
             {"bootstrap.servers": self.settings.kafka_bootstrap_servers, **kafka_io.QUIET}
         )
         self.workers: list[Worker] = []
+        self.topology: str | None = None  # what runs now (deploy)
+        self.started = 0  # workers started so far: the next one's number
+        self.retired: list[dict[str, Any]] = []  # RSS figures of workers already stopped
         self.leftover_groups = 0
         # Closed first by close(), again if an interrupt cut their own close short.
         self.closers: list[Callable[[], None]] = []
@@ -90,53 +116,80 @@ class Fleet:
             fut.result()
         return topics
 
-    def add_worker(self) -> Worker:
-        """One more `stream-reco worker` on the run's topics, with its own web port."""
-        port = free_port()
-        own = dataclasses.replace(self.settings, web_port=port).validate()
+    def deploy(self, topology: str) -> None:
+        """Stop every worker, start `topology`'s latency workers and wait until they are
+        settled in their consumer groups."""
+        self.stop_workers()
+        self.topology = topology
+        # Every worker that answers shares one requests group: the next topology's workers
+        # go on from the offsets the last one committed, with no request answered twice.
+        self.add_workers(topology, LATENCY_ROLES[topology])
+        self.wait_ready()
+
+    def answering(self) -> Worker:
+        """The running worker that answers requests (its web port serves the HTTP window)."""
+        return next(w for w in self.workers if w.role in ANSWERING)
+
+    def scale_ingest(self, topology: str, n: int) -> None:
+        """`n` workers of `topology`'s ingest role (never fewer than now), settled."""
+        role = ingest_role(topology)
+        missing = n - sum(w.role == role for w in self.workers)
+        self.add_workers(topology, [role] * missing)
+        self.wait_ready()
+
+    def add_workers(self, topology: str, roles: Sequence[str]) -> list[Worker]:
+        """`stream-reco worker`s of `roles` on the run's topics, each with its own web port,
+        started together and ready (not yet settled in their groups: `wait_ready`)."""
+        check_roles([*(w.role for w in self.workers), *roles])
         home = self.settings.home.resolve()
-        log = home / "logs" / f"{self.settings.app_id}-w{len(self.workers)}.log"
-        proc = start_worker(own, log)
-        worker = Worker(proc, log, port)
-        self.workers.append(worker)
-        wait_worker_ready(proc, log)
-        return worker
+        started: list[Worker] = []
+        for role in roles:
+            port = free_port()
+            own = dataclasses.replace(self.settings, web_port=port, role=role).validate()
+            number = self.started
+            self.started += 1
+            log = home / "logs" / f"{self.settings.app_id}-w{number}-{role}.log"
+            worker = Worker(start_worker(own, log), log, port, role, number, topology)
+            self.workers.append(worker)
+            started.append(worker)
+        for worker in started:
+            wait_worker_ready(worker.proc, worker.log)
+            worker.start_mb = rss_mb(worker.proc.pid)
+        return started
 
-    def remove_worker(self) -> None:
-        stop_worker(self.workers.pop().proc)
+    def stop_workers(self) -> None:
+        """Stop every worker, noting its RSS first (for the report's memory figures)."""
+        while self.workers:
+            worker = self.workers.pop()
+            self.retired.append(worker.rss(rss_mb(worker.proc.pid)))
+            stop_worker(worker.proc)
+            if not self.failed:
+                worker.log.unlink(missing_ok=True)
 
-    def wait_assigned(self, n: int) -> None:
-        """Until a consumer group of the run is stable with `n` members that split every
-        partition of the events topic between them (a rebalance would stall what we measure).
-        Whichever group reads events (Faust's or a worker's own events consumer) counts."""
-        topic = self.settings.topic_events
+    def rss_figures(self) -> list[dict[str, Any]]:
+        """Every worker's RSS once ready and at its end (now, for those still running)."""
+        live = [w.rss(rss_mb(w.proc.pid)) for w in self.workers]
+        return sorted([*self.retired, *live], key=lambda r: int(r["worker"]))
+
+    def wait_ready(self) -> None:
+        """Until every consumer group the running workers' roles use is stable and owns
+        every partition it must (topology.needs), or fail with what each group looks like."""
+        wanted = needs(self.settings, [w.role for w in self.workers])
         deadline = time.monotonic() + ASSIGN_TIMEOUT_S
-        seen: dict[str, str] = {}
-        while time.monotonic() < deadline:
+        while True:
             for w in self.workers:
                 if w.proc.poll() is not None:
                     raise StackError(f"a bench worker exited; see its log {w.log}")
-            groups = self._own_groups()
-            described = self.admin.describe_consumer_groups(groups) if groups else {}
-            for group_id, fut in described.items():
-                group = fut.result()
-                owned = [
-                    {tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic}
-                    for m in group.members
-                ]
-                owned = [parts for parts in owned if parts]
-                seen[group_id] = f"{group.state.name}, partitions per member {owned}"
-                if (
-                    group.state == ConsumerGroupState.STABLE
-                    and len(owned) == n
-                    and len(set().union(*owned)) == self.settings.partitions
-                ):
-                    return
+            waiting = unsettled(self.admin, self.settings.partitions, wanted)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the bench's workers did not settle in their consumer groups within "
+                    f"{ASSIGN_TIMEOUT_S:.0f} s ({waiting}); see the logs in "
+                    f"{self.settings.home.resolve() / 'logs'}"
+                )
             time.sleep(0.2)
-        raise StackError(
-            f"the bench's {n} worker(s) did not share {topic} within {ASSIGN_TIMEOUT_S:.0f} s "
-            f"({seen}); see the logs in {self.settings.home.resolve() / 'logs'}"
-        )
 
     def _own_groups(self) -> list[str]:
         """The run's consumer groups (every one has the run's tag in its name)."""
@@ -167,11 +220,7 @@ class Fleet:
         failure or Ctrl-C); worker logs are kept only when the run failed."""
         for closer in reversed(self.closers):
             closer()
-        while self.workers:
-            worker = self.workers[-1]
-            self.remove_worker()
-            if not self.failed:
-                worker.log.unlink(missing_ok=True)
+        self.stop_workers()
         self._delete_topics()
         self._delete_groups()
         self._delete_keys()

@@ -1,17 +1,18 @@
-"""The bench report: its JSON shape, the ratios to the floor, the terminal table and plots."""
+"""The bench report: its JSON shape, the ratios to the floor and between topologies, the table."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from stream_reco.bench.stats import ratio
+from stream_reco.bench.topology import TOPOLOGIES
 
 # The fields every latency entry has (issue 9); entries carry more figures after these.
 ENTRY_KEYS = ("rate", "ingest_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "sent", "answered")
 ENTRY_KEYS += ("errors",)
+LABELS = {"request_response": "request->response", "push": "add_to_cart->push", "http": "http GET"}
 HEADLINE_RATE = 200.0  # the issue's target rate: the floor's headline figures are taken there
-VERSION = 1
+VERSION = 2  # 2: topologies (entries, ingest runs and workers say which)
 
 
 def nearest(entries: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
@@ -66,21 +67,61 @@ def build(
     with_ratios(request_response, floor_kafka)
     with_ratios(push, floor_kafka)
     with_ratios(http, floor_redis)
-    runs = sorted(ingest, key=lambda r: r["workers"])
+    runs = sorted(ingest, key=lambda r: (order(r), r["workers"]))
+    head = runs[0] if runs else {}
+    latency = {"request_response": request_response, "push": push, "http": http}
     return {
         "version": VERSION,
         "started": started,
         "elapsed_s": round(elapsed_s, 1),
         "machine": machine,
         "scenarios": {
-            "ingest": {"events_per_s": runs[0]["events_per_s"] if runs else None, "runs": runs},
-            "request_response": request_response,
-            "push": push,
-            "http": http,
+            "ingest": {
+                "events_per_s": head.get("events_per_s"),
+                "topology": head.get("topology"),
+                "role": head.get("role"),
+                "runs": runs,
+            },
+            **latency,
             "floor": floor_summary(floor_kafka, floor_redis),
+            "topology_ratios": topology_ratios(latency),
             "memory": memory,
         },
     }
+
+
+def order(entry: dict[str, Any]) -> int:
+    """Topologies in the order a `both` run measures them."""
+    return TOPOLOGIES.index(entry.get("topology", "all"))
+
+
+def topology_ratios(latency: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each latency measured in both topologies: split's p50 and p99 as multiples of all's
+    (same scenario, ingest rate and request rate; pushes have no rate of their own)."""
+    out = []
+    for name, entries in latency.items():
+        by_key: dict[tuple[str, float, float], dict[str, Any]] = {}
+        for e in entries:
+            rate = 0.0 if name == "push" else float(e["rate"])
+            by_key[(e.get("topology", "all"), float(e["ingest_rate"]), rate)] = e
+        for (topology, bg, rate), split in by_key.items():
+            base = by_key.get(("all", bg, rate))
+            if topology != "split" or base is None:
+                continue
+            out.append(
+                {
+                    "scenario": name,
+                    "rate": split["rate"],
+                    "ingest_rate": bg,
+                    "all_p50_ms": base["p50_ms"],
+                    "split_p50_ms": split["p50_ms"],
+                    "all_p99_ms": base["p99_ms"],
+                    "split_p99_ms": split["p99_ms"],
+                    "split_over_all_p50": ratio(split["p50_ms"], base["p50_ms"]),
+                    "split_over_all_p99": ratio(split["p99_ms"], base["p99_ms"]),
+                }
+            )
+    return out
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -91,26 +132,47 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{int(value):,}"
 
 
-def _x(value: Any) -> str:
-    return "-" if value is None else f"{value:.1f}x"
+def _x(value: Any, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}x"
+
+
+def _workers(roles: list[str]) -> str:
+    """["ingest", "query"] -> "1 ingest + 1 query worker"."""
+    counts = {r: roles.count(r) for r in dict.fromkeys(roles)}
+    text = " + ".join(f"{n} {role}" for role, n in counts.items())
+    return f"{text} worker{'s' if len(roles) > 1 else ''}"
+
+
+def _topologies(machine: dict[str, Any]) -> dict[str, list[str]]:
+    """The topologies measured and their latency workers' roles (a report from before
+    topologies had one: a single `all` worker)."""
+    return machine.get("topologies") or {"all": ["all"]}
 
 
 def table(report: dict[str, Any]) -> str:
     """The report as the terminal shows it."""
     m, sc = report["machine"], report["scenarios"]
     plan = m.get("bench", {})
+    shapes = _topologies(m)
+    where = "; ".join(f"{t}: {_workers(roles)}" for t, roles in shapes.items())
+    if len(shapes) == 1:
+        where = _workers(next(iter(shapes.values())))
     lines = [
         f"stream-reco bench ({'quick' if plan.get('quick') else 'full'}, "
-        f"{report['elapsed_s']:.0f} s): {m['cores']} cores {m['cpu_model']}, "
-        f"{m['ram_gb']} GB, Kafka {m['kafka']}, Redis {m['redis']}, Python {m['python']}",
+        f"{report['elapsed_s']:.0f} s), topology {m.get('topology', 'all')} ({where})",
+        f"  {m['cores']} cores {m['cpu_model']}, {m['ram_gb']} GB, Kafka {m['kafka']}, "
+        f"Redis {m['redis']}, Python {m['python']}",
         "",
         "ingest: events produced -> applied in Redis (steady 10-90 %)",
-        f"  {'workers':>7} {'events':>8} {'events/s':>10} {'first-last/s':>13} {'producer/s':>11}",
+        f"  {'topology':<9}{'workers':>12} {'events':>8} {'events/s':>10} {'first-last/s':>13} "
+        f"{'producer/s':>11}",
     ]
     for r in sc["ingest"]["runs"]:
+        who = f"{r['workers']} {r.get('role', 'all')}"
         lines.append(
-            f"  {r['workers']:>7} {_num(r['events']):>8} {_num(r['events_per_s']):>10} "
-            f"{_num(r['first_to_last_per_s']):>13} {_num(r['producer_per_s']):>11}"
+            f"  {r.get('topology', 'all'):<9}{who:>12} {_num(r['events']):>8} "
+            f"{_num(r['events_per_s']):>10} {_num(r['first_to_last_per_s']):>13} "
+            f"{_num(r['producer_per_s']):>11}"
             + ("  (producer-bound)" if r.get("producer_bound") else "")
         )
     head = (
@@ -119,74 +181,58 @@ def table(report: dict[str, Any]) -> str:
         f"{'behind':>8}"
     )
     lines += ["", "latency in ms, from the scheduled send to the answer read (open loop)", head]
-    rows = [("request->response", e) for e in sc["request_response"]]
-    rows += [("add_to_cart->push", e) for e in sc["push"]]
-    rows += [("http GET", e) for e in sc["http"]]
-    rows += [("floor kafka echo", e) for e in sc["floor"]["kafka"]]
-    rows += [("floor redis PING", e) for e in sc["floor"]["redis"]]
-    for name, e in rows:
-        lines.append(
-            f"  {name:<18}{_num(e['rate'], 0):>7}{_num(e['ingest_rate'], 0):>9}"
-            f"{_num(e['p50_ms']):>8}{_num(e['p95_ms']):>8}{_num(e['p99_ms']):>8}"
-            f"{_num(e['max_ms']):>9}{e['sent']:>7}{e['answered']:>9}{e['errors']:>7}"
-            f"{_x(e.get('x_floor_p50')):>10}{_x(e.get('x_floor_p99')):>10}"
-            f"{_num(e.get('behind_p99_ms')):>8}"
-        )
+    for topology, roles in shapes.items():
+        lines.append(f"  topology {topology} ({_workers(roles)}):")
+        lines += _rows(sc, topology)
+    lines.append("  floor (Kafka and Redis alone, no worker in the path):")
+    lines += [_row("floor kafka echo", e) for e in sc["floor"]["kafka"]]
+    lines += [_row("floor redis PING", e) for e in sc["floor"]["redis"]]
+    lines += _ratio_lines(sc.get("topology_ratios", []))
     mem = sc["memory"]
     rss = "; ".join(
-        f"worker {w['worker']} RSS {_num(w['start_mb'])} -> {_num(w['end_mb'])} MB"
+        f"worker {w['worker']} ({w.get('role', 'all')}) RSS {_num(w['start_mb'])} -> "
+        f"{_num(w['end_mb'])} MB"
         for w in mem.get("workers", [])
     )
     lines += [
         "",
         f"memory: Redis {_num(mem.get('bytes_per_session'))} B/session "
         f"({_num(mem.get('sessions'))} sessions), {_num(mem.get('bytes_per_item'))} B/item "
-        f"({_num(mem.get('items'))} items); {rss}",
+        f"({_num(mem.get('items'))} items)",
+        f"  {rss}",
         "behind: the load generator's own p99 lag behind its schedule (ms); p50/floor and "
         "p99/floor: multiples of the floor at the closest rate",
     ]
     return "\n".join(lines)
 
 
-def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """PNGs of latency percentiles against request rate, one line set per ingest rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sc = report["scenarios"]
-    written = []
-    for name, floor in (("request_response", sc["floor"]["kafka"]), ("http", sc["floor"]["redis"])):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        # One colour per ingest rate, one line style per percentile.
-        for n, bg in enumerate(sorted({e["ingest_rate"] for e in sc[name]})):
-            entries = sorted((e for e in sc[name] if e["ingest_rate"] == bg), key=_rate)
-            for q, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
-                ax.plot(
-                    [e["rate"] for e in entries],
-                    [e[q] for e in entries],
-                    style,
-                    color=f"C{n}",
-                    label=f"{q[:3]} @ {bg:,.0f} events/s",
-                )
-        floor = sorted(floor, key=_rate)
-        for q in ("p50_ms", "p99_ms"):
-            ax.plot([e["rate"] for e in floor], [e[q] for e in floor], "k--", alpha=0.4, lw=1)
-        ax.set_yscale("log")
-        ax.set_xlabel("requests per second")
-        ax.set_ylabel("latency (ms, log)")
-        ax.set_title(f"{name}: latency against request rate (dashed grey: floor p50/p99)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
+def _rows(sc: dict[str, Any], topology: str) -> list[str]:
+    return [
+        _row(label, e)
+        for key, label in LABELS.items()
+        for e in sc[key]
+        if e.get("topology", "all") == topology
+    ]
 
 
-def _rate(entry: dict[str, Any]) -> float:
-    return float(entry["rate"])
+def _row(name: str, e: dict[str, Any]) -> str:
+    return (
+        f"  {name:<18}{_num(e['rate'], 0):>7}{_num(e['ingest_rate'], 0):>9}"
+        f"{_num(e['p50_ms']):>8}{_num(e['p95_ms']):>8}{_num(e['p99_ms']):>8}"
+        f"{_num(e['max_ms']):>9}{e['sent']:>7}{e['answered']:>9}{e['errors']:>7}"
+        f"{_x(e.get('x_floor_p50')):>10}{_x(e.get('x_floor_p99')):>10}"
+        f"{_num(e.get('behind_p99_ms')):>8}"
+    )
+
+
+def _ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
+    if not ratios:
+        return []
+    lines = ["", "split / all: the split topology's latency as a multiple of all's"]
+    lines.append(f"  {'scenario':<18}{'rate/s':>7}{'ingest/s':>9}{'p50':>8}{'p99':>8}")
+    for r in ratios:
+        lines.append(
+            f"  {LABELS[r['scenario']]:<18}{_num(r['rate'], 0):>7}{_num(r['ingest_rate'], 0):>9}"
+            f"{_x(r['split_over_all_p50'], 2):>8}{_x(r['split_over_all_p99'], 2):>8}"
+        )
+    return lines

@@ -18,6 +18,7 @@ from stream_reco.bench.fleet import Fleet, StoreProbe
 from stream_reco.bench.floor import KafkaFloor, redis_floor
 from stream_reco.bench.load import Background
 from stream_reco.bench.scenarios import Bench, Say
+from stream_reco.bench.topology import LATENCY_ROLES, ingest_role, topologies
 from stream_reco.bench.windows import PushWatch
 from stream_reco.client import RecoClient
 from stream_reco.config import Settings
@@ -37,6 +38,7 @@ class Plan:
     request_rates: tuple[float, ...]
     background_rates: tuple[float, ...]
     http_rates: tuple[float, ...]
+    topology: str = "all"  # or "split", or "both" (the latency scenarios on each in turn)
     items: int = 1000
     seed: int = 7
     timeout_s: float = 10.0
@@ -51,9 +53,16 @@ class Plan:
         return cls(True, 10.0, (1,), 30_000, (200,), (2000,), (200,), warmup_s=2.0)
 
     def with_options(
-        self, duration: float | None, workers: tuple[int, ...] | None, events: int | None
+        self,
+        duration: float | None,
+        workers: tuple[int, ...] | None,
+        events: int | None,
+        topology: str | None = None,
     ) -> Plan:
         changes: dict[str, Any] = {}
+        if topology is not None:
+            topologies(topology)  # refuses an unknown name
+            changes["topology"] = topology
         if duration is not None:
             changes["duration"] = duration
             changes["warmup_s"] = min(self.warmup_s, duration)
@@ -76,8 +85,9 @@ def _say(started: float) -> Say:
 
 
 def _line(name: str, e: dict[str, Any]) -> str:
+    where = f" [{e['topology']}]" if "topology" in e else ""
     return (
-        f"{name} {e['rate']:g}/s @ {e['ingest_rate']:g} events/s: p50 {e['p50_ms']} ms, "
+        f"{name}{where} {e['rate']:g}/s @ {e['ingest_rate']:g} events/s: p50 {e['p50_ms']} ms, "
         f"p99 {e['p99_ms']} ms, {e['answered']}/{e['sent']} answered, {e['errors']} errors"
     )
 
@@ -91,7 +101,7 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     if start_stack:
         stack.up(base, say=say)
     fleet = Fleet(base, f"bench{uuid.uuid4().hex[:8]}")
-    say(f"bench {fleet.tag}: on topics, a consumer group and Redis keys of its own")
+    say(f"bench {fleet.tag}: on topics, consumer groups and Redis keys of its own")
     facts = machine.machine(fleet.settings, dataclasses.asdict(plan))
     switch = sys.getswitchinterval()
     # The generator's threads (pacer, background shoppers, the client's poll thread) take
@@ -108,21 +118,25 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     finally:
         gc.enable()
         sys.setswitchinterval(switch)
-        say("removing the bench's workers, topics, group and keys")
+        say("removing the bench's workers, topics, groups and keys")
         fleet.close()
+    facts["topology"] = plan.topology
+    facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
+    facts["workers"] = [
+        {k: w[k] for k in ("worker", "role", "topology")} for w in parts["memory"]["workers"]
+    ]
     return report.build(facts, started=started, elapsed_s=time.monotonic() - t0, **parts)
 
 
 def _measure(fleet: Fleet, plan: Plan, say: Say) -> dict[str, Any]:
     used_before = memory.used_memory(fleet.settings)
     fleet.open()
-    first = fleet.add_worker()
-    fleet.wait_assigned(1)
+    order = topologies(plan.topology)
+    fleet.deploy(order[0])
     probe = StoreProbe(fleet.settings)
     catalog = make_catalog(plan.items, seed=plan.seed)
     fleet.publish_catalog(catalog, probe)
-    say(f"worker ready (web port {first.web_port}), {len(catalog)}-item catalogue stored")
-    rss = {0: memory.rss_mb(first.proc.pid)}
+    say(f"{_deployment(fleet)} ready, {len(catalog)}-item catalogue stored")
     watches: list[PushWatch] = []
 
     def on_response(doc: dict[str, Any], arrived: float) -> None:
@@ -145,34 +159,41 @@ def _measure(fleet: Fleet, plan: Plan, say: Say) -> dict[str, Any]:
         say=say,
         pushes=watches,
     )
+    parts: dict[str, Any] = {"ingest": [], "request_response": [], "push": [], "http": []}
     try:
         client.start()
-        floor_kafka, floor_redis = _floor(bench, plan)
-        ingest = [_ingest(bench, plan, 1)] if 1 in plan.workers else []
-        rr, push, http = _under_load(bench, plan, first.web_port)
-        for n in sorted(w for w in plan.workers if w > 1):
-            while len(fleet.workers) < n:
-                index = len(fleet.workers)
-                rss[index] = memory.rss_mb(fleet.add_worker().proc.pid)
-            ingest.append(_ingest(bench, plan, n))
-        mem = memory.redis_memory(fleet.settings, used_before, plan.seed)
-        mem["workers"] = [
-            {"worker": i, "start_mb": rss.get(i), "end_mb": memory.rss_mb(w.proc.pid)}
-            for i, w in enumerate(fleet.workers)
-        ]
+        parts["floor_kafka"], parts["floor_redis"] = _floor(bench, plan)
+        for topology in order:
+            _one_topology(bench, plan, topology, parts)
+        parts["memory"] = memory.redis_memory(fleet.settings, used_before, plan.seed)
+        parts["memory"]["workers"] = fleet.rss_figures()
     finally:
         background.stop()
         client.close()
         probe.close()
-    return {
-        "ingest": ingest,
-        "request_response": rr,
-        "push": push,
-        "http": http,
-        "floor_kafka": floor_kafka,
-        "floor_redis": floor_redis,
-        "memory": mem,
-    }
+    return parts
+
+
+def _deployment(fleet: Fleet) -> str:
+    roles = ", ".join(f"{w.role} (web port {w.web_port})" for w in fleet.workers)
+    return f"topology {fleet.topology}: workers {roles}"
+
+
+def _one_topology(bench: Bench, plan: Plan, topology: str, parts: dict[str, Any]) -> None:
+    """Ingest with one worker, the latency windows, then ingest with more workers: all on
+    `topology`'s workers (deployed here unless they already run)."""
+    fleet = bench.fleet
+    if fleet.topology != topology:
+        fleet.deploy(topology)
+        bench.say(f"{_deployment(fleet)} ready")
+    if 1 in plan.workers:
+        parts["ingest"].append(_ingest(bench, plan, topology, 1))
+    latency = _under_load(bench, plan, topology, fleet.answering().web_port)
+    for name, entries in zip(("request_response", "push", "http"), latency, strict=True):
+        parts[name] += entries
+    for n in sorted(w for w in plan.workers if w > 1):
+        fleet.scale_ingest(topology, n)
+        parts["ingest"].append(_ingest(bench, plan, topology, n))
 
 
 def _floor(bench: Bench, plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -193,21 +214,25 @@ def _floor(bench: Bench, plan: Plan) -> tuple[list[dict[str, Any]], list[dict[st
     return kafka, redis
 
 
-def _ingest(bench: Bench, plan: Plan, workers: int) -> dict[str, Any]:
+def _ingest(bench: Bench, plan: Plan, topology: str, workers: int) -> dict[str, Any]:
+    role = ingest_role(topology)
     events = scenarios.make_events(bench.catalog, plan.ingest_events, plan.seed + workers)
-    bench.say(f"ingest: {len(events):,} events with {workers} worker(s) ...")
-    result = scenarios.ingest(bench, workers, events)
+    who = f"{workers} {role} worker(s), topology {topology}"
+    bench.say(f"ingest: {len(events):,} events with {who} ...")
+    result = {"topology": topology, "role": role, **scenarios.ingest(bench, workers, events)}
     bench.say(
-        f"ingest with {workers} worker(s): {result['events_per_s']} events/s applied "
+        f"ingest with {who}: {result['events_per_s']} events/s applied "
         f"(producer {result['producer_per_s']} events/s)"
     )
     return result
 
 
 def _under_load(
-    bench: Bench, plan: Plan, web_port: int
+    bench: Bench, plan: Plan, topology: str, web_port: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Push, request->response and HTTP windows at each background ingest rate."""
+    """Push, request->response and HTTP windows at each background ingest rate, each entry
+    marked with the topology it was measured on."""
+    on = {"topology": topology}
     rr: list[dict[str, Any]] = []
     push: list[dict[str, Any]] = []
     http: list[dict[str, Any]] = []
@@ -215,13 +240,13 @@ def _under_load(
         bench.background.start(bg)
         try:
             time.sleep(plan.warmup_s)  # sessions to ask for, and the worker in its stride
-            push.append(scenarios.push(bench, bg))
+            push.append({**scenarios.push(bench, bg), **on})
             bench.say(_line("add_to_cart->push", push[-1]))
             for rate in plan.request_rates:
-                rr.append(scenarios.request_response(bench, rate, bg))
+                rr.append({**scenarios.request_response(bench, rate, bg), **on})
                 bench.say(_line("request->response", rr[-1]))
             for rate in plan.http_rates:
-                http.append(scenarios.http(bench, rate, bg, web_port))
+                http.append({**scenarios.http(bench, rate, bg, web_port), **on})
                 bench.say(_line("http GET", http[-1]))
         finally:
             bench.background.stop()

@@ -99,7 +99,7 @@ def wait_quiet(probe: StoreProbe, timeout: float = 300.0) -> int:
 def ingest(bench: Bench, workers: int, events: list[tuple[str, bytes]]) -> dict[str, Any]:
     """Produce `events` as fast as one producer can and time the store applying them."""
     fleet = bench.fleet
-    fleet.wait_assigned(workers)
+    fleet.wait_ready()
     producer = kafka_io.producer(fleet.settings, **INGEST_PRODUCER)
     # Connected (and its idempotent id fetched) while the worker settles, not on the clock.
     producer.list_topics(fleet.settings.topic_events, timeout=10)

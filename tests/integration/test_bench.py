@@ -1,5 +1,6 @@
-"""`stream-reco bench` for real: a very short run through Kafka, a worker and Redis, its JSON,
-and nothing of it left on the stack afterwards (also after Ctrl-C)."""
+"""`stream-reco bench` for real: very short runs through Kafka, workers and Redis (one `all`
+worker; an `ingest` beside a `query` worker), their JSON, and nothing of them left on the
+stack afterwards (also after Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ("bench", "--quick", "--duration", "2", "--events", "2000", "--no-stack")
 
 
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
+
+
+def _groups(settings: Settings, tag: str) -> list[str]:
+    admin = _admin(settings)  # kept until the answer is in: a destroyed client fails its futures
+    listed = admin.list_consumer_groups().result().valid
+    return sorted(g.group_id for g in listed if tag in g.group_id)
+
+
 def _leftovers(settings: Settings, tag: str, key_prefix: str) -> dict[str, list[Any]]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
     client = redis.Redis.from_url(settings.redis_url)
     try:
         return {
-            "topics": [t for t in admin.list_topics(timeout=10).topics if tag in t],
-            "groups": [
-                g.group_id for g in admin.list_consumer_groups().result().valid if tag in g.group_id
-            ],
+            "topics": [t for t in _admin(settings).list_topics(timeout=10).topics if tag in t],
+            "groups": _groups(settings, tag),
             "keys": list(client.scan_iter(match=f"{key_prefix}:*", count=1000)),
         }
     finally:
@@ -59,6 +67,7 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
     m, sc = doc["machine"], doc["scenarios"]
     assert m["cores"] >= 1 and m["redis"] and m["settings"]["partitions"] >= 1
     assert m["bench"]["quick"] is True and m["bench"]["duration"] == 2
+    assert m["topology"] == "all" and [w["role"] for w in m["workers"]] == ["all"]
     assert sc["ingest"]["events_per_s"] > 0
     assert sc["ingest"]["runs"][0]["events"] == 2000
     for name in ("request_response", "push", "http"):
@@ -66,6 +75,7 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
         for e in sc[name]:
             assert set(ENTRY_KEYS) <= set(e), (name, e)
             assert e["ingest_rate"] == 2000 and e["answered"] > 0, (name, e)
+            assert e["topology"] == "all", (name, e)
             assert e["errors"] == 0, (name, e)  # nothing lost or failed at the low rate
             assert 0 < e["p50_ms"] <= e["p99_ms"] <= e["max_ms"], (name, e)
     assert sc["request_response"][0]["rate"] == 200 and sc["http"][0]["rate"] == 200
@@ -75,6 +85,7 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
     assert sc["request_response"][0]["x_floor_p50"] > 0
     assert sc["memory"]["bytes_per_session"] > 0 and sc["memory"]["bytes_per_item"] > 0
     assert all(w["start_mb"] > 0 and w["end_mb"] > 0 for w in sc["memory"]["workers"])
+    assert [w["role"] for w in sc["memory"]["workers"]] == ["all"]
     assert (tmp_path / "request_response.png").exists()
     tag = m["settings"]["app_id"].rpartition("-")[2]
     assert tag.startswith("bench")
@@ -85,15 +96,65 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
     }
 
 
-def test_ctrl_c_stops_the_bench_and_still_cleans_up(settings: Settings) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_reco.cli", *SMOKE],
+def _start(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_reco.cli", *args],
         env={**os.environ, **settings.to_env()},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
+
+
+def test_split_topology_answers_from_a_query_worker_and_cleans_up(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    proc = _start(settings, *SMOKE, "--topology", "split", "--json", str(out))
+    assert proc.stderr is not None
+    lines: list[str] = []
+    tag, groups = "", []
+    try:
+        for line in proc.stderr:  # progress lines: look at the groups once the workers settled
+            lines.append(line)
+            named = re.search(r"bench (bench[0-9a-f]{8}):", line)
+            tag = named.group(1) if named else tag
+            if "topology split: workers" in line:
+                groups = _groups(settings, tag)
+        stdout, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    app_id = f"{settings.app_id}-{tag}"
+    assert {f"{app_id}-events", f"{app_id}-requests", f"{app_id}-query"} <= set(groups)
+    assert "topology split (1 ingest + 1 query workers)" in stdout
+    doc = orjson.loads(out.read_bytes())
+    m, sc = doc["machine"], doc["scenarios"]
+    assert (m["topology"], m["bench"]["topology"]) == ("split", "split")
+    assert [(w["role"], w["topology"]) for w in m["workers"]] == [
+        ("ingest", "split"),
+        ("query", "split"),
+    ]
+    assert [(r["topology"], r["role"]) for r in sc["ingest"]["runs"]] == [("split", "ingest")]
+    assert sc["ingest"]["events_per_s"] > 0
+    for name in ("request_response", "push", "http"):
+        assert sc[name], name
+        for e in sc[name]:
+            assert set(ENTRY_KEYS) <= set(e), (name, e)
+            assert e["topology"] == "split" and e["answered"] > 0, (name, e)
+            assert e["errors"] == 0, (name, e)
+    assert {w["role"] for w in sc["memory"]["workers"]} == {"ingest", "query"}
+    assert _gone(settings, tag, m["settings"]["key_prefix"]) == {
+        "topics": [],
+        "groups": [],
+        "keys": [],
+    }
+
+
+def test_ctrl_c_stops_the_bench_and_still_cleans_up(settings: Settings) -> None:
+    proc = _start(settings, *SMOKE)
     assert proc.stderr is not None
     lines: list[str] = []
     try:

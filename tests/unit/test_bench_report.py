@@ -9,9 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_reco.bench import report, stats
+from stream_reco.bench import plots, report, stats, topology
 from stream_reco.bench.load import paced
 from stream_reco.bench.windows import PushWatch
+from stream_reco.config import Settings
+from stream_reco.errors import ConfigError
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -181,6 +183,108 @@ def test_table_and_plots_show_the_figures(tmp_path: Path) -> None:
     text = report.table(doc)
     assert "request->response" in text and "floor kafka echo" in text
     assert "10.0x" in text and "2,000 B/session" in text
-    written = report.plot(doc, tmp_path / "plots")
+    written = plots.plot(doc, tmp_path / "plots")
     assert [p.name for p in written] == ["request_response.png", "http.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def _on(topology_name: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "topology": topology_name} for e in entries]
+
+
+def _ingest_run(topology_name: str, role: str, workers: int, rate: float) -> dict[str, Any]:
+    return {
+        "topology": topology_name,
+        "role": role,
+        "workers": workers,
+        "events": 10,
+        "events_per_s": rate,
+        "first_to_last_per_s": rate,
+        "producer_per_s": 1e5,
+    }
+
+
+def _both_report() -> dict[str, Any]:
+    """A `--topology both` run: every latency measured on `all` and on `split` workers."""
+    machine = {"cores": 2, "cpu_model": "x", "ram_gb": 4.0, "kafka": "3.9.1", "redis": "7"}
+    machine.update(python="3.11", bench={"quick": True}, topology="both")
+    machine["topologies"] = {"all": ["all"], "split": ["ingest", "query"]}
+    rr = [_entry(200, 2000, 10, 20), _entry(500, 2000, 40, 90)]
+    split_rr = [_entry(200, 2000, 5, 30), _entry(500, 2000, 20, 45)]
+    workers = [
+        {"worker": 0, "role": "all", "topology": "all", "start_mb": 150.0, "end_mb": 170.0},
+        {"worker": 1, "role": "ingest", "topology": "split", "start_mb": 151.0, "end_mb": 160.0},
+        {"worker": 2, "role": "query", "topology": "split", "start_mb": 140.0, "end_mb": 145.0},
+    ]
+    return report.build(
+        machine,
+        ingest=[
+            _ingest_run("split", "ingest", 1, 700.0),
+            _ingest_run("all", "all", 2, 900.0),
+            _ingest_run("all", "all", 1, 500.0),
+        ],
+        request_response=_on("all", rr) + _on("split", split_rr),
+        # Pushes come at the rate carts do, a little different in each window.
+        push=_on("all", [_entry(120, 2000, 6, 12)]) + _on("split", [_entry(131, 2000, 3, 24)]),
+        http=_on("all", [_entry(200, 2000, 4, 8)]) + _on("split", [_entry(200, 2000, 2, 8)]),
+        floor_kafka=[_entry(50, 0, 2, 4), _entry(200, 0, 3, 5), _entry(500, 0, 4, 9)],
+        floor_redis=[_entry(200, 0, 0.5, 1)],
+        memory={"bytes_per_session": 2000, "sessions": 10, "workers": workers},
+        started="2026-01-01T00:00:00+00:00",
+        elapsed_s=99.0,
+    )
+
+
+def test_both_topologies_keep_the_issue_shape_and_say_which_entry_is_which() -> None:
+    sc = orjson.loads(orjson.dumps(_both_report()))["scenarios"]
+    # The headline ingest figure is one `all` worker's; every run names its topology and role.
+    assert (sc["ingest"]["events_per_s"], sc["ingest"]["topology"]) == (500.0, "all")
+    runs = [(r["topology"], r["role"], r["workers"]) for r in sc["ingest"]["runs"]]
+    assert runs == [("all", "all", 1), ("all", "all", 2), ("split", "ingest", 1)]
+    for name in ("request_response", "push", "http"):
+        assert {e["topology"] for e in sc[name]} == {"all", "split"}
+        assert all(set(report.ENTRY_KEYS) <= set(e) for e in sc[name])
+    assert sc["floor"]["kafka_p50_ms"] == 3
+
+
+def test_split_is_compared_with_all_at_the_same_rates() -> None:
+    ratios = {
+        (r["scenario"], r["rate"]): (r["split_over_all_p50"], r["split_over_all_p99"])
+        for r in _both_report()["scenarios"]["topology_ratios"]
+    }
+    assert ratios == {
+        ("request_response", 200): (0.5, 1.5),
+        ("request_response", 500): (0.5, 0.5),
+        ("push", 131): (0.5, 2.0),  # matched by ingest rate: a push has no rate of its own
+        ("http", 200): (0.5, 1.0),
+    }
+    assert _report()["scenarios"]["topology_ratios"] == []  # one topology: nothing to compare
+
+
+def test_table_and_plots_name_the_topologies_and_roles(tmp_path: Path) -> None:
+    doc = _both_report()
+    text = report.table(doc)
+    assert "topology both (all: 1 all worker; split: 1 ingest + 1 query workers)" in text
+    assert "topology split (1 ingest + 1 query workers):" in text
+    assert "split / all" in text and "1.50x" in text
+    assert "worker 2 (query) RSS 140 -> 145 MB" in text
+    assert "1 ingest" in text.split("latency in ms")[0]  # the ingest table says the role
+    assert len(plots.plot(doc, tmp_path)) == 2
+
+
+def test_each_role_waits_for_the_groups_it_reads() -> None:
+    s = Settings().isolated("t")
+    wanted = {(n.group, n.topic, n.members) for n in topology.needs(s, ["ingest", "query"])}
+    assert wanted == {
+        (s.events_group, s.topic_events, 1),
+        (s.app_id, s.topic_catalog, 1),
+        (s.requests_group, s.topic_requests, 1),
+        (f"{s.app_id}-query", None, 1),
+    }
+    two = {(n.group, n.members) for n in topology.needs(s, ["all", "all"])}
+    assert two == {(s.events_group, 2), (s.app_id, 2), (s.requests_group, 2)}
+    with pytest.raises(ConfigError):
+        topology.needs(s, ["all", "query"])  # one topology at a time
+    assert topology.topologies("both") == ("all", "split")
+    with pytest.raises(ConfigError):
+        topology.topologies("mesh")
