@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BEHAVIOUR_EVERY_S = 60.0  # behavioural vectors change slowly; one worker (a lease) redoes them
 INDEX_EVERY_S = 0.2  # how soon another worker's new catalogue item is similar-searchable here
 SNAPSHOT_EVERY_S = 30.0
+STOP_GRACE_S = 10.0  # how long a stopping worker lets its batches in flight finish
 Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
 
 
@@ -55,20 +56,31 @@ class Wiring:
             self._store = RedisStore.connect(self.settings)
         return self._store
 
-    def loop(self, name: str, topic: str, group: str, handler: Handler) -> None:
-        """A librdkafka consumer of `topic` for the hot paths (events, requests), guarded."""
+    def loop(
+        self, name: str, topic: str, group: str, handler: Handler, *, per_partition: bool = False
+    ) -> None:
+        """A librdkafka consumer of `topic` for the hot paths (events, requests), guarded;
+        `per_partition`: each partition's part of a batch guarded on its own, side by side,
+        so one part's failure and retry never costs another part its outputs."""
         s = self.settings
 
         def reject(m: Message, why: str) -> Out:
             return messages.rejected(s, m, why)
 
+        def work(part: list[Message]) -> Awaitable[list[Out]]:
+            return handler(self.store(), s, part)
+
         async def handle(msgs: list[Message]) -> list[Out]:
-            def work(part: list[Message]) -> Awaitable[list[Out]]:
-                return handler(self.store(), s, part)
+            if not per_partition:
+                return await guarded(msgs, work, reject)
+            parts = messages.by_partition(msgs)
+            done = await asyncio.gather(*(guarded(p, work, reject) for p in parts))
+            return [o for outs in done for o in outs]
 
-            return await guarded(msgs, work, reject)
-
-        self.loops.append(TopicLoop(s, name, topic, group, handle, self.sink))
+        # Requests left from before this group existed are not worth answering: start at
+        # the end. Events are state: a new group starts from the beginning of retention.
+        start = "earliest" if topic == s.topic_events else "latest"
+        self.loops.append(TopicLoop(s, name, topic, group, handle, self.sink, start=start))
 
     def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
         """An agent that takes batches from `topic` and hands them to `handler`, guarded."""
@@ -85,7 +97,7 @@ class Wiring:
                 def work(part: list[Message]) -> Awaitable[list[Out]]:
                     return handler(self.store(), s, part)
 
-                self.sink.send(await guarded(msgs, work, reject))
+                await self.sink.send(await guarded(msgs, work, reject))
 
         agent.__name__ = agent.__qualname__ = name  # Faust names agents after their function
         self.app.agent(topic)(agent)
@@ -100,7 +112,8 @@ def create_app(settings: Settings) -> faust.App:
     if settings.role in ("all", "query"):
         w.loop("requests", settings.topic_requests, settings.requests_group, _answerer(w.live))
     _followers(app, w)
-    add_views(app, settings, w.live, w.store)
+    if settings.role in ("all", "query"):  # an ingest worker's answers would queue behind it
+        add_views(app, settings, w.live, w.store)
     app.service(_Lifecycle(w))
     return app
 
@@ -134,9 +147,9 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     s = w.settings
 
     async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        return await messages.on_event_partitions(st, s, msgs, w.live)
+        return await messages.on_event_messages(st, s, msgs, w.live)
 
-    w.loop("events", s.topic_events, s.events_group, on_events)
+    w.loop("events", s.topic_events, s.events_group, on_events, per_partition=True)
     w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(s.topic_config, partitions=1, compacting=True)
@@ -209,8 +222,13 @@ class _Lifecycle(mode.Service):
     async def on_stop(self) -> None:
         for loop in self.wiring.loops:
             loop.stop()
-        await asyncio.gather(*self._tasks)
-        await asyncio.to_thread(self.wiring.sink.close)
+        # A batch held by a Redis outage would keep the worker from ever stopping: after a
+        # grace period it is cancelled, not stored, and so redone by the next owner.
+        _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_S) if self._tasks else ((), ())
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.wiring.sink.flush)
 
 
 @contextmanager

@@ -159,7 +159,7 @@ class Settings:
     examples_max: int = 100000
     refresh_s: float = 1.0
     role: str = "all"
-    push_max_lag_ms: int = 5000
+    answer_max_lag_ms: int = 5000
 
     def __post_init__(self) -> None:
         # A read-only copy: nobody can change the weights of a shared, frozen Settings.
@@ -190,7 +190,7 @@ class Settings:
             "default_k max_k batch_max cooc_half_life_s "
             "pop_half_life_s "
             "max_future_s budget_ms model_min_examples model_lr examples_max refresh_s "
-            "push_max_lag_ms"
+            "answer_max_lag_ms"
         ).split()
         for name in positive:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):

@@ -17,7 +17,7 @@ from confluent_kafka import (
 )
 
 from stream_reco.config import Settings
-from stream_reco.guard import ERRORS
+from stream_reco.errors import ERRORS, StackError
 from stream_reco.kafka_io import QUIET, Sink
 from stream_reco.messages import Message, Out
 
@@ -42,7 +42,15 @@ class TopicLoop:
     """
 
     def __init__(
-        self, settings: Settings, name: str, topic: str, group: str, handle: Handle, sink: Sink
+        self,
+        settings: Settings,
+        name: str,
+        topic: str,
+        group: str,
+        handle: Handle,
+        sink: Sink,
+        *,
+        start: str = "earliest",
     ) -> None:
         self.settings, self.name, self.topic = settings, name, topic
         self.handle, self.sink = handle, sink
@@ -50,11 +58,14 @@ class TopicLoop:
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no batch is in flight
         self._idle.set()
+        self._not_fetching = threading.Event()  # set while no poll() runs on the fetch thread
+        self._not_fetching.set()
+        self._owned: frozenset[int] = frozenset()  # partitions assigned now
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
                 "group.id": group,
-                "auto.offset.reset": "earliest",
+                "auto.offset.reset": start,  # where a group without offsets begins
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,  # stored by us, after the effects
                 "auto.commit.interval.ms": 1000,
@@ -64,7 +75,8 @@ class TopicLoop:
         )
 
     async def run(self) -> None:
-        """Consume until `stop()`; closes the consumer (committing what was stored) on exit."""
+        """Consume until `stop()` (or cancellation); closes the consumer on the way out,
+        committing what was stored, once no fetch is running on its thread."""
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         in_flight: asyncio.Task[None] | None = None
         try:
@@ -81,6 +93,11 @@ class TopicLoop:
                 await in_flight
         finally:
             self._stop.set()
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()  # cancelled, not stored: redelivered to the next owner
+                await asyncio.gather(in_flight, return_exceptions=True)
+            # Closing while the fetching thread is inside poll() can crash librdkafka.
+            await asyncio.to_thread(self._not_fetching.wait, REVOKE_WAIT_S + POLL_S)
             await asyncio.to_thread(self._consumer.close)
 
     def stop(self) -> None:
@@ -88,20 +105,29 @@ class TopicLoop:
 
     def _fetch(self) -> list[Any]:
         """Block until one message arrives (or POLL_S passes), then take what else is there."""
-        first = self._consumer.poll(POLL_S)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(self.settings.batch_max - 1, 0)]
+        self._not_fetching.clear()
+        try:
+            first = self._consumer.poll(POLL_S)
+            if first is None:
+                return []
+            return [first, *self._consumer.consume(self.settings.batch_max - 1, 0)]
+        finally:
+            self._not_fetching.set()
 
     def _messages(self, raw: list[Any]) -> list[Message]:
         out: list[Message] = []
+        owned = self._owned
         for m in raw:
             err = m.error()
             if err is not None:
+                if err.fatal():
+                    raise StackError(f"consuming {self.topic}: fatal Kafka error: {err}")
                 if err.code() != KafkaError._PARTITION_EOF:
                     ERRORS["kafka_consume"] += 1
                     log.warning("consuming %s: %s", self.topic, err)
                 continue
+            if m.partition() not in owned:
+                continue  # fetched before a rebalance gave its partition to another worker
             kind, ts = m.timestamp()
             sent = ts if kind != TIMESTAMP_NOT_AVAILABLE else None
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), sent))
@@ -110,7 +136,7 @@ class TopicLoop:
 
     async def _handle(self, batch: list[Message]) -> None:
         try:
-            self.sink.send(await self.handle(batch))
+            await self.sink.send(await self.handle(batch))
             self._store_offsets(batch)
         finally:
             self._idle.set()
@@ -129,11 +155,13 @@ class TopicLoop:
             log.info("offsets not stored (%s); the next owner redoes them", exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        owned = sorted(tp.partition for tp in partitions)
+        self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
+        owned = sorted(self._owned)
         log.info("%s partitions assigned: %s of %s", self.name, owned, self.topic)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs on the fetching thread: hold the rebalance until the batch in flight has stored
         # its offsets, so the partitions' new owner starts after it rather than redoing it.
+        self._owned = frozenset()
         if not self._idle.wait(REVOKE_WAIT_S):
             log.warning("rebalance went ahead with a batch of %s still in flight", self.topic)

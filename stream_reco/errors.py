@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+# Failures handled without stopping a stream (and answers not given on purpose), by kind:
+# nothing is swallowed uncounted; the metrics endpoint will export these.
+ERRORS: Counter[str] = Counter()
+
 
 class StreamRecoError(Exception):
     """Base of every error stream-reco raises on purpose."""

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from stream_reco.errors import StoreError
+from stream_reco.errors import ERRORS, StoreError
 from stream_reco.messages import Message, Out
 
 log = logging.getLogger(__name__)
-# Failures handled without stopping the stream, by kind; the metrics endpoint will export these.
-ERRORS: Counter[str] = Counter()
 
 Work = Callable[[list[Message]], Awaitable[list[Out]]]
 Reject = Callable[[Message, str], Out]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from stream_reco.config import Settings
 from stream_reco.errors import StackError
 
 log = logging.getLogger(__name__)
+QUEUE_FULL_TRIES = 100  # x 10 ms: how long an output waits for room in the producer's queue
 # librdkafka logs transient states (coordinator loading, purged queues) as warnings on stderr;
 # errors still surface as exceptions and delivery failures.
 QUIET = {"log_level": 3}
@@ -96,19 +98,29 @@ class Sink:
     def __init__(self, settings: Settings, errors: Counter[str]) -> None:
         # 1 ms: a shopper's page waits for a push or an answer; batching beyond that buys
         # throughput nobody here needs.
-        self._producer = producer(settings, **{"linger.ms": 1})
+        # A delivery that cannot succeed within 30 s is reported (and counted) as failed,
+        # rather than held for librdkafka's default of five minutes.
+        self._producer = producer(settings, **{"linger.ms": 1, "message.timeout.ms": 30000})
         self._errors = errors
 
-    def send(self, outs: Iterable[Output]) -> None:
+    async def send(self, outs: Iterable[Output]) -> None:
+        """Hand every output to the producer. A full local queue is waited out on the event
+        loop (bounded), never by blocking it; an output Kafka refuses outright (too large, a
+        fatal producer state) is counted and logged, and the stream goes on."""
         for o in outs:
-            for _ in range(100):
+            for _ in range(QUEUE_FULL_TRIES):
                 try:
                     self._producer.produce(
                         o.topic, value=o.value, key=o.key, on_delivery=self._delivered
                     )
                     break
                 except BufferError:  # the local queue is full: let it drain a little
-                    self._producer.poll(0.01)
+                    self._producer.poll(0)
+                    await asyncio.sleep(0.01)
+                except KafkaException as exc:
+                    self._errors["send"] += 1
+                    log.error("Kafka refused an output for %s: %s", o.topic, exc)
+                    break
             else:
                 self._errors["send"] += 1
                 log.error("producer queue full: dropped an output for %s", o.topic)
@@ -118,8 +130,13 @@ class Sink:
         """Serve delivery reports (call now and then even when nothing is sent)."""
         self._producer.poll(0)
 
-    def close(self, timeout: float = 10.0) -> None:
-        self._producer.flush(timeout)
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait for queued outputs (at shutdown); those still queued after `timeout` are
+        counted as lost."""
+        left = self._producer.flush(timeout)
+        if left:
+            self._errors["send"] += left
+            log.error("%d outputs were still undelivered at shutdown", left)
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:

@@ -11,7 +11,8 @@ import orjson
 
 from stream_reco import runtime
 from stream_reco.candidates import vectors
-from stream_reco.config import Settings
+from stream_reco.config import ENV, Settings
+from stream_reco.errors import ERRORS
 from stream_reco.events import (
     MAX_DEADLETTER_BYTES,
     CatalogItem,
@@ -55,21 +56,14 @@ def rejected(settings: Settings, m: Message, reason: str) -> Out:
     return Out(settings.topic_deadletter, key, value)
 
 
-async def on_event_partitions(
-    store: RedisStore, settings: Settings, msgs: Sequence[Message], live: Runtime | None = None
-) -> list[Out]:
-    """A batch handled per Kafka partition, the partitions side by side: one partition's Redis
-    work overlaps the next one's Python work. Order within a partition (and so within a
-    session, the partition key) is kept; there is no order between partitions to keep."""
+def by_partition(msgs: Sequence[Message]) -> list[list[Message]]:
+    """A batch cut per Kafka partition, each in its order: sessions (the partition key) never
+    span two, so the parts can be handled side by side, one's Redis work overlapping the
+    next one's Python work."""
     parts: dict[int | None, list[Message]] = {}
     for m in msgs:
         parts.setdefault(m.partition, []).append(m)
-    if len(parts) == 1:
-        return await on_event_messages(store, settings, msgs, live)
-    done = await asyncio.gather(
-        *(on_event_messages(store, settings, part, live) for part in parts.values())
-    )
-    return [o for outs in done for o in outs]
+    return list(parts.values())
 
 
 async def on_event_messages(
@@ -88,7 +82,7 @@ async def on_event_messages(
             continue
         origin[ev.event_id] = m
         good.append(ev)
-        if m.sent_ms is not None and now - m.sent_ms > settings.push_max_lag_ms:
+        if m.sent_ms is not None and now - m.sent_ms > settings.answer_max_lag_ms:
             late.add(ev.event_id)
     pushes, refused = await handle_events(store, settings, good, live, no_push=late)
     outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
@@ -128,6 +122,13 @@ async def on_catalog_messages(
 async def on_request_message(
     store: RedisStore, settings: Settings, m: Message, live: Runtime | None = None
 ) -> Out:
+    waited = None if m.sent_ms is None else _now_ms() - m.sent_ms
+    if waited is not None and waited > settings.answer_max_lag_ms:
+        # A backlog (a restart, an overload) is not answered oldest first: its callers have
+        # given up, and answering them would only delay the requests still wanted.
+        ERRORS["late_request"] += 1
+        why = f"request waited {waited} ms in Kafka (over {ENV['answer_max_lag_ms']}"
+        return rejected(settings, m, f"{why}={settings.answer_max_lag_ms}): not answered")
     req = decode_request(m.value, settings.default_k, settings.max_k)
     if isinstance(req, Rejected):
         return rejected(settings, m, req.reason)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +35,7 @@ from stream_reco.errors import StackError
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 ASSIGN_TIMEOUT_S = 90.0
 CATALOG_TIMEOUT_S = 60.0
@@ -160,11 +163,14 @@ class Fleet:
     def stop_workers(self) -> None:
         """Stop every worker, noting its RSS first (for the report's memory figures)."""
         while self.workers:
-            worker = self.workers.pop()
-            self.retired.append(worker.rss(rss_mb(worker.proc.pid)))
-            stop_worker(worker.proc)
-            if not self.failed:
-                worker.log.unlink(missing_ok=True)
+            self._retire(self.workers[-1])
+
+    def _retire(self, worker: Worker) -> None:
+        self.workers.remove(worker)
+        self.retired.append(worker.rss(rss_mb(worker.proc.pid)))
+        stop_worker(worker.proc)
+        if not self.failed:
+            worker.log.unlink(missing_ok=True)
 
     def rss_figures(self) -> list[dict[str, Any]]:
         """Every worker's RSS once ready and at its end (now, for those still running)."""
@@ -215,15 +221,36 @@ class Fleet:
                 )
             time.sleep(0.2)
 
-    def close(self) -> None:
+    def close(self, *, raise_errors: bool = True) -> None:
         """Stop the workers and delete the run's topics, groups, keys and files (also after a
-        failure or Ctrl-C); worker logs are kept only when the run failed."""
-        for closer in reversed(self.closers):
-            closer()
-        self.stop_workers()
-        self._delete_topics()
-        self._delete_groups()
-        self._delete_keys()
+        failure or Ctrl-C); worker logs are kept only when the run failed. Every step runs
+        even when an earlier one fails; failures are logged and, with `raise_errors` (no
+        earlier error of the run on its way, which a new one must not hide), raised as one."""
+        steps: list[tuple[str, Callable[[], None]]] = [
+            (f"closing {getattr(c, '__qualname__', c)}", c) for c in reversed(self.closers)
+        ]
+        workers = reversed(self.workers)  # in stop_workers' order
+        steps += [(f"stopping worker {w.number}", partial(self._retire, w)) for w in workers]
+        steps += [
+            ("deleting topics", self._delete_topics),
+            ("deleting consumer groups", self._delete_groups),
+            ("deleting Redis keys", self._delete_keys),
+            ("deleting files", self._delete_files),
+        ]
+        failed: list[str] = []
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # every step gets its turn, whatever the last one did
+                log.warning("bench cleanup: %s failed: %s", what, exc, exc_info=True)
+                failed.append(f"{what}: {exc}")
+        if failed and raise_errors:
+            raise StackError(
+                f"the bench could not remove all of run {self.tag} ({'; '.join(failed)}); "
+                f"delete what is left by hand: topics, groups and keys containing {self.tag!r}"
+            )
+
+    def _delete_files(self) -> None:
         home = self.settings.home.resolve()
         # Faust's data and the ANN index snapshots are named after the app id (and role).
         for folder in ("faust", "ann"):
@@ -232,9 +259,16 @@ class Fleet:
 
     def _delete_topics(self) -> None:
         mine = [t for t in self.admin.list_topics(timeout=10).topics if self.tag in t]
-        if mine:
-            for fut in self.admin.delete_topics(mine, operation_timeout=30).values():
+        if not mine:
+            return
+        failed = []
+        for topic, fut in self.admin.delete_topics(mine, operation_timeout=30).items():
+            try:
                 fut.result()
+            except KafkaException as exc:
+                failed.append(f"{topic}: {exc}")
+        if failed:
+            raise StackError(f"could not delete topics: {'; '.join(failed)}")
 
     def _delete_groups(self) -> None:
         # A group whose last member has only just left may refuse for a moment: retry a bit.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_reco.bench.stats import ratio
+from stream_reco.bench.stats import INGEST_SHORT_SHARE, ratio
 from stream_reco.bench.topology import TOPOLOGIES
 
 # The fields every latency entry has (issue 9); entries carry more figures after these.
@@ -132,6 +132,24 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{int(value):,}"
 
 
+def latency_cell(e: dict[str, Any], key: str) -> str:
+    """One latency figure as the table shows it: ">timeout" where it falls among requests
+    that got no answer (an entry from before `unanswered` was counted shows "-")."""
+    if e.get(key) is None and e.get("unanswered", 0) > 0:
+        return ">timeout"
+    return _num(e.get(key))
+
+
+def flags(e: dict[str, Any]) -> str:
+    """What makes an entry's figures not what its rates promise, for the end of its row."""
+    out = []
+    if e.get("saturated"):
+        out.append(f"saturated: {e['unanswered']:,} of {e['sent']:,} unanswered")
+    if e.get("ingest_short"):
+        out.append(f"ingest short: {_num(e.get('ingest_sent_per_s'), 0)}/s sent")
+    return f"  ({'; '.join(out)})" if out else ""
+
+
 def _x(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}x"
 
@@ -176,11 +194,16 @@ def table(report: dict[str, Any]) -> str:
             + ("  (producer-bound)" if r.get("producer_bound") else "")
         )
     head = (
-        f"  {'scenario':<18}{'rate/s':>7}{'ingest/s':>9}{'p50':>8}{'p95':>8}{'p99':>8}"
+        f"  {'scenario':<18}{'rate/s':>7}{'ingest/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}"
         f"{'max':>9}{'sent':>7}{'answered':>9}{'errors':>7}{'p50/floor':>10}{'p99/floor':>10}"
         f"{'behind':>8}"
     )
-    lines += ["", "latency in ms, from the scheduled send to the answer read (open loop)", head]
+    lines += [
+        "",
+        "latency in ms, from the scheduled send to the answer read (open loop), over every "
+        "request sent",
+        head,
+    ]
     for topology, roles in shapes.items():
         lines.append(f"  topology {topology} ({_workers(roles)}):")
         lines += _rows(sc, topology)
@@ -202,6 +225,10 @@ def table(report: dict[str, Any]) -> str:
         f"  {rss}",
         "behind: the load generator's own p99 lag behind its schedule (ms); p50/floor and "
         "p99/floor: multiples of the floor at the closest rate",
+        ">timeout: the percentile falls among requests that got no answer (timed out or "
+        "failed); saturated: more than 1 % did, so p99 is beyond the timeout",
+        "ingest short: the background generator sent under "
+        f"{INGEST_SHORT_SHARE:.0%} of the nominal ingest/s",
     ]
     return "\n".join(lines)
 
@@ -218,10 +245,11 @@ def _rows(sc: dict[str, Any], topology: str) -> list[str]:
 def _row(name: str, e: dict[str, Any]) -> str:
     return (
         f"  {name:<18}{_num(e['rate'], 0):>7}{_num(e['ingest_rate'], 0):>9}"
-        f"{_num(e['p50_ms']):>8}{_num(e['p95_ms']):>8}{_num(e['p99_ms']):>8}"
-        f"{_num(e['max_ms']):>9}{e['sent']:>7}{e['answered']:>9}{e['errors']:>7}"
+        f"{latency_cell(e, 'p50_ms'):>9}{latency_cell(e, 'p95_ms'):>9}"
+        f"{latency_cell(e, 'p99_ms'):>9}{latency_cell(e, 'max_ms'):>9}"
+        f"{e['sent']:>7}{e['answered']:>9}{e['errors']:>7}"
         f"{_x(e.get('x_floor_p50')):>10}{_x(e.get('x_floor_p99')):>10}"
-        f"{_num(e.get('behind_p99_ms')):>8}"
+        f"{_num(e.get('behind_p99_ms')):>8}{flags(e)}"
     )
 
 

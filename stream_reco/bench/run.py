@@ -87,8 +87,9 @@ def _say(started: float) -> Say:
 def _line(name: str, e: dict[str, Any]) -> str:
     where = f" [{e['topology']}]" if "topology" in e else ""
     return (
-        f"{name}{where} {e['rate']:g}/s @ {e['ingest_rate']:g} events/s: p50 {e['p50_ms']} ms, "
-        f"p99 {e['p99_ms']} ms, {e['answered']}/{e['sent']} answered, {e['errors']} errors"
+        f"{name}{where} {e['rate']:g}/s @ {e['ingest_rate']:g} events/s: p50 "
+        f"{report.latency_cell(e, 'p50_ms')} ms, p99 {report.latency_cell(e, 'p99_ms')} ms, "
+        f"{e['answered']}/{e['sent']} answered, {e['errors']} errors{report.flags(e)}"
     )
 
 
@@ -109,8 +110,10 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     # wait that long, which would be measured as the engine's latency.
     sys.setswitchinterval(GIL_SWITCH_S)
     gc.disable()  # collected between windows instead (windows.fresh_window)
+    measured = False
     try:
         parts = _measure(fleet, plan, say)
+        measured = True
     except Exception:
         fleet.failed = True  # keeps the worker logs for the post-mortem
         say(f"failed; the worker logs stay in {fleet.settings.home.resolve() / 'logs'}")
@@ -119,7 +122,9 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
         gc.enable()
         sys.setswitchinterval(switch)
         say("removing the bench's workers, topics, groups and keys")
-        fleet.close()
+        # After a failure or Ctrl-C, cleanup errors are only logged: the first error is the one
+        # to see.
+        fleet.close(raise_errors=measured)
     facts["topology"] = plan.topology
     facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
     facts["workers"] = [

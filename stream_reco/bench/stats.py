@@ -19,7 +19,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     where = (len(ordered) - 1) * q / 100.0
     low = math.floor(where)
     high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (where - low)
+    below, above = ordered[low], ordered[high]
+    # Written out so +inf (a request never answered) gives inf, never inf - inf = nan.
+    if where == low or below == above:
+        return below
+    return below + (above - below) * (where - low)
 
 
 def ratio(value: float | None, floor: float | None) -> float | None:
@@ -35,14 +39,37 @@ def _ms(value: float) -> float | None:
     return round(value, 3) if math.isfinite(value) else None
 
 
-def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
-    """p50/p95/p99/max in ms; None for an empty window (JSON has no NaN)."""
-    return {
-        "p50_ms": _ms(percentile(latencies_ms, 50)),
-        "p95_ms": _ms(percentile(latencies_ms, 95)),
-        "p99_ms": _ms(percentile(latencies_ms, 99)),
-        "max_ms": _ms(max(latencies_ms)) if latencies_ms else None,
+def latency_summary(latencies_ms: Sequence[float], unanswered: int = 0) -> dict[str, Any]:
+    """p50/p95/p99/max in ms over every request sent, an unanswered one counting as +inf:
+    an open-loop figure must not get better because the slowest requests never came back.
+    A percentile that falls among the unanswered, like an empty window's, is None (JSON has
+    no inf or NaN); `complete` and `saturated` say which it is."""
+    every = [*latencies_ms, *([math.inf] * unanswered)]
+    summary: dict[str, Any] = {
+        "p50_ms": _ms(percentile(every, 50)),
+        "p95_ms": _ms(percentile(every, 95)),
+        "p99_ms": _ms(percentile(every, 99)),
+        "max_ms": _ms(max(every)) if every else None,
     }
+    summary["unanswered"] = unanswered
+    summary["complete"] = unanswered == 0
+    # More than ~1 % never answered: p99 lies beyond the timeout, the path is saturated.
+    summary["saturated"] = bool(every) and summary["p99_ms"] is None
+    # What the answers that did come looked like, for a window whose p99 is beyond reach.
+    summary["answered_p99_ms"] = _ms(percentile(latencies_ms, 99))
+    summary["answered_max_ms"] = _ms(max(latencies_ms)) if latencies_ms else None
+    return summary
+
+
+INGEST_SHORT_SHARE = 0.95  # below this share of the nominal rate, the background fell short
+
+
+def ingest_short(nominal: float, sent_per_s: float | None) -> bool:
+    """True when the background generator sent clearly less than the nominal ingest rate the
+    entry is filed under (the generator, not the engine, then set the load)."""
+    if sent_per_s is None or nominal <= 0:
+        return False
+    return sent_per_s < INGEST_SHORT_SHARE * nominal
 
 
 NOTE_KINDS = ("degraded", "coalesced")
@@ -80,21 +107,26 @@ class Recorder:
         return len(self.latencies_ms)
 
     def entry(self, rate: float, ingest_rate: float, **extra: Any) -> dict[str, Any]:
-        """The JSON entry the issue specifies, plus the error kinds and `extra` figures."""
+        """The JSON entry the issue specifies (latencies over everything sent), then the
+        completeness flags, error kinds, notes, `ingest_short` and the `extra` figures."""
         with self._lock:
             lat = list(self.latencies_ms)
             errors = dict(self.errors)
             notes = dict(self.notes)
             sent = self.sent
+        summary = latency_summary(lat, unanswered=max(sent - len(lat), 0))
+        percentiles = {k: summary.pop(k) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")}
         return {
             "rate": rate,
             "ingest_rate": ingest_rate,
-            **latency_summary(lat),
+            **percentiles,
             "sent": sent,
             "answered": len(lat),
             "errors": sum(errors.values()),
+            **summary,
             "error_kinds": errors,
             **notes,
+            "ingest_short": ingest_short(ingest_rate, extra.get("ingest_sent_per_s")),
             **extra,
         }
 

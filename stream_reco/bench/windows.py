@@ -37,12 +37,14 @@ def kafka_requests(
     outstanding = Outstanding()
 
     def fire(due: float) -> None:
+        # Counted before the attempt: a request the client refuses (too many waiting) is a
+        # scheduled request without an answer, part of the latency figures like a timeout.
+        rec.on_sent()
         try:
             fut = client.request(session(), K, timeout=timeout)
         except StreamRecoError:
             rec.on_error("send")
             return
-        rec.on_sent()
         outstanding.add()
         fut.add_done_callback(partial(_answered, rec, outstanding, due))
 
@@ -114,10 +116,13 @@ class PushWatch:
 
     def on_cart(self, event_id: str, session: str, due: float) -> None:
         with self._lock:
-            self._by_session.setdefault(session, []).append((event_id, due, self.measuring))
-            self._waiting += self.measuring
-        if self.measuring:
-            self.rec.on_sent()
+            # Read once: a window ending between two reads would time a cart never counted
+            # as sent. Counted under the lock, so close() sees it sent or not at all.
+            measured = self.measuring
+            self._by_session.setdefault(session, []).append((event_id, due, measured))
+            if measured:
+                self._waiting += 1
+                self.rec.on_sent()
 
     def on_response(self, doc: dict[str, Any], arrived: float) -> None:
         if doc.get("trigger") != "add_to_cart":
@@ -134,15 +139,18 @@ class PushWatch:
             done, self._by_session[session] = carts[:upto], carts[upto:]
             timed = [(eid, due) for eid, due, measured in done if measured]
             self._waiting -= len(timed)
-        for eid, due in timed:
-            self.rec.on_answer(arrived - due)
-            if named is not None and eid != named:
-                self.rec.note("coalesced")
+            # Recorded under the lock: once close() has counted the missing, every cart
+            # no longer waiting is already among the answered.
+            for eid, due in timed:
+                self.rec.on_answer(arrived - due)
+                if named is not None and eid != named:
+                    self.rec.note("coalesced")
 
     def close(self, drain_s: float) -> Recorder:
         """Stop measuring new carts, wait up to `drain_s` for the pushes of those measured;
         the rest are missing."""
-        self.measuring = False
+        with self._lock:
+            self.measuring = False
         deadline = time.monotonic() + drain_s
         while self._waiting > 0 and time.monotonic() < deadline:
             time.sleep(0.05)

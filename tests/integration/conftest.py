@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from stream_reco import stack
@@ -59,11 +60,28 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
 
 
 def _forget_run(settings: Settings, prefix: str) -> None:
+    """Delete the run's topics, consumer groups and Redis keys (all named from `prefix`)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
     mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     if mine:
         for fut in admin.delete_topics(mine, operation_timeout=30).values():
             fut.result()
+    # A group whose last member has only just left may refuse for a moment: a few tries, and
+    # a group still in use or already gone is left to itself.
+    for _ in range(5):
+        listed = admin.list_consumer_groups().result(timeout=10).valid
+        groups = [g.group_id for g in listed if g.group_id.startswith(prefix)]
+        if not groups:
+            break
+        refused = 0
+        for fut in admin.delete_consumer_groups(groups, request_timeout=10).values():
+            try:
+                fut.result()
+            except KafkaException:
+                refused += 1
+        if not refused:
+            break
+        time.sleep(0.5)
     client = redis.Redis.from_url(settings.redis_url)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     for n in range(0, len(keys), 1000):

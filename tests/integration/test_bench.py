@@ -10,15 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from stream_reco.bench.fleet import Fleet
 from stream_reco.bench.report import ENTRY_KEYS
 from stream_reco.config import Settings
+from stream_reco.errors import StackError
 from tests.integration.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +81,8 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
             assert e["ingest_rate"] == 2000 and e["answered"] > 0, (name, e)
             assert e["topology"] == "all", (name, e)
             assert e["errors"] == 0, (name, e)  # nothing lost or failed at the low rate
+            assert e["complete"] and not e["saturated"], (name, e)
+            assert isinstance(e["ingest_short"], bool), (name, e)
             assert 0 < e["p50_ms"] <= e["p99_ms"] <= e["max_ms"], (name, e)
     assert sc["request_response"][0]["rate"] == 200 and sc["http"][0]["rate"] == 200
     floor = sc["floor"]
@@ -176,3 +182,27 @@ def test_ctrl_c_stops_the_bench_and_still_cleans_up(settings: Settings) -> None:
         "groups": [],
         "keys": [],
     }
+
+
+def test_fleet_close_runs_every_step_and_raises_one_summary(settings: Settings) -> None:
+    fleet = Fleet(settings, f"bench{uuid.uuid4().hex[:8]}")
+    fleet.open()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.set(f"{fleet.settings.key_prefix}:probe", b"1")
+    finally:
+        client.close()
+
+    def broken() -> None:
+        raise RuntimeError("the echo would not stop")
+
+    fleet.closers.append(broken)
+    with pytest.raises(StackError, match="the echo would not stop"):
+        fleet.close()
+    # The failing first step did not keep the others from running.
+    assert _gone(settings, fleet.tag, fleet.settings.key_prefix) == {
+        "topics": [],
+        "groups": [],
+        "keys": [],
+    }
+    fleet.close(raise_errors=False)  # after an earlier error: logged only, never raised

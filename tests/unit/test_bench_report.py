@@ -30,8 +30,57 @@ def test_percentile_interpolates_between_ranks() -> None:
 
 def test_an_empty_window_summarises_to_nulls_not_nan() -> None:
     summary = stats.latency_summary([])
-    assert summary == {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    assert {k: summary[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")} == dict.fromkeys(
+        ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+    )
+    assert summary["complete"] is True and summary["saturated"] is False
     orjson.dumps(summary)  # JSON has no NaN: this must serialise
+
+
+def test_percentile_of_never_answered_requests_is_infinite_not_nan() -> None:
+    assert stats.percentile([1.0, 2.0, math.inf], 50) == 2.0  # exactly on a rank
+    assert stats.percentile([1.0, 2.0, math.inf], 75) == math.inf
+    assert stats.percentile([1.0, math.inf, math.inf], 90) == math.inf  # never inf - inf
+
+
+def _window(answered: int, unanswered: int) -> stats.Recorder:
+    """A window of `answered` answers 1..n ms and `unanswered` timeouts."""
+    rec = stats.Recorder()
+    for ms in range(1, answered + 1):
+        rec.on_sent()
+        rec.on_answer(ms / 1000)
+    for _ in range(unanswered):
+        rec.on_sent()
+        rec.on_error("timeout")
+    return rec
+
+
+def test_timeouts_count_as_infinitely_slow_so_saturation_cannot_hide() -> None:
+    # 3 % never answered: the answered ones alone would give a p99 of ~192 ms.
+    entry = _window(answered=194, unanswered=6).entry(500, 2000)
+    assert entry["p50_ms"] == pytest.approx(100.5)  # the middle of everything sent
+    assert entry["p99_ms"] is None and entry["max_ms"] is None  # beyond the timeout
+    assert (entry["sent"], entry["answered"], entry["errors"]) == (200, 194, 6)
+    assert (entry["unanswered"], entry["complete"], entry["saturated"]) == (6, False, True)
+    assert entry["answered_p99_ms"] == pytest.approx(192.07)
+    assert entry["answered_max_ms"] == pytest.approx(194.0)
+    orjson.dumps(entry)
+
+
+def test_a_few_timeouts_leave_p99_but_not_max() -> None:
+    entry = _window(answered=999, unanswered=1).entry(200, 2000)
+    assert entry["p99_ms"] == pytest.approx(990.01) and entry["max_ms"] is None
+    assert (entry["complete"], entry["saturated"]) == (False, False)
+    whole = _window(answered=100, unanswered=0).entry(200, 2000)
+    assert (whole["complete"], whole["saturated"], whole["max_ms"]) == (True, False, 100.0)
+
+
+def test_an_entry_is_flagged_when_the_background_sent_less_than_its_ingest_rate() -> None:
+    rec = _window(answered=10, unanswered=0)
+    assert rec.entry(200, 2000, ingest_sent_per_s=1800.0)["ingest_short"] is True
+    assert rec.entry(200, 2000, ingest_sent_per_s=1950.0)["ingest_short"] is False
+    assert rec.entry(200, 0)["ingest_short"] is False  # the floor has no background
+    assert rec.entry(200, 2000)["ingest_short"] is False  # nothing measured to compare
 
 
 def test_ratio_to_the_floor() -> None:
@@ -66,7 +115,9 @@ def test_recorder_entry_has_the_issue_keys_and_counts_errors_by_kind() -> None:
     assert (entry["sent"], entry["answered"], entry["errors"]) == (4, 3, 1)
     assert entry["error_kinds"] == {"timeout": 1}
     assert entry["degraded"] == 1 and entry["coalesced"] == 0
-    assert entry["p50_ms"] == pytest.approx(2.0) and entry["max_ms"] == pytest.approx(3.0)
+    # The timed-out request is the slowest of the four: over everything sent, not the three.
+    assert entry["p50_ms"] == pytest.approx(2.5) and entry["max_ms"] is None
+    assert entry["answered_max_ms"] == pytest.approx(3.0)
     assert entry["behind_p99_ms"] == 0.5
 
 
@@ -100,6 +151,33 @@ def test_push_watch_matches_pushes_by_event_id_and_counts_coalesced_and_missing(
     assert entry["error_kinds"] == {"missing": 1}
     assert entry["coalesced"] == 2  # e1 by e2's push, e3 by e5's
     assert sorted(round(x) for x in rec.latencies_ms) == [200, 300, 900]
+
+
+class _WindowEndsMidCart(PushWatch):
+    """The window ends right after a cart's first look at `measuring`: the moment a second
+    look would have disagreed with the first."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        super().__init__()
+
+    @property
+    def measuring(self) -> bool:
+        self.looks += 1
+        return self.looks == 1
+
+    @measuring.setter
+    def measuring(self, value: bool) -> None:
+        pass
+
+
+def test_a_cart_at_the_window_end_is_sent_and_answered_or_neither() -> None:
+    watch = _WindowEndsMidCart()
+    watch.on_cart("e1", "s1", 1.0)
+    watch.on_response({"trigger": "add_to_cart", "session_id": "s1", "event_id": "e1"}, 1.5)
+    entry = watch.close(drain_s=0.0).entry(1, 2000)
+    assert (entry["sent"], entry["answered"], entry["errors"]) == (1, 1, 0)
+    assert entry["complete"] is True
 
 
 def test_push_watch_without_event_id_takes_the_oldest_cart_of_the_session() -> None:
@@ -183,9 +261,20 @@ def test_table_and_plots_show_the_figures(tmp_path: Path) -> None:
     text = report.table(doc)
     assert "request->response" in text and "floor kafka echo" in text
     assert "10.0x" in text and "2,000 B/session" in text
+    assert not [line for line in text.splitlines() if line.startswith("  ") and ">timeout" in line]
     written = plots.plot(doc, tmp_path / "plots")
     assert [p.name for p in written] == ["request_response.png", "http.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_table_shows_timeouts_saturation_and_short_ingest(tmp_path: Path) -> None:
+    doc = _report()
+    saturated = _window(answered=194, unanswered=6).entry(1000, 2000, ingest_sent_per_s=1500.0)
+    doc["scenarios"]["request_response"].append({**saturated, "topology": "all"})
+    (row,) = [line for line in report.table(doc).splitlines() if "  1,000  " in line]
+    assert row.split()[3:7] == ["100.5", "190.1", ">timeout", ">timeout"]  # p50 p95 p99 max
+    assert "(saturated: 6 of 200 unanswered; ingest short: 1,500/s sent)" in row
+    assert len(plots.plot(doc, tmp_path)) == 2  # a missing p99 is a gap, not a failure
 
 
 def _on(topology_name: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
