@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 BEHAVIOUR_EVERY_S = 60.0  # behavioural vectors change slowly; one worker (a lease) redoes them
 INDEX_EVERY_S = 0.2  # how soon another worker's new catalogue item is similar-searchable here
 SNAPSHOT_EVERY_S = 30.0
+# Once the worker's long-lived objects exist (Faust, caches, the ANN index), they leave the
+# garbage collector's view: a full collection then scans only what requests allocate, instead
+# of pausing every answer in flight for a scan of the whole heap.
+FREEZE_AFTER_S = 5.0
+LEARN_SHARE = 0.1  # of a worker's time the learner may take: answers come first
 STOP_GRACE_S = 10.0  # how long a stopping worker lets its batches in flight finish
 Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
 
@@ -158,7 +164,7 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     @app.timer(interval=s.refresh_s)
     async def learn() -> None:
         with _survived("learn"):  # apart from refresh: neither failure may stop the other
-            await w.learner.step(w.store())
+            await w.learner.step(w.store(), budget_s=LEARN_SHARE * s.refresh_s)
 
     @app.timer(interval=BEHAVIOUR_EVERY_S)
     async def learn_vectors() -> None:
@@ -194,6 +200,7 @@ def _followers(app: faust.App, w: Wiring) -> None:
                 sync = IndexSync(w.store().vectors, where)
                 await asyncio.to_thread(sync.start)
                 w.live.sync = sync
+                gc.freeze()  # the index's objects are the bulk of what a full collection scans
             await w.live.sync.catch_up()
             if time.monotonic() - w.saved > SNAPSHOT_EVERY_S:
                 w.saved = time.monotonic()
@@ -210,6 +217,7 @@ class _Lifecycle(mode.Service):
 
     async def on_start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(loop)) for loop in self.wiring.loops]
+        asyncio.get_running_loop().call_later(FREEZE_AFTER_S, gc.freeze)
 
     async def _run(self, loop: TopicLoop) -> None:
         try:

@@ -61,6 +61,8 @@ class TopicLoop:
         self._not_fetching = threading.Event()  # set while no poll() runs on the fetch thread
         self._not_fetching.set()
         self._owned: frozenset[int] = frozenset()  # partitions assigned now
+        self._done: dict[int, int] = {}  # partition -> last handled offset, not yet stored
+        self._done_lock = threading.Lock()
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -98,15 +100,23 @@ class TopicLoop:
                 await asyncio.gather(in_flight, return_exceptions=True)
             # Closing while the fetching thread is inside poll() can crash librdkafka.
             await asyncio.to_thread(self._not_fetching.wait, REVOKE_WAIT_S + POLL_S)
-            await asyncio.to_thread(self._consumer.close)
+            await asyncio.to_thread(self._close)
 
     def stop(self) -> None:
         self._stop.set()
 
+    def _close(self) -> None:
+        self._store_done()
+        self._consumer.close()  # commits what is stored
+
     def _fetch(self) -> list[Any]:
-        """Block until one message arrives (or POLL_S passes), then take what else is there."""
+        """Store the offsets of the batches handled since the last fetch, then block until one
+        message arrives (or POLL_S passes) and take what else is there. Runs on its own
+        thread: the consumer's calls wait for each other, so even storing an offset from the
+        event loop could stall every answer until a poll() returns."""
         self._not_fetching.clear()
         try:
+            self._store_done()
             first = self._consumer.poll(POLL_S)
             if first is None:
                 return []
@@ -137,16 +147,20 @@ class TopicLoop:
     async def _handle(self, batch: list[Message]) -> None:
         try:
             await self.sink.send(await self.handle(batch))
-            self._store_offsets(batch)
+            with self._done_lock:  # handled: the fetching thread stores these offsets next
+                for m in batch:
+                    if m.partition is not None and m.offset is not None:
+                        self._done[m.partition] = max(self._done.get(m.partition, -1), m.offset)
         finally:
             self._idle.set()
 
-    def _store_offsets(self, batch: list[Message]) -> None:
-        last: dict[int, int] = {}
-        for m in batch:
-            if m.partition is not None and m.offset is not None:
-                last[m.partition] = max(last.get(m.partition, -1), m.offset)
-        tps = [TopicPartition(self.topic, p, o + 1) for p, o in last.items()]
+    def _store_done(self) -> None:
+        """Store the offsets past every handled message (on the fetching thread)."""
+        with self._done_lock:
+            done, self._done = self._done, {}
+        if not done:
+            return
+        tps = [TopicPartition(self.topic, p, o + 1) for p, o in done.items()]
         try:
             self._consumer.store_offsets(offsets=tps)
         except KafkaException as exc:
@@ -165,3 +179,4 @@ class TopicLoop:
         self._owned = frozenset()
         if not self._idle.wait(REVOKE_WAIT_S):
             log.warning("rebalance went ahead with a batch of %s still in flight", self.topic)
+        self._store_done()  # committed with the revocation, so the new owner starts after it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 MODEL = "model"  # the published-document name of the learned ranker's weights
 RULES = "rules"  # ... of the rules updates taken from reco-config
 FALLBACK_SIZE = 200
+LEARN_CHUNK = 100  # examples learned between two checks of a round's time budget
 
 
 @dataclass
@@ -113,8 +115,13 @@ class LearnerLoop:
         self.settings, self.owner = settings, owner
         self.learner: Learner | None = None
 
-    async def step(self, store: RedisStore, batch: int = 1000) -> int:
-        """One round; returns how many examples were learned (0 when not the learner)."""
+    async def step(
+        self, store: RedisStore, batch: int = 1000, budget_s: float | None = None
+    ) -> int:
+        """One round; returns how many examples were learned (0 when not the learner). With
+        `budget_s`, the round stops taking examples once it has learned for that long: the
+        learner shares its worker's CPU with answers, and the examples it leaves wait (the
+        queue is capped) rather than slowing every answer down."""
         ttl_ms = int(max(self.settings.refresh_s * 10, 5) * 1000)
         if not await store.hold_lease("learner", self.owner, ttl_ms):
             self.learner = None  # another worker learns; take over from its weights later
@@ -128,13 +135,20 @@ class LearnerLoop:
             except ModelFormatError:
                 start = base  # unreadable: start over rather than stop learning
             self.learner = Learner(start, lr=self.settings.model_lr, blend=base)
-        examples = [x for x in map(Example.from_json, await store.pop_examples(batch)) if x]
-        if not examples:
-            return 0
-        learner = self.learner
-        await asyncio.to_thread(_learn_all, learner, examples)  # CPU work off the event loop
-        await store.publish(MODEL, learner.snapshot().to_json())
-        return len(examples)
+        learner, learned, started = self.learner, 0, time.perf_counter()
+        chunk = batch if budget_s is None else min(batch, LEARN_CHUNK)
+        while learned < batch:
+            raw = await store.pop_examples(min(chunk, batch - learned))
+            examples = [x for x in map(Example.from_json, raw) if x]
+            if examples:
+                await asyncio.to_thread(_learn_all, learner, examples)  # off the event loop
+            learned += len(examples)
+            spent = time.perf_counter() - started
+            if len(raw) < chunk or (budget_s is not None and spent >= budget_s):
+                break
+        if learned:
+            await store.publish(MODEL, learner.snapshot().to_json())
+        return learned
 
 
 def _learn_all(learner: Learner, examples: list[Example]) -> None:

@@ -20,6 +20,7 @@ from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Event
 from stream_reco.messages import Message
 from stream_reco.ranking import diversity, policy
+from stream_reco.ranking.feedback import Example
 from stream_reco.ranking.policy import Policy, RulesConfig
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
@@ -332,3 +333,17 @@ def test_a_record_whose_vector_cannot_be_made_is_refused_whole(run: Run) -> None
     assert set(loop.run_until_complete(st.read_items(["Z", "G"]))) == {"G"}
     vectors = loop.run_until_complete(st.vectors.all_vectors())[1]
     assert "G" in vectors and "Z" not in vectors
+
+
+def test_a_learner_round_with_a_time_budget_leaves_the_rest_queued(run: Run) -> None:
+    st, loop = run
+    examples = [
+        Example({"cooc": 1.0, "pop": 0.1 * n}, [{"pop": 1.0}, {"seq": 0.5}], 1).to_json()
+        for n in range(250)
+    ]
+    loop.run_until_complete(st.push_examples(examples, st.settings.examples_max))
+    learner = LearnerLoop(st.settings, owner="budget")
+    # No time at all: one chunk, then the budget is spent; the rest waits in the queue.
+    assert loop.run_until_complete(learner.step(st, budget_s=0.0)) == runtime.LEARN_CHUNK
+    assert loop.run_until_complete(learner.step(st)) == 250 - runtime.LEARN_CHUNK
+    assert loop.run_until_complete(learner.step(st)) == 0
