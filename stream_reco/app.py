@@ -116,7 +116,7 @@ def create_app(settings: Settings) -> faust.App:
     if settings.role in ("all", "ingest"):
         _ingestion(app, w)
     if settings.role in ("all", "query"):
-        w.loop("requests", settings.topic_requests, settings.requests_group, _answerer(w.live))
+        w.loop("requests", settings.topic_requests, settings.requests_group, _answerer(w))
     _followers(app, w)
     if settings.role in ("all", "query"):  # an ingest worker's answers would queue behind it
         add_views(app, settings, w.live, w.store)
@@ -153,7 +153,7 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     s = w.settings
 
     async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        return await messages.on_event_messages(st, s, msgs, w.live)
+        return await messages.on_event_messages(st, s, msgs, w.live, emit=w.sink.send)
 
     w.loop("events", s.topic_events, s.events_group, on_events, per_partition=True)
     w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
@@ -174,10 +174,19 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
                 await behaviour.refresh(st)
 
 
-def _answerer(live: Runtime) -> Handler:
+def _answerer(w: Wiring) -> Handler:
+    """Answers a batch's requests side by side, each sent the moment it is ready: a quick
+    answer never waits for the batch's slowest. (A batch redone after a failure may answer a
+    request twice; the contract has callers take the first answer per request_id.)"""
+
+    async def answer(st: RedisStore, s: Settings, m: Message) -> None:
+        dead = await messages.on_request_message(st, s, m, w.live, emit=w.sink.send)
+        if dead is not None:  # answers went out as they were ready; this is a dead letter
+            await w.sink.send([dead])
+
     async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        asks = (messages.on_request_message(st, s, m, live) for m in msgs)
-        return list(await asyncio.gather(*asks))
+        await asyncio.gather(*(answer(st, s, m) for m in msgs))
+        return []
 
     return answer_all
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -66,9 +66,18 @@ def by_partition(msgs: Sequence[Message]) -> list[list[Message]]:
     return list(parts.values())
 
 
+Emit = Callable[[Sequence["Out"]], Awaitable[None]]
+
+
 async def on_event_messages(
-    store: RedisStore, settings: Settings, msgs: Sequence[Message], live: Runtime | None = None
+    store: RedisStore,
+    settings: Settings,
+    msgs: Sequence[Message],
+    live: Runtime | None = None,
+    emit: Emit | None = None,
 ) -> list[Out]:
+    """Decode, apply and push for a batch of events; returns the outputs (with `emit`, pushes
+    go there as each is ready instead of waiting for the batch's slowest)."""
     outs: list[Out] = []
     good: list[Event] = []
     origin: dict[str, Message] = {}  # by event_id, to dead-letter what the store refuses
@@ -84,9 +93,20 @@ async def on_event_messages(
         good.append(ev)
         if m.sent_ms is not None and now - m.sent_ms > settings.answer_max_lag_ms:
             late.add(ev.event_id)
-    pushes, refused = await handle_events(store, settings, good, live, no_push=late)
+
+    def out(p: dict[str, object]) -> Out:
+        return Out(settings.topic_responses, str(p["session_id"]).encode(), encode(p))
+
+    on_push = None
+    if emit is not None:
+        send = emit
+
+        async def on_push(p: dict[str, object]) -> None:
+            await send([out(p)])
+
+    pushes, refused = await handle_events(store, settings, good, live, late, on_push)
     outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
-    outs += [Out(settings.topic_responses, p["session_id"].encode(), encode(p)) for p in pushes]
+    outs += [out(p) for p in pushes]
     return outs
 
 
@@ -120,8 +140,14 @@ async def on_catalog_messages(
 
 
 async def on_request_message(
-    store: RedisStore, settings: Settings, m: Message, live: Runtime | None = None
-) -> Out:
+    store: RedisStore,
+    settings: Settings,
+    m: Message,
+    live: Runtime | None = None,
+    emit: Emit | None = None,
+) -> Out | None:
+    """The answer to one request (or its dead letter); with `emit`, the answer goes there as
+    soon as it is built, before the shown list is stored, and None is returned."""
     waited = None if m.sent_ms is None else _now_ms() - m.sent_ms
     if waited is not None and waited > settings.answer_max_lag_ms:
         # A backlog (a restart, an overload) is not answered oldest first: its callers have
@@ -132,8 +158,18 @@ async def on_request_message(
     req = decode_request(m.value, settings.default_k, settings.max_k)
     if isinstance(req, Rejected):
         return rejected(settings, m, req.reason)
-    answer = await handle_request(store, settings, req, live)
-    return Out(settings.topic_responses, req.session_id.encode(), encode(answer))
+    key = req.session_id.encode()
+    if emit is None:
+        return Out(
+            settings.topic_responses, key, encode(await handle_request(store, settings, req, live))
+        )
+    send = emit
+
+    async def ready(doc: dict[str, object]) -> None:
+        await send([Out(settings.topic_responses, key, encode(doc))])
+
+    await handle_request(store, settings, req, live, on_ready=ready)
+    return None
 
 
 async def on_config_messages(

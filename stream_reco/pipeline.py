@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from stream_reco import response
@@ -197,8 +197,11 @@ async def answer_session(
     placement: str | None = None,
     only: Sequence[str] | None = None,
     event_id: str | None = None,
+    on_ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Recommend, remember what was shown (the learner's next example), build the response."""
+    """Recommend, build the response, remember what was shown (the learner's next example).
+    `on_ready` gets the response before the shown list is stored: the caller need not wait
+    for that write, which may queue in Redis behind ingestion."""
     started = time.perf_counter()
     answer = await recommend(
         store, settings, session_id, k, exclude, placement=placement, live=live, only=only
@@ -207,6 +210,8 @@ async def answer_session(
     out = response.response(session_id, trigger, answer, started, request_id, rid)
     if event_id is not None:
         out["event_id"] = event_id
+    if on_ready is not None:
+        await on_ready(out)
     if answer.shown:
         doc = feedback.shown(rid, answer.shown)
         try:  # feedback is best effort: never worth delaying or failing the answer for
@@ -218,7 +223,11 @@ async def answer_session(
 
 
 async def handle_request(
-    store: RedisStore, settings: Settings, req: Request, live: Runtime | None = None
+    store: RedisStore,
+    settings: Settings,
+    req: Request,
+    live: Runtime | None = None,
+    on_ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     return await answer_session(
         store,
@@ -229,6 +238,7 @@ async def handle_request(
         request_id=req.request_id,
         exclude=req.exclude,
         placement=req.placement,
+        on_ready=on_ready,
     )
 
 
@@ -238,10 +248,12 @@ async def handle_events(
     events: Sequence[Event],
     live: Runtime | None = None,
     no_push: Collection[str] = (),
+    on_push: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[tuple[Event, str]]]:
     """Ingest a batch, turn each session's next event into feedback on what it was shown,
     then one fresh push per session that added to cart (not for the event ids in `no_push`:
-    those the shopper has long moved on from). Returns (pushes, refused events)."""
+    those the shopper has long moved on from). Returns (pushes, refused events); with
+    `on_push`, each push goes there the moment it is ready instead, not after the slowest."""
     live = live or Runtime()
     new, refused = await ingest(store, events)
     await learn_from(store, settings, new)
@@ -249,16 +261,17 @@ async def handle_events(
     carts = [e for e in new if e.type == "add_to_cart"]
     carted = {e.session_id: e.event_id for e in carts if e.event_id not in no_push}
     ERRORS["late_push"] += sum(1 for e in carts if e.event_id in no_push)
-    # Sessions are independent: their reads overlap on the connection pool.
-    pushes = await asyncio.gather(
-        *(
-            answer_session(
-                store, settings, live, sid, settings.default_k, trigger="add_to_cart", event_id=eid
-            )
-            for sid, eid in carted.items()
+
+    async def push(sid: str, eid: str) -> dict[str, Any] | None:
+        k, trigger = settings.default_k, "add_to_cart"
+        doc = await answer_session(
+            store, settings, live, sid, k, trigger=trigger, event_id=eid, on_ready=on_push
         )
-    )
-    return list(pushes), refused
+        return doc if on_push is None else None
+
+    # Sessions are independent: their reads overlap on the connection pool.
+    pushes = await asyncio.gather(*(push(sid, eid) for sid, eid in carted.items()))
+    return [p for p in pushes if p is not None], refused
 
 
 async def learn_from(store: RedisStore, settings: Settings, new: Sequence[Event]) -> None:
