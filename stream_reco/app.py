@@ -86,7 +86,10 @@ class Wiring:
         # Requests left from before this group existed are not worth answering: start at
         # the end. Events are state: a new group starts from the beginning of retention.
         start = "earliest" if topic == s.topic_events else "latest"
-        self.loops.append(TopicLoop(s, name, topic, group, handle, self.sink, start=start))
+        # Events keep their order (a session's state); requests are independent of each other.
+        ordered = topic == s.topic_events
+        loop = TopicLoop(s, name, topic, group, handle, self.sink, start=start, ordered=ordered)
+        self.loops.append(loop)
 
     def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
         """An agent that takes batches from `topic` and hands them to `handler`, guarded."""

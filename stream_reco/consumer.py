@@ -26,6 +26,9 @@ Handle = Callable[[list[Message]], Awaitable[list[Out]]]
 # How long a rebalance may wait for the batch in flight before giving its partitions away
 # (then the new owner redoes the rest: effects are idempotent).
 REVOKE_WAIT_S = 30.0
+# Unordered messages handled at once: enough to overlap Redis round trips, few enough that a
+# surge queues here, in arrival order, rather than in the Redis pool and its timeouts.
+MAX_IN_FLIGHT = 32
 POLL_S = 0.1  # how long one fetch blocks when the topic is quiet: bounds how late stop() acts
 
 
@@ -33,8 +36,10 @@ class TopicLoop:
     """Reads one topic with librdkafka (confluent-kafka) rather than Faust, whose per-message
     stream machinery costs several times what applying an event or answering a request does.
 
-    One batch is handled at a time, so a session's messages (one partition, by key) take
-    effect in order; while batch N is handled, batch N+1 is fetched. A batch is whatever has
+    `ordered` (events): one batch is handled at a time, so a session's messages (one
+    partition, by key) take effect in order; while batch N is handled, batch N+1 is fetched.
+    Unordered (requests, independent of each other): each message is handled as its own task
+    as soon as it arrives, so no answer waits for another's batch. A batch is whatever has
     arrived by then, up to `batch_max`: nothing waits to fill a batch, and under load batches
     grow on their own. An offset is stored only after its batch was handled and its outputs
     handed to the sink, and librdkafka commits stored offsets every second and on rebalance:
@@ -51,6 +56,7 @@ class TopicLoop:
         sink: Sink,
         *,
         start: str = "earliest",
+        ordered: bool = True,
     ) -> None:
         self.settings, self.name, self.topic = settings, name, topic
         self.handle, self.sink = handle, sink
@@ -63,6 +69,12 @@ class TopicLoop:
         self._owned: frozenset[int] = frozenset()  # partitions assigned now
         self._done: dict[int, int] = {}  # partition -> last handled offset, not yet stored
         self._done_lock = threading.Lock()
+        # Unordered topics (requests): every message is its own task, answered as soon as a
+        # core is free; an offset is stored once every message before it is done too.
+        self.ordered = ordered
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, set[int]] = {}  # partition -> offsets in flight
+        self._seen: dict[int, int] = {}  # partition -> highest offset taken on
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -85,6 +97,9 @@ class TopicLoop:
             while not self._stop.is_set():
                 batch = self._messages(await asyncio.to_thread(self._fetch))
                 self.sink.poll()
+                if not self.ordered:
+                    await self._dispatch(batch)
+                    continue
                 if in_flight is not None:
                     await in_flight  # batch N before batch N+1: order per session
                     in_flight = None
@@ -95,9 +110,10 @@ class TopicLoop:
                 await in_flight
         finally:
             self._stop.set()
-            if in_flight is not None and not in_flight.done():
-                in_flight.cancel()  # cancelled, not stored: redelivered to the next owner
-                await asyncio.gather(in_flight, return_exceptions=True)
+            left = {t for t in (in_flight, *self._tasks) if t is not None and not t.done()}
+            for task in left:
+                task.cancel()  # cancelled, not stored: redelivered to the next owner
+            await asyncio.gather(*left, return_exceptions=True)
             # Closing while the fetching thread is inside poll() can crash librdkafka.
             await asyncio.to_thread(self._not_fetching.wait, REVOKE_WAIT_S + POLL_S)
             await asyncio.to_thread(self._close)
@@ -152,6 +168,29 @@ class TopicLoop:
                     if m.partition is not None and m.offset is not None:
                         self._done[m.partition] = max(self._done.get(m.partition, -1), m.offset)
         finally:
+            self._idle.set()
+
+    async def _dispatch(self, batch: list[Message]) -> None:
+        """Start one task per message; at most MAX_IN_FLIGHT at once (then wait for one)."""
+        for m in batch:
+            while len(self._tasks) >= MAX_IN_FLIGHT:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            p, o = m.partition or 0, m.offset or 0
+            self._pending.setdefault(p, set()).add(o)
+            self._seen[p] = max(self._seen.get(p, -1), o)
+            self._idle.clear()
+            task = asyncio.create_task(self._handle_one(m, p, o))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle_one(self, m: Message, p: int, o: int) -> None:
+        await self.sink.send(await self.handle([m]))
+        pending = self._pending[p]
+        pending.discard(o)
+        safe = min(pending) - 1 if pending else self._seen[p]  # all before it are done
+        with self._done_lock:
+            self._done[p] = max(self._done.get(p, -1), safe)
+        if not any(self._pending.values()):
             self._idle.set()
 
     def _store_done(self) -> None:

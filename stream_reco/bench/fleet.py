@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from stream_reco import kafka_io
+from stream_reco.bench.interrupt import Hold, no_hold
 from stream_reco.bench.memory import rss_mb
 from stream_reco.bench.topology import (
     ANSWERING,
@@ -105,6 +106,7 @@ class Fleet:
         # Closed first by close(), again if an interrupt cut their own close short.
         self.closers: list[Callable[[], None]] = []
         self.failed = False
+        self.hold: Hold = no_hold  # a block a stop signal may not cut short (the run sets it)
 
     def open(self) -> None:
         kafka_io.ensure_topics(self.settings)
@@ -152,8 +154,9 @@ class Fleet:
             number = self.started
             self.started += 1
             log = home / "logs" / f"{self.settings.app_id}-w{number}-{role}.log"
-            worker = Worker(start_worker(own, log), log, port, role, number, topology)
-            self.workers.append(worker)
+            with self.hold():  # a started worker is always listed, for close() to stop
+                worker = Worker(start_worker(own, log), log, port, role, number, topology)
+                self.workers.append(worker)
             started.append(worker)
         for worker in started:
             wait_worker_ready(worker.proc, worker.log)
@@ -166,9 +169,11 @@ class Fleet:
             self._retire(self.workers[-1])
 
     def _retire(self, worker: Worker) -> None:
-        self.workers.remove(worker)
-        self.retired.append(worker.rss(rss_mb(worker.proc.pid)))
+        end_mb = rss_mb(worker.proc.pid)
         stop_worker(worker.proc)
+        # Unlisted only once stopped: a stop signal before leaves it to close() to stop.
+        self.workers.remove(worker)
+        self.retired.append(worker.rss(end_mb))
         if not self.failed:
             worker.log.unlink(missing_ok=True)
 

@@ -16,6 +16,7 @@ from stream_reco import stack
 from stream_reco.bench import machine, memory, report, scenarios
 from stream_reco.bench.fleet import Fleet, StoreProbe
 from stream_reco.bench.floor import KafkaFloor, redis_floor
+from stream_reco.bench.interrupt import StopSignals
 from stream_reco.bench.load import Background
 from stream_reco.bench.scenarios import Bench, Say
 from stream_reco.bench.topology import LATENCY_ROLES, ingest_role, topologies
@@ -95,15 +96,30 @@ def _line(name: str, e: dict[str, Any]) -> str:
 
 def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, Any]:
     """Every scenario of `plan` on the run's own topics, group and keys; the report. The run's
-    topics, group, keys and workers are removed at the end, also on failure or Ctrl-C."""
+    topics, group, keys and workers are removed at the end, also on failure, Ctrl-C, SIGINT
+    or SIGTERM (which then raise `Stopped`, a KeyboardInterrupt)."""
     t0 = time.monotonic()
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     say = _say(t0)
-    if start_stack:
-        stack.up(base, say=say)
-    fleet = Fleet(base, f"bench{uuid.uuid4().hex[:8]}")
-    say(f"bench {fleet.tag}: on topics, consumer groups and Redis keys of its own")
-    facts = machine.machine(fleet.settings, dataclasses.asdict(plan))
+    with StopSignals() as signals:
+        if start_stack:
+            stack.up(base, say=say)
+        fleet = Fleet(base, f"bench{uuid.uuid4().hex[:8]}")
+        fleet.hold = signals.hold
+        say(f"bench {fleet.tag}: on topics, consumer groups and Redis keys of its own")
+        facts = machine.machine(fleet.settings, dataclasses.asdict(plan))
+        parts = _measure_then_close(fleet, plan, say, signals)
+    facts["topology"] = plan.topology
+    facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
+    facts["workers"] = [
+        {k: w[k] for k in ("worker", "role", "topology")} for w in parts["memory"]["workers"]
+    ]
+    return report.build(facts, started=started, elapsed_s=time.monotonic() - t0, **parts)
+
+
+def _measure_then_close(fleet: Fleet, plan: Plan, say: Say, signals: StopSignals) -> dict[str, Any]:
+    """`_measure`, then `fleet.close()` whatever happened; the cleanup is shielded from
+    further stop signals, so a second Ctrl-C cannot leave half of the run behind."""
     switch = sys.getswitchinterval()
     # The generator's threads (pacer, background shoppers, the client's poll thread) take
     # turns at the GIL; at the default 5 ms a woken pacer or a response's timestamp could
@@ -114,23 +130,22 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     try:
         parts = _measure(fleet, plan, say)
         measured = True
+    except KeyboardInterrupt as exc:
+        say(f"{exc or 'interrupted'}: stopping")
+        raise
     except Exception:
         fleet.failed = True  # keeps the worker logs for the post-mortem
         say(f"failed; the worker logs stay in {fleet.settings.home.resolve() / 'logs'}")
         raise
     finally:
+        signals.cleaning()
         gc.enable()
         sys.setswitchinterval(switch)
         say("removing the bench's workers, topics, groups and keys")
-        # After a failure or Ctrl-C, cleanup errors are only logged: the first error is the one
-        # to see.
+        # After a failure or a stop, cleanup errors are only logged: the first error is the
+        # one to see.
         fleet.close(raise_errors=measured)
-    facts["topology"] = plan.topology
-    facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
-    facts["workers"] = [
-        {k: w[k] for k in ("worker", "role", "topology")} for w in parts["memory"]["workers"]
-    ]
-    return report.build(facts, started=started, elapsed_s=time.monotonic() - t0, **parts)
+    return parts
 
 
 def _measure(fleet: Fleet, plan: Plan, say: Say) -> dict[str, Any]:
@@ -245,6 +260,7 @@ def _under_load(
         bench.background.start(bg)
         try:
             time.sleep(plan.warmup_s)  # sessions to ask for, and the worker in its stride
+            bench.say(_windows(plan, topology, bg))
             push.append({**scenarios.push(bench, bg), **on})
             bench.say(_line("add_to_cart->push", push[-1]))
             for rate in plan.request_rates:
@@ -258,3 +274,17 @@ def _under_load(
         # Each ingest rate starts from a worker with no backlog, whatever the last one left.
         scenarios.wait_quiet(bench.probe)
     return rr, push, http
+
+
+def _windows(plan: Plan, topology: str, bg: float) -> str:
+    """The progress line that opens the latency windows at one background rate."""
+    n = 1 + len(plan.request_rates) + len(plan.http_rates)
+    return (
+        f"latency windows [{topology}] @ {bg:g} events/s: push, request->response at "
+        f"{_rates(plan.request_rates)}/s, http GET at {_rates(plan.http_rates)}/s; "
+        f"{n} x {plan.duration:g} s ..."
+    )
+
+
+def _rates(rates: tuple[float, ...]) -> str:
+    return ",".join(f"{r:g}" for r in rates)
