@@ -1,6 +1,6 @@
 """`stream-reco bench` for real: very short runs through Kafka, workers and Redis (one `all`
 worker; an `ingest` beside a `query` worker), their JSON, and nothing of them left on the
-stack afterwards (also after Ctrl-C)."""
+stack afterwards (also after SIGINT or SIGTERM in the middle of a window)."""
 
 from __future__ import annotations
 
@@ -159,23 +159,82 @@ def test_split_topology_answers_from_a_query_worker_and_cleans_up(
     }
 
 
-def test_ctrl_c_stops_the_bench_and_still_cleans_up(settings: Settings) -> None:
-    proc = _start(settings, *SMOKE)
+# As a script's `cmd &` starts it (a shell without job control): with SIGINT ignored, which
+# Python keeps unless the command installs its own handler.
+SIGINT_IGNORED = ("/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"')
+STOP_WITHIN_S = 20.0
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The running `stream-reco worker` children of `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        if ppid == pid and b"worker" in argv and _running(int(stat.parent.name)):
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("signum", "after", "prefix"),
+    [
+        # In the push window, started as a background job that inherited SIGINT ignored.
+        pytest.param(signal.SIGINT, "latency windows [all]", SIGINT_IGNORED, id="sigint"),
+        # In the request->response window, which the push window's result line opens.
+        pytest.param(signal.SIGTERM, "add_to_cart->push [all]", (), id="sigterm"),
+    ],
+)
+def test_a_stop_signal_in_a_latency_window_stops_the_bench_and_cleans_up(
+    settings: Settings, signum: signal.Signals, after: str, prefix: tuple[str, ...]
+) -> None:
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "stream_reco.cli", *SMOKE],
+        env={**os.environ, **settings.to_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stderr is not None
     lines: list[str] = []
+    workers: list[int] = []
     try:
-        for line in proc.stderr:  # progress lines: interrupt once the worker has state
+        for line in proc.stderr:  # progress lines: stop once the window has begun
             lines.append(line)
-            if "floor kafka echo" in line:
+            if after in line:
                 break
-        proc.send_signal(signal.SIGINT)
-        _, rest = proc.communicate(timeout=120)
+        workers = _workers_of(proc.pid)
+        time.sleep(0.5)  # well inside the window (2 s)
+        proc.send_signal(signum)
+        sent = time.monotonic()
+        _, rest = proc.communicate(timeout=STOP_WITHIN_S)
+        took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
+        for pid in workers:  # only if the bench left them: the assertion below says so
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
     text = "".join(lines) + rest
+    assert workers, f"no worker child found before the signal: {text[-3000:]}"
     assert proc.returncode == 130, text[-3000:]
+    assert took < STOP_WITHIN_S
+    assert f"{signum.name} received: stopping" in text, text[-3000:]
     assert "removing the bench's workers" in text
+    assert "http GET [" not in text, "it measured on after the signal"
+    assert not [pid for pid in workers if _running(pid)], "worker children left running"
     tag = re.search(r"bench (bench[0-9a-f]{8})", text).group(1)  # type: ignore[union-attr]
     assert _gone(settings, tag, f"{settings.key_prefix}-{tag}") == {
         "topics": [],

@@ -1,8 +1,12 @@
-"""The bench's pure logic: percentiles, rates, ratios to the floor, push matching, JSON shape."""
+"""The bench's pure logic: percentiles, rates, ratios to the floor, push matching, JSON shape,
+and how a run turns stop signals into its cleanup."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import orjson
 import pytest
 
 from stream_reco.bench import plots, report, stats, topology
+from stream_reco.bench.interrupt import Stopped, StopSignals
 from stream_reco.bench.load import paced
 from stream_reco.bench.windows import PushWatch
 from stream_reco.config import Settings
@@ -377,3 +382,47 @@ def test_each_role_waits_for_the_groups_it_reads() -> None:
     assert topology.topologies("both") == ("all", "split")
     with pytest.raises(ConfigError):
         topology.topologies("mesh")
+
+
+def _signal_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.5)  # the handler runs at the next bytecode; the sleep gives it one
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_raises_stopped_even_where_sigint_was_inherited_ignored(
+    signum: signal.Signals,
+) -> None:
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` from a script starts it
+    try:
+        with pytest.raises(Stopped) as stopped, StopSignals():
+            _signal_self(signum)
+        assert isinstance(stopped.value, KeyboardInterrupt)  # the CLI exits 130 on it
+        assert str(stopped.value) == f"{signum.name} received"
+        # Left as they were found: SIGINT still ignored, SIGTERM back to its default.
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_stop_signal_inside_hold_is_raised_when_the_block_ends() -> None:
+    done: list[str] = []
+    with pytest.raises(Stopped), StopSignals() as signals:
+        with signals.hold():
+            _signal_self(signal.SIGINT)
+            done.append("rest of the block")
+        done.append("after the block")
+    assert done == ["rest of the block"]
+
+
+def test_stop_signals_during_the_cleanup_are_only_reported() -> None:
+    with pytest.raises(Stopped), StopSignals() as signals:
+        try:
+            _signal_self(signal.SIGTERM)
+        finally:
+            cleaned = []
+            signals.cleaning()
+            _signal_self(signal.SIGINT)  # a second Ctrl-C must not cut the cleanup short
+            cleaned.append("all of it")
+    assert cleaned == ["all of it"]
