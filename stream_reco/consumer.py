@@ -75,6 +75,10 @@ class TopicLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, set[int]] = {}  # partition -> offsets in flight
         self._seen: dict[int, int] = {}  # partition -> highest offset taken on
+        # Bumped by every rebalance: a task finishing after one keeps its hands off the
+        # bookkeeping of partitions that may have moved (and come back) meanwhile.
+        self._generation = 0
+        self._counted = 0  # the generation _pending and _seen belong to
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -108,6 +112,8 @@ class TopicLoop:
                     in_flight = asyncio.create_task(self._handle(batch))
             if in_flight is not None:
                 await in_flight
+            if self._tasks:  # a clean stop lets the requests in hand finish (capped by the app)
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self._stop.set()
             left = {t for t in (in_flight, *self._tasks) if t is not None and not t.done()}
@@ -175,16 +181,30 @@ class TopicLoop:
         for m in batch:
             while len(self._tasks) >= MAX_IN_FLIGHT:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self._counted != self._generation:  # a rebalance: start the books afresh
+                self._pending, self._seen, self._counted = {}, {}, self._generation
             p, o = m.partition or 0, m.offset or 0
             self._pending.setdefault(p, set()).add(o)
             self._seen[p] = max(self._seen.get(p, -1), o)
             self._idle.clear()
-            task = asyncio.create_task(self._handle_one(m, p, o))
+            task = asyncio.create_task(self._handle_one(m, p, o, self._generation))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle_one(self, m: Message, p: int, o: int) -> None:
-        await self.sink.send(await self.handle([m]))
+    async def _handle_one(self, m: Message, p: int, o: int, generation: int) -> None:
+        try:
+            await self.sink.send(await self.handle([m]))
+        except Exception:
+            # Not handled: its offset stays pending, so nothing after it is stored either and
+            # the message is redelivered to the next owner.
+            ERRORS["internal"] += 1
+            log.exception("handling %s offset %s failed", self.topic, o)
+            return
+        finally:
+            if not any(self._pending.values()) or generation != self._generation:
+                self._idle.set()
+        if generation != self._generation:
+            return  # the partition may have moved since: its books start afresh
         pending = self._pending[p]
         pending.discard(o)
         safe = min(pending) - 1 if pending else self._seen[p]  # all before it are done
@@ -208,6 +228,7 @@ class TopicLoop:
             log.info("offsets not stored (%s); the next owner redoes them", exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
         self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
         owned = sorted(self._owned)
         log.info("%s partitions assigned: %s of %s", self.name, owned, self.topic)
@@ -216,6 +237,8 @@ class TopicLoop:
         # Runs on the fetching thread: hold the rebalance until the batch in flight has stored
         # its offsets, so the partitions' new owner starts after it rather than redoing it.
         self._owned = frozenset()
-        if not self._idle.wait(REVOKE_WAIT_S):
+        # Closing: what is still pending is redelivered to the next owner; nothing to wait for.
+        if not self._stop.is_set() and not self._idle.wait(REVOKE_WAIT_S):
             log.warning("rebalance went ahead with a batch of %s still in flight", self.topic)
-        self._store_done()  # committed with the revocation, so the new owner starts after it
+        self._store_done()
+        self._generation += 1  # committed with the revocation, so the new owner starts after it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -33,7 +32,6 @@ from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
 from stream_reco.storage.redis_store import RedisStore
 
-log = logging.getLogger(__name__)
 # Passed-over candidates remembered with a response: the learner's negatives.
 SHOWN_NEGATIVES = 10
 PLAIN = Policy()  # no diversity or business rules beyond the hard exclusions
@@ -42,9 +40,6 @@ SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 # the same HR/MRR as 5 and 40 on all three data sets (docs/evaluation.md, "Latency").
 COOC_SOURCES = 3  # at most this many session items' co-occurrence lists are read
 POPULAR_EXTRA = 20  # popular candidates beyond k: room for blocked and unavailable ones
-# Pushes computed at once; beyond it, applying events waits for one to finish. Few: past the
-# cores' pace more concurrency only makes every push wait on Redis connections and timeouts.
-MAX_PUSHES_IN_FLIGHT = 16
 
 
 async def ingest(
@@ -273,26 +268,11 @@ async def handle_events(
             store, settings, live, sid, k, trigger=trigger, event_id=eid, on_ready=on_push
         )
 
-    if on_push is None:  # sessions are independent: their reads overlap on the pool
-        return list(await asyncio.gather(*(push(sid, eid) for sid, eid in carted.items()))), refused
-    # Pushes leave the batch behind: the next events are applied meanwhile (a push then sees
-    # fresher state, never staler), and no push waits for another batch's pushes.
-    for sid, eid in carted.items():
-        while len(live.pushes) >= MAX_PUSHES_IN_FLIGHT:
-            await asyncio.wait(live.pushes, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(_detached(push(sid, eid)))
-        live.pushes.add(task)
-        task.add_done_callback(live.pushes.discard)
-    return [], refused
-
-
-async def _detached(push: Awaitable[dict[str, Any]]) -> None:
-    """A push nobody awaits: a failure is counted and logged, never lost silently."""
-    try:
-        await push
-    except Exception:
-        ERRORS["push"] += 1
-        log.exception("a push failed")
+    # Sessions are independent: their reads overlap on the pool. Each push is sent the moment
+    # it is ready (`on_push`); the batch still waits for all of them, so every shown list is
+    # stored before the session's next event is applied, and the batch's offsets after its pushes.
+    pushes = await asyncio.gather(*(push(sid, eid) for sid, eid in carted.items()))
+    return ([] if on_push is not None else list(pushes)), refused
 
 
 async def learn_from(store: RedisStore, settings: Settings, new: Sequence[Event]) -> None:

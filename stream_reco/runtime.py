@@ -38,10 +38,6 @@ class Runtime:
     base_rules: RulesConfig = field(default_factory=RulesConfig)
     rules_doc: bytes | None = None
     sync: IndexSync | None = None  # the worker's ANN index and how it follows the vector log
-    # Pushes being computed apart from their events batch (at most once, so none is waited
-    # for at shutdown); held here so they are not garbage-collected mid-flight. The one
-    # field changed in place.
-    pushes: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def index(self) -> ItemIndex | None:
