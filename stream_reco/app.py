@@ -62,12 +62,8 @@ class Wiring:
             self._store = RedisStore.connect(self.settings)
         return self._store
 
-    def loop(
-        self, name: str, topic: str, group: str, handler: Handler, *, per_partition: bool = False
-    ) -> None:
-        """A librdkafka consumer of `topic` for the hot paths (events, requests), guarded;
-        `per_partition`: each partition's part of a batch guarded on its own, side by side,
-        so one part's failure and retry never costs another part its outputs."""
+    def guard(self, handler: Handler) -> Callable[[list[Message]], Awaitable[list[Out]]]:
+        """`handler` under the processing-error policy (guard.py), on this worker's store."""
         s = self.settings
 
         def reject(m: Message, why: str) -> Out:
@@ -76,37 +72,34 @@ class Wiring:
         def work(part: list[Message]) -> Awaitable[list[Out]]:
             return handler(self.store(), s, part)
 
+        return lambda msgs: guarded(msgs, work, reject)
+
+    def loop(self, name: str, topic: str, group: str, handler: Handler, *, ordered: bool) -> None:
+        """A librdkafka consumer of a hot topic. `ordered` (events, state): batches in order,
+        each partition's part guarded on its own, side by side (one part's failure and retry
+        never costs another its outputs), and a new group reads from the start of retention.
+        Otherwise (requests, independent): each message on its own, and a new group starts at
+        the end, as requests from before it existed are not worth answering."""
+        s, guarded_ = self.settings, self.guard(handler)
+
         async def handle(msgs: list[Message]) -> list[Out]:
-            if not per_partition:
-                return await guarded(msgs, work, reject)
-            parts = messages.by_partition(msgs)
-            done = await asyncio.gather(*(guarded(p, work, reject) for p in parts))
+            if not ordered:
+                return await guarded_(msgs)
+            done = await asyncio.gather(*map(guarded_, messages.by_partition(msgs)))
             return [o for outs in done for o in outs]
 
-        # Requests left from before this group existed are not worth answering: start at
-        # the end. Events are state: a new group starts from the beginning of retention.
-        start = "earliest" if topic == s.topic_events else "latest"
-        # Events keep their order (a session's state); requests are independent of each other.
-        ordered = topic == s.topic_events
+        start = "earliest" if ordered else "latest"
         loop = TopicLoop(s, name, topic, group, handle, self.sink, start=start, ordered=ordered)
         self.loops.append(loop)
 
     def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
         """An agent that takes batches from `topic` and hands them to `handler`, guarded."""
-        s = self.settings
+        s, guarded_ = self.settings, self.guard(handler)
         within = max(s.batch_within_ms, 1) / 1000.0  # 0 would mean "wait forever" in Faust
-
-        def reject(m: Message, why: str) -> Out:
-            return messages.rejected(s, m, why)
 
         async def agent(stream: faust.StreamT[Any]) -> None:
             async for batch in stream.take_events(s.batch_max, within=within):
-                msgs = [_message(e) for e in batch]
-
-                def work(part: list[Message]) -> Awaitable[list[Out]]:
-                    return handler(self.store(), s, part)
-
-                await self.sink.send(await guarded(msgs, work, reject))
+                await self.sink.send(await guarded_([_message(e) for e in batch]))
 
         agent.__name__ = agent.__qualname__ = name  # Faust names agents after their function
         self.app.agent(topic)(agent)
@@ -119,7 +112,8 @@ def create_app(settings: Settings) -> faust.App:
     if settings.role in ("all", "ingest"):
         _ingestion(app, w)
     if settings.role in ("all", "query"):
-        w.loop("requests", settings.topic_requests, settings.requests_group, _answerer(w))
+        answer = _answerer(w)
+        w.loop("requests", settings.topic_requests, settings.requests_group, answer, ordered=False)
     _followers(app, w)
     if settings.role in ("all", "query"):  # an ingest worker's answers would queue behind it
         add_views(app, settings, w.live, w.store)
@@ -158,7 +152,7 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
         return await messages.on_event_messages(st, s, msgs, w.live, emit=w.sink.send)
 
-    w.loop("events", s.topic_events, s.events_group, on_events, per_partition=True)
+    w.loop("events", s.topic_events, s.events_group, on_events, ordered=True)
     w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(s.topic_config, partitions=1, compacting=True)

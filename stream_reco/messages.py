@@ -91,7 +91,7 @@ async def on_event_messages(
             continue
         origin[ev.event_id] = m
         good.append(ev)
-        if m.sent_ms is not None and now - m.sent_ms > settings.answer_max_lag_ms:
+        if _waited(m, now) > settings.answer_max_lag_ms:
             late.add(ev.event_id)
 
     def out(p: dict[str, object]) -> Out:
@@ -148,8 +148,8 @@ async def on_request_message(
 ) -> Out | None:
     """The answer to one request (or its dead letter); with `emit`, the answer goes there as
     soon as it is built, before the shown list is stored, and None is returned."""
-    waited = None if m.sent_ms is None else _now_ms() - m.sent_ms
-    if waited is not None and waited > settings.answer_max_lag_ms:
+    waited = _waited(m, _now_ms())
+    if waited > settings.answer_max_lag_ms:
         # A backlog (a restart, an overload) is not answered oldest first: its callers have
         # given up, and answering them would only delay the requests still wanted.
         ERRORS["late_request"] += 1
@@ -205,6 +205,11 @@ def _vectors(records: Sequence[CatalogItem | Tombstone]) -> list[Change | str]:
         except ValueError as exc:
             out.append(f"unusable embedding: {exc}")
     return out
+
+
+def _waited(m: Message, now_ms: int) -> int:
+    """How long a message waited in Kafka before we read it (0 without a Kafka timestamp)."""
+    return 0 if m.sent_ms is None else now_ms - m.sent_ms
 
 
 def _now_ms() -> int:
