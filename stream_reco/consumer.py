@@ -16,6 +16,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from stream_reco import logs
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StackError
 from stream_reco.kafka_io import QUIET, Sink
@@ -79,6 +80,7 @@ class TopicLoop:
         # bookkeeping of partitions that may have moved (and come back) meanwhile.
         self._generation = 0
         self._counted = 0  # the generation _pending and _seen belong to
+        self.trouble = logs.Trouble(f"Kafka consumer of {topic}")
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -88,6 +90,7 @@ class TopicLoop:
                 "enable.auto.offset.store": False,  # stored by us, after the effects
                 "auto.commit.interval.ms": 1000,
                 "fetch.wait.max.ms": max(settings.batch_within_ms, 1),
+                "error_cb": self._client_error,
                 **QUIET,
             }
         )
@@ -156,13 +159,15 @@ class TopicLoop:
                     raise StackError(f"consuming {self.topic}: fatal Kafka error: {err}")
                 if err.code() != KafkaError._PARTITION_EOF:
                     ERRORS["kafka_consume"] += 1
-                    log.warning("consuming %s: %s", self.topic, err)
+                    self.trouble.failed(err.name(), err)
                 continue
             if m.partition() not in owned:
                 continue  # fetched before a rebalance gave its partition to another worker
             kind, ts = m.timestamp()
             sent = ts if kind != TIMESTAMP_NOT_AVAILABLE else None
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), sent))
+        if out:
+            self.trouble.ok()
         self.consumed += len(out)
         return out
 
@@ -232,6 +237,14 @@ class TopicLoop:
         self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
         owned = sorted(self._owned)
         log.info("%s partitions assigned: %s of %s", self.name, owned, self.topic)
+        self.trouble.ok()  # joined the group: the brokers answer again
+
+    def _client_error(self, err: KafkaError) -> None:
+        """librdkafka's client-wide errors (on the fetching thread): all brokers down, or a
+        fatal error, is trouble; a single dropped connection is a state it recovers from."""
+        if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+            ERRORS["kafka_consume"] += 1
+            self.trouble.failed(err.name(), err)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs on the fetching thread: hold the rebalance until the batch in flight has stored

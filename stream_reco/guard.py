@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
+from stream_reco import logs
 from stream_reco.errors import ERRORS, StoreError
 from stream_reco.messages import Message, Out
-
-log = logging.getLogger(__name__)
 
 Work = Callable[[list[Message]], Awaitable[list[Out]]]
 Reject = Callable[[Message, str], Out]
@@ -24,7 +22,7 @@ async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float 
             return await work(msgs)
         except StoreError as exc:
             ERRORS["store"] += 1
-            log.error("store unavailable, holding %d messages: %s", len(msgs), exc)
+            logs.REDIS.failed("holding a batch", exc)  # rate-limited: an outage is one line
             await asyncio.sleep(pause)
         except Exception as exc:
             if len(msgs) > 1:
@@ -33,5 +31,6 @@ async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float 
                     outs += await guarded([m], work, reject, pause)
                 return outs
             ERRORS["internal"] += 1
-            log.exception("processing failed; dead-lettering offset %s", msgs[0].offset)
+            # The dead-letter summary counts it; one traceback per kind of failure is enough.
+            logs.PROCESSING.failed("a message was dead-lettered", exc, trace=True)
             return [reject(msgs[0], f"internal error: {type(exc).__name__}: {exc}")]

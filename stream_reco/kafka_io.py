@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_reco import logs
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
 
@@ -100,7 +101,9 @@ class Sink:
         # throughput nobody here needs.
         # A delivery that cannot succeed within 30 s is reported (and counted) as failed,
         # rather than held for librdkafka's default of five minutes.
-        self._producer = producer(settings, **{"linger.ms": 1, "message.timeout.ms": 30000})
+        self._producer = producer(
+            settings, **{"linger.ms": 1, "message.timeout.ms": 30000, "error_cb": _client_error}
+        )
         self._errors = errors
 
     async def send(self, outs: Iterable[Output]) -> None:
@@ -119,11 +122,11 @@ class Sink:
                     await asyncio.sleep(0.01)
                 except KafkaException as exc:
                     self._errors["send"] += 1
-                    log.error("Kafka refused an output for %s: %s", o.topic, exc)
+                    logs.KAFKA_PRODUCER.failed(f"output for {o.topic}", exc)
                     break
             else:
                 self._errors["send"] += 1
-                log.error("producer queue full: dropped an output for %s", o.topic)
+                logs.KAFKA_PRODUCER.failed(f"output for {o.topic}", "local queue full: dropped")
         self._producer.poll(0)
 
     def poll(self) -> None:
@@ -139,6 +142,15 @@ class Sink:
             log.error("%d outputs were still undelivered at shutdown", left)
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._errors["send"] += 1
-            log.error("could not deliver to %s: %s", msg.topic(), err)
+        if err is None:
+            logs.KAFKA_PRODUCER.ok()
+            return
+        self._errors["send"] += 1
+        logs.KAFKA_PRODUCER.failed(f"delivery to {msg.topic()}", err)
+
+
+def _client_error(err: KafkaError) -> None:
+    """librdkafka's client-wide errors: most are passing states it recovers from on its own
+    (one broker connection dropped); all brokers down, or a fatal error, is trouble."""
+    if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+        logs.KAFKA_PRODUCER.failed("brokers", err)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
-from stream_reco import runtime
+from stream_reco import logs, runtime
 from stream_reco.candidates import vectors
 from stream_reco.config import ENV, Settings
 from stream_reco.errors import ERRORS
@@ -31,6 +32,8 @@ from stream_reco.runtime import Runtime
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.storage.vector_log import Change
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -49,8 +52,10 @@ class Out:
     value: bytes
 
 
-def rejected(settings: Settings, m: Message, reason: str) -> Out:
-    """A message we will not apply, as a dead letter that keeps its original bytes."""
+def rejected(settings: Settings, m: Message, reason: str, kind: str | None = None) -> Out:
+    """A message we will not apply, as a dead letter that keeps its original bytes; counted
+    for the log's summary under `kind` (default: the reason, its values masked when written)."""
+    logs.DEAD_LETTERS.add(m.topic, kind or reason)
     value = dead_letter(reason, m.topic, m.partition, m.offset, m.key, m.value, _now_ms())
     key = m.key[:MAX_DEADLETTER_BYTES] if m.key else m.key  # a huge key must not sink it either
     return Out(settings.topic_deadletter, key, value)
@@ -154,7 +159,8 @@ async def on_request_message(
         # given up, and answering them would only delay the requests still wanted.
         ERRORS["late_request"] += 1
         why = f"request waited {waited} ms in Kafka (over {ENV['answer_max_lag_ms']}"
-        return rejected(settings, m, f"{why}={settings.answer_max_lag_ms}): not answered")
+        late = f"{why}={settings.answer_max_lag_ms}): not answered"
+        return rejected(settings, m, late, kind="request waited too long in Kafka: not answered")
     req = decode_request(m.value, settings.default_k, settings.max_k)
     if isinstance(req, Rejected):
         return rejected(settings, m, req.reason)
@@ -178,6 +184,7 @@ async def on_config_messages(
     """Rules updates from `reco-config` into the shared rules document every worker reloads.
     Its single partition has one consumer, so this read-modify-write has no rival."""
     outs: list[Out] = []
+    applied: list[tuple[str, list[str] | None]] = []  # placement, the fields it now sets
     doc = await store.read_published(runtime.RULES)
     for m in msgs:
         update = policy.decode_config(m.key, m.value)
@@ -187,8 +194,12 @@ async def on_config_messages(
         # Stored as the message said it (plain JSON, checked above); workers decode it again.
         overrides = None if update.overrides is None else orjson.loads(m.value or b"null")
         doc = runtime.store_update(doc, update.key, overrides)
+        applied.append((update.key, None if update.overrides is None else sorted(overrides)))
     if doc is not None:
         await store.publish(runtime.RULES, doc)
+    for key, fields in applied:  # field names only: values may name items
+        what = "override removed" if fields is None else f"sets {', '.join(fields) or 'nothing'}"
+        log.info("rules update from %s applied: %r %s", settings.topic_config, key, what)
     return outs
 
 

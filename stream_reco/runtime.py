@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from stream_reco import logs
 from stream_reco.candidates.ann import ItemIndex
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
@@ -24,6 +25,10 @@ MODEL = "model"  # the published-document name of the learned ranker's weights
 RULES = "rules"  # ... of the rules updates taken from reco-config
 FALLBACK_SIZE = 200
 LEARN_CHUNK = 100  # examples learned between two checks of a round's time budget
+MODEL_NEWS_S = 60.0  # the learner publishes up to once a refresh: its news, once a minute
+_PUBLISHED = logs.Throttled(every_s=MODEL_NEWS_S, log=log)
+_NEW_MODEL = logs.Throttled(every_s=MODEL_NEWS_S, log=log)
+_BAD_MODEL = logs.Throttled(every_s=MODEL_NEWS_S, log=log, level=logging.WARNING)
 
 
 @dataclass
@@ -76,12 +81,14 @@ async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
         try:
             weights = Weights.from_json(raw)
         except ModelFormatError as exc:
-            log.warning("ignoring the published model: %s", exc)
+            _BAD_MODEL.note("ignoring the published model: %s", exc)
         else:
             if weights.version != live.model.version:
+                _log_model(settings, live, weights)
                 live.model = weights
     doc = await store.read_published(RULES)
     if doc != live.rules_doc:
+        log.info("rules reloaded from Redis: %s", rules_changes(live.rules_doc, doc))
         live.rules, live.rules_doc = rules_from(live.base_rules, doc), doc
     popular = await store.read_popular(FALLBACK_SIZE)
     meta = await store.read_items([i for i, _ in popular])
@@ -91,6 +98,42 @@ async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
         if (i in meta and meta[i].in_stock) or (i not in meta and not settings.require_catalog)
     ]
     await store.sync_catalog()  # last: a failure here must not hold back the reloads above
+
+
+def rules_changes(old: bytes | None, new: bytes | None) -> str:
+    """What changed between two stored rules documents, by placement and field name (never a
+    value: values may name items)."""
+    before, after = (orjson.loads(d) if d else {} for d in (old, new))
+    parts = []
+    for key in sorted(set(before) | set(after)):
+        was, now = before.get(key), after.get(key)
+        if was == now:
+            continue
+        if now is None:
+            parts.append(f"{key!r} override removed")
+            continue
+        was, now = (d if isinstance(d, dict) else {} for d in (was, now))
+        fields = sorted(f for f in set(was) | set(now) if was.get(f) != now.get(f))
+        verb = "changed" if key in before else "set"
+        parts.append(f"{key!r} {verb} ({', '.join(fields) or 'no fields'})")
+    return "; ".join(parts) or "no change"
+
+
+def _log_model(settings: Settings, live: Runtime, new: Weights) -> None:
+    """A new model version: throttled (one a second while the learner learns); whether it now
+    ranks, every time that changes."""
+    _NEW_MODEL.note(
+        "learned ranker v%d loaded: %d examples seen, edge %+.4f",
+        new.version,
+        new.examples,
+        new.edge,
+    )
+    ranks, ranked = live.model_ready(settings, new), live.model_ready(settings)
+    if ranks != ranked:
+        who = "the learned ranker" if ranks else "the fixed blend"
+        log.info(
+            "answers now ranked by %s (learned ranker v%d, edge %+.4f)", who, new.version, new.edge
+        )
 
 
 def rules_from(base: RulesConfig, doc: bytes | None) -> RulesConfig:
@@ -124,6 +167,8 @@ class LearnerLoop:
         queue is capped) rather than slowing every answer down."""
         ttl_ms = int(max(self.settings.refresh_s * 10, 5) * 1000)
         if not await store.hold_lease("learner", self.owner, ttl_ms):
+            if self.learner is not None:
+                log.info("learner lease lost: another worker learns the ranker now")
             self.learner = None  # another worker learns; take over from its weights later
             return 0
         if self.learner is None:
@@ -135,6 +180,7 @@ class LearnerLoop:
             except ModelFormatError:
                 start = base  # unreadable: start over rather than stop learning
             self.learner = Learner(start, lr=self.settings.model_lr, blend=base)
+            log.info("learner lease taken: this worker learns the ranker, from v%d", start.version)
         learner, learned, started = self.learner, 0, time.perf_counter()
         chunk = batch if budget_s is None else min(batch, LEARN_CHUNK)
         while learned < batch:
@@ -147,7 +193,14 @@ class LearnerLoop:
             if len(raw) < chunk or (budget_s is not None and spent >= budget_s):
                 break
         if learned:
-            await store.publish(MODEL, learner.snapshot().to_json())
+            model = learner.snapshot()
+            await store.publish(MODEL, model.to_json())
+            _PUBLISHED.note(
+                "learned ranker v%d published: %d examples seen, edge %+.4f",
+                model.version,
+                model.examples,
+                model.edge,
+            )
         return learned
 
 

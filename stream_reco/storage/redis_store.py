@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stream_reco import logs
 from stream_reco.config import Settings
 from stream_reco.decay import LandmarkTooOld, forward_weight, value_at
 from stream_reco.errors import StoreError
@@ -26,7 +26,6 @@ from stream_reco.storage.keys import Keys
 from stream_reco.storage.shared import SharedState
 from stream_reco.storage.vector_log import VectorLog
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua").read_text()
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
@@ -128,16 +127,20 @@ class RedisStore(SharedState, CatalogState):
         delay = 0.05
         for attempt in range(1, RETRIES + 1):
             try:
-                return await call()
+                result = await call()
             except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
                 if isinstance(exc, ResponseError) and not str(exc).startswith(TRANSIENT):
                     raise
+                # Every worker's calls fail together in an outage: one line per interval.
+                logs.REDIS.failed(what, exc)
                 if attempt == RETRIES:
                     msg = f"{what}: Redis unavailable after {RETRIES} tries: {exc}"
                     raise StoreError(msg) from exc
-                log.warning("%s failed (%s), retry %d in %.2fs", what, exc, attempt, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 4, 2.0)
+            else:
+                logs.REDIS.ok()
+                return result
         raise AssertionError("unreachable")
 
     async def landmark(self, ts_hint: int) -> int:
@@ -207,6 +210,23 @@ class RedisStore(SharedState, CatalogState):
         as the store sees it, not as a producer or consumer reports it."""
         raw = await self._retry("applied", lambda: self.client.get(self.keys.global_("applied")))
         return int(raw or 0)
+
+    async def holds_anything(self) -> bool:
+        """Whether anything was ever stored under this key prefix: one EXISTS per key that a
+        worker's first event, catalogue record, rules message or model creates, and which
+        never expires (one round trip, where a SCAN must walk the whole keyspace to find no
+        key). `inspect` tells a wrong prefix from an unknown id with it."""
+        g = self.keys.global_
+        # "rules" and "model": runtime.RULES and runtime.MODEL, the published documents.
+        marks = [g("applied"), g("landmark"), self.catalog_log, g("rules"), g("model")]
+
+        async def run() -> bool:
+            pipe = self.client.pipeline(transaction=False)
+            for key in marks:
+                pipe.exists(key)
+            return any(await pipe.execute())
+
+        return await self._retry("holds_anything", run)
 
     async def read_session(self, session_id: str) -> SessionView:
         k = self.keys
