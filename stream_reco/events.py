@@ -69,6 +69,7 @@ class Request:
     user_id: str | None = None
     placement: str | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
+    item_id: str | None = None  # the item on the page the answer is shown on, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,20 @@ def load_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _Invalid(f"not valid JSON: {exc}") from None
+        raise _Invalid(_not_utf8(raw, "value") or f"not valid JSON: {exc}") from None
+
+
+def _not_utf8(raw: bytes, what: str) -> str | None:
+    """Why `raw` is not UTF-8, or None if it is. orjson's own message for bad bytes talks of
+    surrogates at char 0 wherever the byte is, which sends the producer looking elsewhere."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"{what} is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            f"encode the {what} as UTF-8"
+        )
+    return None
 
 
 def _load(raw: bytes | None) -> dict[str, Any]:
@@ -124,6 +138,21 @@ def _int(doc: dict[str, Any], name: str, lo: int, hi: int, default: int | None =
     if not lo <= value <= hi:
         raise _Invalid(f"{name}={value} is outside {lo}..{hi}")
     return value
+
+
+def _ts(doc: dict[str, Any], latest_ts: int) -> int:
+    """The event time; a value in the range once multiplied by 1000 was sent in seconds, the
+    commonest producer mistake, so the message says so."""
+    try:
+        return _int(doc, "ts", MIN_TS_MS, latest_ts)
+    except _Invalid as exc:
+        value = doc.get("ts")
+        if type(value) is int and MIN_TS_MS <= value * 1000 <= MAX_TS_MS:
+            raise _Invalid(
+                f"{exc}: ts is epoch milliseconds and {value} looks like seconds; "
+                f"send {value * 1000} (seconds x 1000)"
+            ) from None
+        raise
 
 
 def _number(doc: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
@@ -188,7 +217,7 @@ def decode_event(raw: bytes | None, latest_ts: int = MAX_TS_MS) -> Event | Rejec
             type=kind,
             session_id=_id(doc, "session_id"),  # type: ignore[arg-type]
             item_id=_id(doc, "item_id"),  # type: ignore[arg-type]
-            ts=_int(doc, "ts", MIN_TS_MS, latest_ts),
+            ts=_ts(doc, latest_ts),
             user_id=_id(doc, "user_id", optional=True),
             quantity=_int(doc, "quantity", 1, MAX_QUANTITY, default=1),
             price=_number(doc, "price", 0.0, MAX_PRICE),
@@ -201,11 +230,14 @@ def decode_event(raw: bytes | None, latest_ts: int = MAX_TS_MS) -> Event | Rejec
 def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombstone | Rejected:
     """Parse one `reco-catalog` record; a null/empty value is a tombstone for its key."""
     try:
+        # Checked first: a tombstone decoded with replacement characters could remove an item
+        # whose id really contains them, and a record's key would only be called a mismatch.
+        if key and (bad := _not_utf8(key, "key")):
+            raise _Invalid(bad)
         if raw is None or len(raw) == 0 or raw.strip() == b"null":
             if not key:
                 raise _Invalid("tombstone without a key: cannot tell which item to remove")
-            item_id = key.decode("utf-8", errors="replace")
-            return Tombstone(_id({"item_id": item_id}, "item_id"))  # type: ignore[arg-type]
+            return Tombstone(_id({"item_id": key.decode()}, "item_id"))  # type: ignore[arg-type]
         doc = _load(raw)
         tags = doc.get("tags")
         tags = [] if tags is None else tags
@@ -258,6 +290,7 @@ def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | R
             user_id=_id(doc, "user_id", optional=True),
             placement=_id(doc, "placement", optional=True),
             exclude=frozenset(exclude),
+            item_id=_id(doc, "item_id", optional=True),
         )
     except _Invalid as exc:
         return Rejected(f"invalid request: {exc}")

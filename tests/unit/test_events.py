@@ -18,6 +18,8 @@ from stream_reco.events import (
     MAX_ID_LEN,
     MAX_MESSAGE_BYTES,
     MAX_TAGS,
+    MAX_TS_MS,
+    MIN_TS_MS,
     CatalogItem,
     Event,
     Rejected,
@@ -153,6 +155,19 @@ def test_bad_timestamps_are_rejected(ts: object) -> None:
     rejected(decode_event(event(ts=ts)), "ts")
 
 
+@pytest.mark.parametrize("seconds", [TS // 1000, MIN_TS_MS // 1000, MAX_TS_MS // 1000])
+def test_a_ts_in_seconds_is_named_as_such_with_the_value_to_send(seconds: int) -> None:
+    reason = rejected(decode_event(event(ts=seconds), latest_ts=TS), f"ts={seconds} is outside")
+    assert "epoch milliseconds" in reason and "seconds" in reason
+    assert str(seconds * 1000) in reason
+
+
+@pytest.mark.parametrize("ts", [MIN_TS_MS // 1000 - 1, MAX_TS_MS // 1000 + 1, -1, 0, TS + 1])
+def test_a_ts_that_is_not_seconds_gets_no_seconds_hint(ts: int) -> None:
+    reason = rejected(decode_event(event(ts=ts), latest_ts=TS), "ts")
+    assert "seconds" not in reason
+
+
 def test_events_dated_after_the_latest_allowed_time_are_rejected() -> None:
     assert isinstance(decode_event(event(ts=TS), latest_ts=TS), Event)
     rejected(decode_event(event(ts=TS + 1), latest_ts=TS), "ts")
@@ -190,6 +205,26 @@ def test_context_too_big_is_rejected() -> None:
     big = {"blob": "x" * MAX_CONTEXT_BYTES}
     rejected(decode_event(event(context=big)), "context", str(MAX_CONTEXT_BYTES))
     assert isinstance(decode_event(event(context={"blob": "x" * 100})), Event)
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (b"\xff\xfe{}", "byte 0xff at offset 0"),
+        (event().replace(b'"s-1"', b'"s-\xe9"'), "byte 0xe9 at offset"),  # Latin-1, not UTF-8
+        (b'{"item_id": "\xed\xa0\x80"}', "byte 0xed at offset 13"),  # an encoded surrogate
+    ],
+    ids=["leading-bytes", "latin-1", "surrogate"],
+)
+def test_values_that_are_not_utf8_are_named_plainly(raw: bytes, where: str) -> None:
+    rejected(decode_event(raw), "invalid event: value is not UTF-8", where)
+    rejected(decode_request(raw, 10, 100), "invalid request: value is not UTF-8", where)
+    rejected(decode_catalog(b"i", raw), "invalid catalogue record: value is not UTF-8", where)
+
+
+def test_valid_utf8_beyond_ascii_is_read() -> None:
+    ev = decode_event(event(item_id="caf\u00e9-\u6771\u4eac-\U0001f600"))
+    assert isinstance(ev, Event) and ev.item_id == "caf\u00e9-\u6771\u4eac-\U0001f600"
 
 
 # -- catalogue -------------------------------------------------------------------------------
@@ -240,6 +275,12 @@ def test_tombstone_without_key_is_rejected(key: bytes | None) -> None:
 
 def test_tombstone_key_must_be_a_valid_id() -> None:
     rejected(decode_catalog(b"x" * (MAX_ID_LEN + 1), None), "item_id")
+
+
+@pytest.mark.parametrize("value", [None, b"null", orjson.dumps({"item_id": "item-\u00e9"})])
+def test_catalogue_key_that_is_not_utf8_is_rejected(value: bytes | None) -> None:
+    # Latin-1 "item-\xe9": decoded with replacement it named an item that was never sent.
+    rejected(decode_catalog(b"item-\xe9", value), "key is not UTF-8", "0xe9")
 
 
 @pytest.mark.parametrize("tags", ["wood", [1, 2], ["ok", None], {"a": 1}])
