@@ -80,6 +80,7 @@ FEATURES = (
     "similar",
     "trending",
     "pop",
+    "new",  # cold start: catalogue order, for shops with too little behaviour yet
     # Session context of the head candidates (ranking/context.py): weight 0 in the fixed blend.
     "category_match",
     "price_match",

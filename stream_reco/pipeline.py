@@ -13,6 +13,7 @@ from stream_reco import response
 from stream_reco.candidates import (
     Candidate,
     cooccurrence,
+    newest,
     popularity,
     revisit,
     sessions,
@@ -34,7 +35,8 @@ from stream_reco.storage.redis_store import RedisStore
 
 # Passed-over candidates remembered with a response: the learner's negatives.
 SHOWN_NEGATIVES = 10
-PLAIN = Policy()  # no diversity or business rules beyond the hard exclusions
+# No diversity or business rules beyond the hard exclusions, the item in view excluded or not.
+PLAIN = (Policy(), Policy(exclude_item_in_view=False))
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 # Request cost, cut where measured free: 3 co-occurrence lists and 20 spare popular items gave
 # the same HR/MRR as 5 and 40 on all three data sets (docs/evaluation.md, "Latency").
@@ -71,10 +73,12 @@ async def recommend(
     placement: str | None = None,
     live: Runtime | None = None,
     only: Sequence[str] | None = None,
+    item_id: str | None = None,
 ) -> Answer:
     """Top-k items for a session under the placement's rules, each explained; never a blocked
-    or unavailable item. Answers within `settings.budget_ms`, degrading if it must. `only`:
-    rank just these items (POST /rank) instead of gathering candidates."""
+    or unavailable item, nor (unless the placement allows it) the item in view: `item_id`, the
+    page's item, else the session's latest. Answers within `settings.budget_ms`, degrading if
+    it must. `only`: rank just these items (POST /rank) instead of gathering candidates."""
     started = time.perf_counter()
     live = live or Runtime()
     rules = live.rules.for_placement(placement)
@@ -88,6 +92,8 @@ async def recommend(
         return max(budget * share - (time.perf_counter() - started), 1e-3)
 
     block = set(exclude) | set(rules.exclude)
+    if rules.exclude_item_in_view and item_id is not None:
+        block.add(item_id)  # before the session is read: a fallback answer honours it too
     # asyncio.timeout, not wait_for: no extra task per step on the hot path.
     try:
         async with asyncio.timeout(left(0.8)):
@@ -96,8 +102,11 @@ async def recommend(
             )
     except (TimeoutError, StoreError):
         # Sources too slow or down: popularity from memory, still without blocked items.
-        return response.fallback(live, block, k, only)
+        shelved = rules_.excluded_by_catalog(live.fallback, rules)
+        return response.fallback(live, block | shelved, k, only)
     block |= rules_.blocked(session, ())
+    if rules.exclude_item_in_view and (in_view := rules_.in_view(session, item_id)) is not None:
+        block.add(in_view)
     use_model = live.model_ready(settings, current)
     degraded = None
     if use_model and time.perf_counter() - started > budget / 2:
@@ -109,7 +118,7 @@ async def recommend(
     # what the rules look at (session categories, promoted items).
     # A plain policy needs only enough to cover unavailable items; rules that reshuffle
     # (diversity, discovery, caps) need a deeper pool to choose from.
-    depth = max(4 * k, k + 60) if rules != PLAIN else k + 20
+    depth = max(4 * k, k + 60) if rules not in PLAIN else k + 20
     while True:
         head = ranked[:depth]
         wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
@@ -118,7 +127,8 @@ async def recommend(
             async with asyncio.timeout(left()):
                 meta = await store.read_items(sorted(wanted), seen)
         except (TimeoutError, StoreError):
-            return response.fallback(live, block, k, only)
+            shelved = rules_.excluded_by_catalog(live.fallback, rules)
+            return response.fallback(live, block | shelved, k, only)
         # Context needs metadata, so only the head gets it: a second, finer ordering stage.
         context.add((c for c, _ in head), session, meta)
         if blend.uses_context(weights):
@@ -179,6 +189,9 @@ async def _candidates(
     revisit.gather(session, found)
     popularity.gather_trending(got.trending, found)  # what the shopper is browsing now
     popularity.gather(got.popular, found)
+    # Cold start: only when behaviour cannot fill the list does the catalogue cost a read.
+    if fixed.get(newest.FEATURE, 0.0) > 0 and newest.short(got.popular, n_popular):
+        await newest.gather(store, got.catalog_at, n_popular, found)
     if only is not None:
         found = {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
     return session, found, got.catalog_at
@@ -198,13 +211,22 @@ async def answer_session(
     only: Sequence[str] | None = None,
     event_id: str | None = None,
     on_ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    item_id: str | None = None,
 ) -> dict[str, Any]:
     """Recommend, build the response, remember what was shown (the learner's next example).
     `on_ready` gets the response before the shown list is stored: the caller need not wait
-    for that write, which may queue in Redis behind ingestion."""
+    for that write, which may queue in Redis behind ingestion. `item_id`: the page's item."""
     started = time.perf_counter()
     answer = await recommend(
-        store, settings, session_id, k, exclude, placement=placement, live=live, only=only
+        store,
+        settings,
+        session_id,
+        k,
+        exclude,
+        placement=placement,
+        live=live,
+        only=only,
+        item_id=item_id,
     )
     rid = uuid.uuid4().hex
     out = response.response(session_id, trigger, answer, started, request_id, rid)
@@ -228,7 +250,10 @@ async def handle_request(
     req: Request,
     live: Runtime | None = None,
     on_ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    *,
+    item_id: str | None = None,
 ) -> dict[str, Any]:
+    """Answer one request; `item_id` (the page's item) defaults to the request's own."""
     return await answer_session(
         store,
         settings,
@@ -239,6 +264,7 @@ async def handle_request(
         exclude=req.exclude,
         placement=req.placement,
         on_ready=on_ready,
+        item_id=item_id if item_id is not None else req.item_id,
     )
 
 

@@ -48,7 +48,7 @@ def pick(
     why = "promoted" if slot.slot == "promoted" else explain.reason(cand, meta)
     return Pick(
         slot.item_id,
-        round(slot.score, 6),
+        float(f"{slot.score:.6g}"),  # significant digits: tiny cold-start scores stay apart
         why,
         cand.features,
         slot.slot,

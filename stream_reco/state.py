@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TYPE_RANK = {"view": 0, "click": 1, "remove_from_cart": 1, "add_to_cart": 2, "purchase": 3}
+CART_TYPES = frozenset({"add_to_cart", "remove_from_cart"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,21 +28,32 @@ class SessionView:
     last_ts: int | None = None
 
     def strongest(self) -> list[Interaction]:
-        """One entry per distinct item, newest first, carrying the item's strongest type."""
-        best: dict[str, Interaction] = {}
-        order: list[str] = []
+        """One entry per distinct item, newest first, carrying the item's current standing:
+        in the cart now -> add_to_cart; added and taken out again -> view; otherwise its
+        strongest type. The cart is the truth, not the event history, so every source and
+        reason reads the same standing. Cart items older than the recent list come last, at
+        the oldest remembered time."""
+        best: dict[str, Interaction] = {}  # insertion order: newest first
         for it in self.recent:
             have = best.get(it.item_id)
             if have is None:
-                order.append(it.item_id)
                 best[it.item_id] = it
             elif TYPE_RANK[it.type] > TYPE_RANK[have.type]:
                 best[it.item_id] = Interaction(it.item_id, it.type, have.ts)
-        for item_id in self.cart:  # a cart item outlives the recent-events cap
-            if item_id not in best:
-                order.append(item_id)
-                best[item_id] = Interaction(item_id, "add_to_cart", self.last_ts or 0)
-        return [best[i] for i in order]
+        out = [self._standing(it) for it in best.values()]
+        oldest = self.recent[-1].ts if self.recent else (self.last_ts or 0)
+        # A cart item outlives the recent-events cap: it was added before anything remembered.
+        out += [Interaction(i, "add_to_cart", oldest) for i in self.cart if i not in best]
+        return out
+
+    def _standing(self, it: Interaction) -> Interaction:
+        if it.item_id in self.cart:
+            kind = "add_to_cart"
+        elif it.type in CART_TYPES:
+            kind = "view"  # taken out of the cart again: still a sign of interest, no more
+        else:
+            return it
+        return it if it.type == kind else Interaction(it.item_id, kind, it.ts)
 
     def to_json(self) -> dict[str, object]:
         return {

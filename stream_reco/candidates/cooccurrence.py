@@ -17,19 +17,13 @@ SEQ_RECENCY = 0.3
 def sources(
     session: SessionView, weights: Mapping[str, float], limit: int
 ) -> list[tuple[Interaction, float]]:
-    """The session items to expand, newest first, each with how much its neighbours count."""
-    out: list[tuple[Interaction, float]] = []
+    """The session items to expand, cart items first, then newest first, each with how much
+    its neighbours count: its event weight (its standing, SessionView.strongest) by recency."""
     # Cart items first: they are the strongest intent however many views came after them.
     ranked = sorted(session.strongest(), key=lambda it: it.item_id not in session.cart)
-    for pos, it in enumerate(ranked[:limit]):
-        if it.item_id in session.cart:
-            kind = "add_to_cart"
-        elif it.type in ("add_to_cart", "remove_from_cart"):
-            kind = "view"  # taken out of the cart again: still a sign of interest, no more
-        else:
-            kind = it.type
-        out.append((Interaction(it.item_id, kind, it.ts), max(weights[kind], 1e-3) * RECENCY**pos))
-    return out
+    return [
+        (it, max(weights[it.type], 1e-3) * RECENCY**pos) for pos, it in enumerate(ranked[:limit])
+    ]
 
 
 def gather(
@@ -39,7 +33,7 @@ def gather(
     feature: str = "cooc",
 ) -> None:
     """Add each source's neighbours as `feature`, scores normalised per source so decay factors
-    cancel; each candidate remembers the source that contributed most (for its reason)."""
+    cancel; each candidate remembers the other session item that contributed most (its reason)."""
     scale = blend.WEIGHTS[feature]
     for src, weight in expand:
         row = neighbours.get(src.item_id) or []
@@ -52,7 +46,9 @@ def gather(
             if cand is None:
                 cand = into[item_id] = Candidate(item_id)
             cand.features[feature] = cand.features.get(feature, 0.0) + share
-            if share * scale > cand.source_share:
+            # An item that follows itself (a second look) still scores, but is never its own
+            # reason: the best other source names it, or none does.
+            if share * scale > cand.source_share and item_id != src.item_id:
                 cand.source_item, cand.source_type = src.item_id, src.type
                 cand.source_share, cand.source_kind = share * scale, feature
 

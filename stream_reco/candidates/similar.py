@@ -40,6 +40,6 @@ def gather(
                 cand = into[item_id] = Candidate(item_id)
             share = weight * sim
             cand.features["similar"] = cand.features.get("similar", 0.0) + share
-            if cand.source_item is None:
+            if cand.source_item is None and item_id != src.item_id:  # never its own reason
                 cand.source_item, cand.source_type = src.item_id, src.type
                 cand.source_kind = "similar"

@@ -14,7 +14,7 @@ from stream_reco.evaluation.data import SessionLog
 from stream_reco.evaluation.metrics import Metrics
 from stream_reco.evaluation.via_kafka import ingest as via_kafka_ingest
 from stream_reco.events import Event
-from stream_reco.ranking import feedback
+from stream_reco.ranking import feedback, policy
 from stream_reco.response import Answer
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
@@ -22,6 +22,16 @@ from stream_reco.storage.redis_store import RedisStore
 TRAIN_BATCH = 1000
 LEARN_EVERY = 500  # answers between learner rounds when the ranker learns during a test
 Tick = Callable[[int], None]
+# The placement the protocol measures: it scores the next event, and a second look at the item
+# just viewed is among the commonest next events, so the engine is asked as a "recently viewed"
+# shelf is, with the item in view allowed (a product page excludes it: docs/rules.md).
+PLACEMENT = "evaluation"
+RULES = policy.from_dict({"placements": {PLACEMENT: {"exclude_item_in_view": False}}})
+
+
+def runtime_for_evaluation() -> Runtime:
+    """A worker's live state with the evaluated placement's rules and nothing else."""
+    return Runtime(rules=RULES, base_rules=RULES)
 
 
 def events(log: SessionLog, scope: str) -> list[Event]:
@@ -70,8 +80,9 @@ async def test(
     strictly in order; at 1 the latencies are the engine's alone, not its neighbours'.
     With a `learner`, every answer is remembered and the next event is feedback, as in a
     worker: the learned ranker trains as the test goes (prequential: answer, then learn).
-    Returns how many answers were degraded (over the time budget)."""
+    Answers are for PLACEMENT. Returns how many answers were degraded (over the budget)."""
     settings = store.settings
+    live = live or runtime_for_evaluation()
     gate = asyncio.Semaphore(concurrency)
     degraded = answered = 0
 
@@ -82,12 +93,14 @@ async def test(
             for i, ev in enumerate(evs):
                 if i >= 1:
                     started = time.perf_counter()
-                    answer = await pipeline.recommend(store, settings, ev.session_id, k, live=live)
+                    answer = await pipeline.recommend(
+                        store, settings, ev.session_id, k, placement=PLACEMENT, live=live
+                    )
                     ms = (time.perf_counter() - started) * 1000
                     metrics.add(ev.item_id, [p.item_id for p in answer.picks], ms)
                     degraded += answer.degraded is not None
                     tick(1)
-                    if learner is not None and live is not None:
+                    if learner is not None:
                         answered += 1
                         step = answered % LEARN_EVERY == 0
                         await _feedback(store, live, learner, ev.session_id, answer, step)
@@ -152,7 +165,7 @@ async def evaluate_engine(
             rate = await asyncio.to_thread(via_kafka_ingest, store.settings, msgs, on_train)
         else:
             rate = await train(store, train_logs, on_train)
-        live = Runtime()  # as a worker has it: the fallback list for over-budget answers
+        live = runtime_for_evaluation()  # and, as a worker has it, the fallback list
         await runtime.refresh(store, store.settings, live)
         learner = LearnerLoop(store.settings, "evaluation") if learn_ranker else None
         degraded = await test(

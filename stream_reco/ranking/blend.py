@@ -28,8 +28,12 @@ WEIGHTS = {
 }
 # Popularity must never outrank a session-based candidate; it only fills the remaining slots.
 POP_SHARE = 1e-3
+# Catalogue newness (cold start, candidates/newest.py) fills what popularity leaves: a pick
+# scores at most a thousandth of the most popular item, so items shoppers used come first
+# unless their decayed popularity fell below a thousandth of the top item's.
+NEW_SHARE = POP_SHARE * 1e-3
 SESSION_FEATURES = frozenset(WEIGHTS)
-DEFAULT = {**WEIGHTS, "pop": POP_SHARE, **dict.fromkeys(context.FEATURES, 0.0)}
+DEFAULT = {**WEIGHTS, "pop": POP_SHARE, "new": NEW_SHARE, **dict.fromkeys(context.FEATURES, 0.0)}
 
 
 def for_settings(settings: Settings) -> dict[str, float]:

@@ -72,19 +72,23 @@ def dominant_categories(
     weights: Mapping[str, float],
     half_life_s: float | None = None,
 ) -> frozenset[str]:
-    """Categories the session is focused on: its items' categories weighted by event type and
-    recency (per step as candidates are, or by age with a half-life), heaviest first until
-    DOMINANT_MASS of the weight is covered. Items without a known category are ignored."""
+    """Categories the session is focused on: its items' categories, each item weighted by its
+    standing's event type (a cart item as add_to_cart, one taken out again as a view) and by
+    its recency in time order (halving per step back, or by age with a half-life), heaviest
+    first until DOMINANT_MASS of the weight is covered. Unlike the co-occurrence sources, cart
+    items do not jump the queue: what the shopper browses now says where they are now.
+    Items without a known category are ignored."""
     mass: dict[str, float] = {}
-    every = len(session.recent) + len(session.cart)
     last = session.last_ts or max((it.ts for it in session.recent), default=0)
-    for it, weight in cooccurrence.sources(session, weights, every):
+    for pos, it in enumerate(session.strongest()):
         info = meta.get(it.item_id)
         if info is None or not info.category:
             continue
-        if half_life_s is not None:
-            age_s = max(last - it.ts, 0) / 1000.0
-            weight = max(weights[it.type], MIN_WEIGHT) * 0.5 ** (age_s / half_life_s)
+        if half_life_s is None:
+            recency = cooccurrence.RECENCY**pos
+        else:
+            recency = 0.5 ** (max(last - it.ts, 0) / 1000.0 / half_life_s)
+        weight = max(weights[it.type], MIN_WEIGHT) * recency
         mass[info.category] = mass.get(info.category, 0.0) + weight
     out: list[str] = []
     covered, total = 0.0, sum(mass.values())
@@ -122,6 +126,7 @@ def _eligible(
     meta: Mapping[str, CatalogItem],
     banned: set[str],
     require_catalog: bool,
+    policy: Policy,
 ) -> list[tuple[str, float]]:
     """Allowed candidates once each, scores made non-increasing: the input order is the
     ranker's verdict (blend puts any session-based item before any popular one whatever the
@@ -130,7 +135,7 @@ def _eligible(
     seen: set[str] = set()
     floor = math.inf
     for item_id, score in ranked:
-        if item_id in seen or not rules.allowed(item_id, meta, banned, require_catalog):
+        if item_id in seen or not rules.allowed(item_id, meta, banned, require_catalog, policy):
             continue
         seen.add(item_id)
         floor = min(floor, max(score, 0.0) if math.isfinite(score) else 0.0)
@@ -219,7 +224,8 @@ def _promote(
     for item_id in order:
         if len(greedy.taken) == n:
             return
-        if rules.allowed(item_id, greedy.meta, banned, require_catalog) and greedy.fits(item_id):
+        ok = rules.allowed(item_id, greedy.meta, banned, require_catalog, policy)
+        if ok and greedy.fits(item_id):
             greedy.take(item_id, "promoted")
 
 
@@ -259,11 +265,12 @@ def select(
     require_catalog: bool = True,
 ) -> list[Slot]:
     """At most k items from relevance-ordered (item, score) candidates, under `policy`.
-    Never an item in the cart, purchased, excluded (policy or `block`), out of stock or, with
-    `require_catalog`, unknown. `meta` should cover the candidates and `wanted(...)`.
-    `weights` are the Settings' event weights (the policy's overrides are applied here)."""
+    Never an item in the cart, purchased, excluded (policy or `block`), in a category or brand
+    the policy excludes, out of stock or, with `require_catalog`, unknown. `meta` should cover
+    the candidates and `wanted(...)`. `weights` are the Settings' event weights (the policy's
+    overrides are applied here)."""
     banned = rules.blocked(session, policy.exclude) | set(block)
-    pool = boosted(_eligible(ranked, meta, banned, require_catalog), meta, policy)
+    pool = boosted(_eligible(ranked, meta, banned, require_catalog, policy), meta, policy)
     n_promoted, n_discovery = slot_counts(policy, k)
     if policy.mmr_lambda >= 1.0 and policy.category_cap is None and not (n_promoted or n_discovery):
         return [Slot(i, s, "relevance") for i, s in pool[:k]]  # what the greedy pass would take

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stream_reco.candidates import Candidate
+from stream_reco.candidates import Candidate, newest
 from stream_reco.events import CatalogItem
 
 WHERE = {
@@ -21,12 +21,13 @@ def label(item_id: str, meta: Mapping[str, CatalogItem]) -> str:
 
 
 def reason(c: Candidate, meta: Mapping[str, CatalogItem]) -> str:
-    if c.source_item is not None and c.features.get(c.source_kind, 0.0) > 0:
+    src = c.source_item if c.source_item != c.item_id else None  # never its own cause
+    if src is not None and c.features.get(c.source_kind, 0.0) > 0:
         where = WHERE.get(c.source_type or "view", "you viewed")
         if c.source_kind == "similar":
-            return f"similar to {label(c.source_item, meta)} {where}"
+            return f"similar to {label(src, meta)} {where}"
         how = "next after" if c.source_kind == "seq" else "with"
-        return f"often chosen {how} {label(c.source_item, meta)} {where}"
+        return f"often chosen {how} {label(src, meta)} {where}"
     if c.features.get("in_session", 0.0) > 0:
         return "you viewed it earlier in this visit"
     if c.features.get("sknn", 0.0) > 0:
@@ -34,4 +35,6 @@ def reason(c: Candidate, meta: Mapping[str, CatalogItem]) -> str:
     info = meta.get(c.item_id)
     if c.features.get("trending", 0.0) > 0 and info and info.category:
         return f"trending in {info.category}"
+    if c.features.get(newest.FEATURE, 0.0) > 0 and not c.features.get("pop", 0.0):
+        return newest.REASON
     return "popular"

@@ -63,17 +63,28 @@ def _cap(value: Any) -> int | None:
     return value
 
 
-def _ids(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple | set | frozenset):
-        raise _Invalid(f"must be a list of item ids, got {type(value).__name__}")
-    if len(value) > MAX_IDS:
-        raise _Invalid(f"has {len(value)} ids, more than {MAX_IDS}")
-    for x in value:
-        if not isinstance(x, str) or not x or len(x) > MAX_ID_LEN or CONTROL.search(x):
-            raise _Invalid(
-                f"{_show(x)} is not an item id (1..{MAX_ID_LEN} characters, no controls)"
-            )
-    return tuple(dict.fromkeys(value))  # order is the promotion priority; repeats mean nothing
+def _names(one: str, many: str, into: Callable[[Any], Any] = tuple) -> Callable[[Any], Any]:
+    """A parser of a bounded list of names (item ids, categories, brands), bounded like a
+    request's `exclude`, made `into` a tuple or a frozenset; `one`/`many` name them in errors."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, list | tuple | set | frozenset):
+            hint = f": write [{_show(value)}]" if isinstance(value, str) else ""
+            raise _Invalid(f"must be a list of {many}, got {type(value).__name__}{hint}")
+        if len(value) > MAX_IDS:
+            raise _Invalid(f"has {len(value)} {many}, more than {MAX_IDS}")
+        for x in value:
+            if not isinstance(x, str) or not x or len(x) > MAX_ID_LEN or CONTROL.search(x):
+                raise _Invalid(f"{_show(x)} is not {one} (1..{MAX_ID_LEN} characters, no controls)")
+        return into(dict.fromkeys(value))  # order kept (promotion priority), repeats dropped
+
+    return parse
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):  # 0/1 and "no" are typos here, not switches
+        raise _Invalid(f"must be true or false, got {_show(value)}")
+    return value
 
 
 def _discovery(value: Any) -> float:
@@ -113,19 +124,22 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "mmr_lambda": _share(0.0, 1.0, " (1 = pure relevance, lower = more variety)"),
     "margin_boost": _share(0.0, MAX_BOOST),
     "price_boost": _share(0.0, MAX_BOOST),
-    "promoted": _ids,
+    "promoted": _names("an item id", "item ids"),
     "promoted_share": _share(0.0, 1.0),
     "discovery_share": _discovery,
-    "exclude": lambda v: frozenset(_ids(v)),
+    "exclude": _names("an item id", "item ids", frozenset),
     "event_weights": _weights,
     "session_half_life_s": _half_life,
+    "exclude_categories": _names("a category", "categories", frozenset),
+    "exclude_brands": _names("a brand", "brands", frozenset),
+    "exclude_item_in_view": _flag,
 }
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The rules one response is built under. The defaults are plain relevance: every diversity
-    and business feature is opt-in, so an unconfigured shop keeps its offline accuracy."""
+    """The rules one response is built under. The defaults are plain relevance (without the
+    item in view): every diversity and business feature is opt-in."""
 
     category_cap: int | None = None  # most items of one category per response; None: no cap
     mmr_lambda: float = 1.0  # MMR trade-off: 1 = pure relevance order, 0 = pure variety
@@ -137,6 +151,11 @@ class Policy:
     exclude: frozenset[str] = frozenset()  # never recommended, like a request's `exclude`
     event_weights: Mapping[str, float] = field(default_factory=lambda: Weights({}))
     session_half_life_s: float | None = None  # session-item decay by age; None: per step
+    exclude_categories: frozenset[str] = frozenset()  # catalogue categories never recommended
+    exclude_brands: frozenset[str] = frozenset()  # catalogue brands never recommended
+    # Not the item the shopper is looking at (the page's, else the session's latest): a product
+    # page need not recommend itself. False for "recently viewed" placements.
+    exclude_item_in_view: bool = True
 
     def __post_init__(self) -> None:
         for name, parse in PARSERS.items():

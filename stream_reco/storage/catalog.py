@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from stream_reco.candidates import newest
 from stream_reco.errors import StoreError
 from stream_reco.events import CatalogItem, Tombstone
 from stream_reco.storage.codec import hash_fields, meta_fields, parse_meta
@@ -124,9 +125,14 @@ class CatalogState:
                 else:
                     pipe.hset(meta, mapping=meta_fields(r))
                 pipe.xadd(self.catalog_log, {"i": r.item_id}, maxlen=LOG_MAXLEN, approximate=True)
+            newest.write(pipe, self.keys, records)  # the cold-start list agrees with the meta
             await pipe.execute()
 
         await self._retry("apply_catalog", run)
+
+    async def read_newest(self, n: int) -> list[str]:
+        """The n newest in-stock catalogue items, newest first (candidates/newest.py)."""
+        return await self._retry("read_newest", lambda: newest.read(self.client, self.keys, n))
 
     async def read_items(
         self, item_ids: Sequence[str], seen: str | None = None
@@ -170,13 +176,13 @@ class CatalogState:
             return
         if not isinstance(info, dict) or not isinstance(pending, list):
             raise StoreError(f"sync_catalog: unexpected replies {info!r}, {pending!r}")
-        newest, added = info["last-generated-id"].decode(), int(info["entries-added"])
+        last, added = info["last-generated-id"].decode(), int(info["entries-added"])
         # Every change since ours must still be in the log: trimmed past us, or more than a
         # catch-up's worth, and forgetting everything is the exact (and cheaper) answer.
         if added - base != len(pending):
-            cache.reset(newest, added)
+            cache.reset(last, added)
         else:
-            cache.advance((fields[b"i"].decode() for _, fields in pending), newest, added)
+            cache.advance((fields[b"i"].decode() for _, fields in pending), last, added)
 
     async def _read_meta(self, item_ids: Sequence[str]) -> dict[str, CatalogItem]:
         async def run() -> dict[str, CatalogItem]:

@@ -38,7 +38,8 @@ def test_a_change_by_another_worker_is_seen_by_the_next_request(
     loop.run_until_complete(writer.apply_catalog([CatalogItem(x, x.lower()) for x in "ABC"]))
     history = [Event(f"h{n}", "view", f"h{n // 3}", "ABC"[n % 3], TS + n) for n in range(9)]
     loop.run_until_complete(writer.apply_events(history))
-    loop.run_until_complete(writer.apply_events([Event("m", "view", "me", "A", TS + 99)]))
+    loop.run_until_complete(writer.apply_events([Event("m", "view", "me", "Z", TS + 99)]))
+    # The session looks at Z (unknown to the catalogue): A, B and C are all recommendable.
 
     def picks() -> set[str]:
         answer = loop.run_until_complete(pipeline.recommend(reader, s, "me", 5))

@@ -81,11 +81,14 @@ def test_a_new_catalogue_item_is_recommendable_at_once(kafka: Kafka) -> None:
     wait_session(s, me, 1)
     assert new not in ids(ask(kafka, me))
     catalogue(kafka, {**lamp, "item_id": new, "title": "Brass floor lamp"})
-    took = until(lambda: new in ids(ask(kafka, me)), "the new item")
+
+    def by_similarity() -> bool:
+        # Cold start may also offer it as new in the catalogue; the point is the similarity.
+        mine = [i for i in ask(kafka, me)["items"] if i["item_id"] == new]
+        return bool(mine) and mine[0]["reason"].startswith("similar to Brass desk lamp")
+
+    took = until(by_similarity, "the new item, as similar to the lamp viewed")
     assert took < 5.0  # nobody has clicked it: content similarity alone finds it
-    answer = ask(kafka, me)
-    mine = next(i for i in answer["items"] if i["item_id"] == new)
-    assert mine["reason"].startswith("similar to Brass desk lamp")
 
 
 def test_http_and_topic_give_the_same_answer(kafka: Kafka) -> None:

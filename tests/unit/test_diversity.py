@@ -230,6 +230,52 @@ def test_every_kind_of_exclusion() -> None:
     assert ids(loose) == ["a", "d", "e", "f", "g", "z"]
 
 
+def test_category_and_brand_exclusions_hold_in_every_slot_kind() -> None:
+    meta = {
+        "k1": item("k1", "kitchen", "Acme"),
+        "k2": item("k2", "kitchen", "Acme"),
+        "o1": item("o1", "office", "Inko"),
+        "o2": item("o2", "office", "Acme"),
+        "g1": item("g1", "garden", "Verde"),
+        "g2": item("g2", "garden", "Verde"),
+        "t1": item("t1", "toys", "Acme"),
+    }
+    ranked = [(i, 1 - n / 10) for n, i in enumerate(meta)]
+    s = session(("k1", "view"))
+    rules_ = Policy(
+        exclude_categories=["kitchen"],
+        exclude_brands=["Inko"],
+        promoted=["k2", "o1", "g2"],
+        promoted_share=0.4,
+        discovery_share=0.2,
+        mmr_lambda=0.7,
+    )
+    picks = select(ranked, meta, s, rules_, 5)
+    assert ids(picks) and not {"k1", "k2", "o1"} & set(ids(picks))
+    assert [p.item_id for p in picks if p.slot == "promoted"] == ["g2"]
+    assert {p.slot for p in picks} == set(SLOTS)  # each kind was tried
+    plain = select(ranked, meta, s, Policy(exclude_categories=["kitchen"]), 10)
+    assert ids(plain) == ["o1", "o2", "g1", "g2", "t1"]  # the pure-relevance path too
+
+
+def test_category_and_brand_exclusions_in_random_worlds() -> None:
+    for seed in SEEDS:
+        rng = random.Random(seed)
+        ranked, meta, s, policy, k, block = world(rng)
+        cats = sorted({m.category for m in meta.values() if m.category})
+        shelf = Policy(
+            **{f: getattr(policy, f) for f in ("category_cap", "mmr_lambda", "promoted")},
+            promoted_share=policy.promoted_share,
+            discovery_share=policy.discovery_share,
+            exclude_categories=rng.sample(cats, min(len(cats), rng.randint(0, 2))),
+            exclude_brands=rng.sample(["b0", "b1", "b2"], rng.randint(0, 1)),
+        )
+        for p in select(ranked, meta, s, shelf, k, block):
+            info = meta[p.item_id]
+            assert info.category not in shelf.exclude_categories, seed
+            assert info.brand not in shelf.exclude_brands, seed
+
+
 # -- relevance order, boosts and MMR ---------------------------------------------------------
 
 
@@ -352,9 +398,12 @@ def test_no_discovery_without_known_session_categories() -> None:
 
 def test_dominant_categories_weigh_type_and_recency() -> None:
     meta = {"s": item("s", "shoes"), "h": item("h", "hats"), "b": item("b", "bags")}
-    # The hat is in the cart: it outweighs the newer shoe view.
+    # The hat in the cart (4, one step back: 2) outweighs the newer shoe view (1), but not 80%.
     assert dominant_categories(
         session(("s", "view"), ("h", "add_to_cart"), cart=("h",)), meta, BASE_WEIGHTS
+    ) == {"hats", "shoes"}
+    assert dominant_categories(
+        session(("h", "add_to_cart"), ("s", "view"), cart=("h",)), meta, BASE_WEIGHTS
     ) == {"hats"}
     # Two recent shoe views against one old bag view: bags are not the focus.
     s = session(("s", "view"), ("s", "click"), ("x", "view"), ("b", "view"))  # x: unknown
@@ -368,6 +417,36 @@ def test_dominant_categories_with_a_half_life() -> None:
     s = session(("s", "view"), ("b", "purchase"))  # the purchase was one second earlier
     assert dominant_categories(s, meta, BASE_WEIGHTS, half_life_s=1000.0) == {"bags"}
     assert dominant_categories(s, meta, BASE_WEIGHTS, half_life_s=0.1) == {"shoes"}
+
+
+def integrators_session() -> SessionView:
+    """An old cart item in category A, then four views in category B (newest first)."""
+    return session(*((f"b{j}", "view") for j in range(4)), ("a0", "add_to_cart"), cart=("a0",))
+
+
+def test_recent_views_outweigh_an_old_cart_item() -> None:
+    meta = {f"a{j}": item(f"a{j}", "A") for j in range(3)} | {
+        f"b{j}": item(f"b{j}", "B") for j in range(12)
+    }
+    meta |= {"c0": item("c0", "C")}
+    s = integrators_session()
+    assert dominant_categories(s, meta, BASE_WEIGHTS) == {"B"}
+    ranked = [(f"b{j}", 1 - j / 100) for j in range(4, 12)] + [("a1", 0.5), ("c0", 0.4)]
+    picks = select(ranked, meta, s, Policy(discovery_share=0.2), 5)
+    found = [meta[p.item_id].category for p in picks if p.slot == "discovery"]
+    assert found == ["A"]  # the best candidate outside B, not another B item
+
+
+def test_the_cart_item_counts_at_its_time_as_add_to_cart() -> None:
+    meta = {"a": item("a", "A"), "b": item("b", "B")}
+    # Weights: a = 4 (add_to_cart) x 0.5 (one step back) = 2, b = 1 (view): a holds 67%.
+    s = session(("b", "view"), ("a", "view"), cart=("a",))
+    assert dominant_categories(s, meta, BASE_WEIGHTS) == {"A", "B"}
+    taken_out = session(("b", "view"), ("a", "remove_from_cart"), ("a", "add_to_cart"))
+    # Taken out again: a view, one step back (0.5), against b's 1: b leads.
+    assert dominant_categories(taken_out, meta, BASE_WEIGHTS) == {"B", "A"}
+    # By age instead: a's events came a second before b's, which a 0.1 s half-life all but erases.
+    assert dominant_categories(taken_out, meta, BASE_WEIGHTS, half_life_s=0.1) == {"B"}
 
 
 def test_policy_event_weights_change_the_focus() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from stream_reco import messages
 from stream_reco.config import ENV, Settings
+from stream_reco.events import Rejected
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # The dead-letter record as docs/contract.md promises it.
@@ -100,3 +101,55 @@ def test_contract_names_every_default_topic(contract: str) -> None:
     assert not missing, f"topics missing from docs/contract.md: {missing}"
     for topic in Settings().topics:
         assert f"\n## `{topic}`\n" in contract, f"no section for {topic}"
+
+
+# -- docs/rules.md tracks the policy -------------------------------------------------------------
+# A row of the rules table: | `field` | type | default | ...
+RULE_ROW = re.compile(r"^\|\s*`([a-z_]+)`\s*\|[^|]*\|\s*([^|]*?)\s*\|")
+
+
+def _rules() -> str:
+    return (DOCS / "rules.md").read_text(encoding="utf-8")
+
+
+def _rule_rows() -> dict[str, str]:
+    table = _section(_rules(), "Defaults")
+    return {m.group(1): m.group(2) for line in table.splitlines() if (m := RULE_ROW.match(line))}
+
+
+def _documented_default(text: str) -> object:
+    """The default column as a value: `null (no cap)` -> None, `[]` -> (), `0.7` -> 0.7."""
+    word = text.strip("`").split()[0].strip("`")
+    if word in ("null", "true", "false") or word[0] in "[{-0123456789":
+        value = orjson.loads(word)
+        return tuple(value) if isinstance(value, list) else value
+    raise AssertionError(f"cannot read the documented default {text!r}")
+
+
+def test_rules_table_lists_exactly_the_policy_fields() -> None:
+    from stream_reco.ranking import policy
+
+    rows = _rule_rows()
+    assert sorted(rows) == sorted(policy.FIELDS), "docs/rules.md's table vs policy.FIELDS"
+
+
+def test_rules_table_gives_each_fields_real_default() -> None:
+    from stream_reco.ranking import policy
+
+    default = policy.Policy()
+    for name, text in _rule_rows().items():
+        value = getattr(default, name)
+        if isinstance(value, frozenset | tuple):
+            value = tuple(sorted(value))
+        elif hasattr(value, "items"):
+            value = dict(value.items())
+        assert _documented_default(text) == value, f"docs/rules.md default of {name}: {text}"
+
+
+def test_rules_doc_quotes_the_unknown_field_error_as_the_code_writes_it() -> None:
+    from stream_reco.ranking import policy
+
+    why = policy.decode_config(b"default", b'{"diversity": 1}')
+    assert isinstance(why, Rejected)
+    quoted = why.reason.removeprefix("invalid rules message: ")
+    assert quoted in _rules(), f"docs/rules.md should quote: {quoted}"

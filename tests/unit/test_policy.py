@@ -45,6 +45,8 @@ def test_defaults_are_plain_relevance() -> None:
     assert p.promoted == () and p.promoted_share == 0.0 and p.discovery_share == 0.0
     assert p.exclude == frozenset() and dict(p.event_weights) == {}
     assert p.session_half_life_s is None
+    assert p.exclude_categories == p.exclude_brands == frozenset()
+    assert p.exclude_item_in_view is True  # a product page does not recommend its own item
 
 
 def test_recommended_shop_values_are_valid() -> None:
@@ -79,6 +81,15 @@ def test_weights_override_only_the_given_types() -> None:
         ("discovery_share", 0.25, 0.25),
         ("session_half_life_s", 0, None),
         ("session_half_life_s", 600, 600.0),
+        (
+            "exclude_categories",
+            ["kitchen", "home > garden", "kitchen"],
+            {"kitchen", "home > garden"},
+        ),
+        ("exclude_brands", ("Acme",), {"Acme"}),
+        ("exclude_brands", [], frozenset()),
+        ("exclude_item_in_view", False, False),
+        ("exclude_item_in_view", True, True),
     ],
 )
 def test_accepted_values(field: str, value: object, expected: object) -> None:
@@ -107,6 +118,24 @@ def test_accepted_values(field: str, value: object, expected: object) -> None:
         ("event_weights", {"view": -1}, "weights of ['view'] must be finite numbers >= 0"),
         ("event_weights", [1], "must be an object"),
         ("session_half_life_s", -5, "seconds > 0"),
+        (
+            "exclude_categories",
+            "kitchen",
+            'must be a list of categories, got str: write ["kitchen"]',
+        ),
+        ("exclude_categories", ["ok", ""], '"" is not a category (1..128 characters, no controls)'),
+        ("exclude_categories", ["k" * 129], "is not a category"),
+        ("exclude_categories", [3], "3 is not a category"),
+        (
+            "exclude_categories",
+            [f"c{n}" for n in range(1001)],
+            "has 1001 categories, more than 1000",
+        ),
+        ("exclude_brands", {"Acme": 1}, "must be a list of brands, got dict"),
+        ("exclude_brands", ["a\nb"], "is not a brand"),
+        ("exclude_item_in_view", 0, "must be true or false, got 0"),
+        ("exclude_item_in_view", "no", 'must be true or false, got "no"'),
+        ("exclude_item_in_view", None, "must be true or false, got null"),
     ],
 )
 def test_rejected_values_name_the_field_and_the_range(field: str, value: object, says: str) -> None:
@@ -126,6 +155,29 @@ def test_message_gives_typed_overrides() -> None:
         "promoted": ("p1", "p2"),
         "category_cap": None,
     }
+
+
+def test_exclusions_and_the_item_in_view_per_placement_by_message_and_file(tmp_path: Path) -> None:
+    doc = {"exclude_categories": ["kitchen"], "exclude_brands": ["Acme"]}
+    c = RulesConfig().apply(update("product_page", doc))
+    c = c.apply(update("recently_viewed", {"exclude_item_in_view": False}))
+    page = c.for_placement("product_page")
+    assert page.exclude_categories == {"kitchen"} and page.exclude_brands == {"Acme"}
+    assert page.exclude_item_in_view and not c.for_placement("recently_viewed").exclude_item_in_view
+    assert c.default == Policy()  # other placements keep everything
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[placements.product_page]\nexclude_categories = ["kitchen"]\nexclude_brands = ["Acme"]\n'
+        "[placements.recently_viewed]\nexclude_item_in_view = false\n"
+    )
+    loaded = load_file(path)
+    for name in ("product_page", "recently_viewed", "elsewhere"):
+        assert loaded.for_placement(name) == c.for_placement(name)
+    why = reason(b"product_page", b'{"exclude_categories": "kitchen"}')
+    assert why == (
+        "invalid rules message: product_page.exclude_categories must be a list of categories, "
+        'got str: write ["kitchen"]'
+    )
 
 
 @pytest.mark.parametrize("value", [None, b"", b"null", b" null\n"])
@@ -354,5 +406,8 @@ def test_documented_defaults_are_the_code_defaults() -> None:
     shown = {None: "null", (): "`[]`", frozenset(): "`[]`", 1.0: "1", 0.0: "0"}
     for name in FIELDS:
         value = getattr(Policy(), name)
-        expected = "`{}`" if name == "event_weights" else shown[value]
+        if isinstance(value, bool):  # before the lookup: True == 1.0 as a dict key
+            expected = "true" if value else "false"
+        else:
+            expected = "`{}`" if name == "event_weights" else shown[value]
         assert rows[name].strip().startswith(expected), name

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from stream_reco.candidates import Candidate, cooccurrence, popularity
+from stream_reco.candidates import Candidate, cooccurrence, popularity, revisit, similar
+from stream_reco.candidates.ann import ItemIndex
+from stream_reco.candidates.vectors import content_vector
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem
 from stream_reco.ranking import blend, explain, rules
+from stream_reco.ranking.policy import Policy
 from stream_reco.state import Interaction, SessionView
 
 WEIGHTS = Settings().weights
@@ -128,6 +133,86 @@ def test_sequence_source_wins_the_reason_when_it_weighs_more() -> None:
     assert blend.score(x) == pytest.approx(blend.WEIGHTS["cooc"] + blend.WEIGHTS["seq"])
 
 
+# -- what the reasons say about the session's items ---------------------------------------------
+
+RED_MUG = {"r": CatalogItem("r", title="Red Mug", category="mugs", brand="Acme")}
+REMOVED = session(("r", "remove_from_cart"), ("r", "add_to_cart"))  # the cart is empty again
+
+
+def test_a_sequence_reason_after_a_cart_removal_says_viewed() -> None:
+    found: dict[str, Candidate] = {}
+    cooccurrence.gather(cooccurrence.recent(REMOVED, 3), {"r": [("x", 1.0)]}, found, "seq")
+    assert explain.reason(found["x"], RED_MUG) == "often chosen next after Red Mug (r) you viewed"
+
+
+def test_a_similarity_reason_after_a_cart_removal_says_viewed() -> None:
+    meta = RED_MUG | {"x": CatalogItem("x", title="Blue Mug", category="mugs", brand="Acme")}
+    index = ItemIndex()
+    for item_id, info in meta.items():
+        index.upsert(item_id, content_vector(info))
+    found: dict[str, Candidate] = {}
+    similar.gather(index, cooccurrence.recent(REMOVED, 3), found)
+    assert explain.reason(found["x"], meta) == "similar to Red Mug (r) you viewed"
+
+
+def test_a_cooccurrence_reason_of_a_cart_item_says_in_your_cart() -> None:
+    s = session(("r", "view"), cart={"r": 1})  # added long ago, viewed again since
+    for feature, expand in (
+        ("seq", cooccurrence.recent(s, 3)),
+        ("cooc", cooccurrence.sources(s, WEIGHTS, 3)),
+    ):
+        found: dict[str, Candidate] = {}
+        cooccurrence.gather(expand, {"r": [("x", 1.0)]}, found, feature)
+        assert explain.reason(found["x"], RED_MUG).endswith("Red Mug (r) in your cart")
+
+
+def test_a_candidate_is_never_its_own_source() -> None:
+    # Shoppers often go back to the item they just saw, so "a" follows "a" in the data.
+    s = session(("a", "view"), ("b", "view"))
+    found: dict[str, Candidate] = {}
+    cooccurrence.gather(
+        cooccurrence.recent(s, 3), {"a": [("a", 5.0), ("x", 1.0)], "b": [("a", 1.0)]}, found, "seq"
+    )
+    a = found["a"]
+    assert a.features["seq"] == pytest.approx(1.0 + cooccurrence.SEQ_RECENCY)  # it still counts
+    assert a.source_item == "b"  # the best *other* source names the reason
+    assert explain.reason(a, {}) == "often chosen next after b you viewed"
+
+
+def test_an_item_found_only_through_itself_reads_as_a_revisit() -> None:
+    s = session(("a", "view"))
+    found: dict[str, Candidate] = {}
+    cooccurrence.gather(cooccurrence.recent(s, 3), {"a": [("a", 5.0)]}, found, "seq")
+    cooccurrence.gather(cooccurrence.sources(s, WEIGHTS, 3), {"a": [("a", 2.0)]}, found)
+    revisit.gather(s, found)
+    assert found["a"].source_item is None
+    assert explain.reason(found["a"], {}) == "you viewed it earlier in this visit"
+
+
+def test_no_reason_cites_its_own_item_in_random_sessions() -> None:
+    rng = random.Random(5)
+    items = [f"i{n}" for n in range(8)]
+    kinds = ["view", "click", "add_to_cart", "remove_from_cart", "purchase"]
+    for _ in range(300):
+        s = session(*((rng.choice(items), rng.choice(kinds)) for _ in range(rng.randint(1, 6))))
+        rows = {i: [(j, rng.random()) for j in rng.sample(items, 4)] for i in items}
+        for row in rows.values():
+            row.sort(key=lambda pair: -pair[1])
+        found: dict[str, Candidate] = {}
+        cooccurrence.gather(cooccurrence.recent(s, 3), rows, found, "seq")
+        cooccurrence.gather(cooccurrence.sources(s, WEIGHTS, 3), rows, found)
+        revisit.gather(s, found)
+        for c in found.values():
+            assert c.source_item != c.item_id
+            assert c.item_id not in explain.reason(c, {}).split()
+
+
+def test_explain_never_names_the_item_as_its_own_cause() -> None:
+    # Whatever a future source records, the reason falls through to the next one.
+    c = Candidate("a", {"seq": 1.0, "in_session": 1.0}, "a", "view", 1.0, "seq")
+    assert explain.reason(c, {}) == "you viewed it earlier in this visit"
+
+
 def test_gather_ignores_sources_without_neighbours() -> None:
     found: dict[str, Candidate] = {}
     cooccurrence.gather([a_source("lonely", 1.0)], {"lonely": []}, found)
@@ -196,6 +281,28 @@ def test_allowed_applies_block_stock_and_catalogue() -> None:
     assert not rules.allowed("unknown", meta, block, require_catalog=True)
     assert rules.allowed("unknown", meta, block, require_catalog=False)
     assert not rules.allowed("unknown", meta, {"unknown"}, require_catalog=False)
+
+
+def test_allowed_applies_the_policys_category_and_brand_exclusions() -> None:
+    meta = {
+        "mug": CatalogItem("mug", category="kitchen", brand="Acme"),
+        "pen": CatalogItem("pen", category="office", brand="Inko"),
+        "cup": CatalogItem("cup", category="kitchen > cups", brand="Acme"),
+        "bare": CatalogItem("bare"),
+    }
+    shelf = Policy(exclude_categories=["kitchen"], exclude_brands=["Inko"])
+    allowed = {i for i in [*meta, "unknown"] if rules.allowed(i, meta, set(), False, shelf)}
+    assert allowed == {"cup", "bare", "unknown"}  # exact names; unknown metadata: no match
+    assert rules.excluded_by_catalog(meta.items(), shelf) == {"mug", "pen"}
+    assert rules.excluded_by_catalog(meta.items(), Policy()) == set()
+
+
+def test_the_item_in_view_is_the_pages_item_else_the_latest_one() -> None:
+    s = session(("b", "view"), ("a", "click"))
+    assert rules.in_view(s, "page") == "page"
+    assert rules.in_view(s, None) == "b"
+    assert rules.in_view(SessionView("new"), None) is None
+    assert rules.in_view(SessionView("new"), "page") == "page"
 
 
 # -- explain ---------------------------------------------------------------------------------

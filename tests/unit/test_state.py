@@ -40,11 +40,47 @@ def test_weaker_older_interactions_do_not_downgrade() -> None:
     s = SessionView(
         "s",
         recent=(Interaction("a", "add_to_cart", 200), Interaction("a", "view", 100)),
+        cart={"a": 1},
     )
     assert s.strongest() == [Interaction("a", "add_to_cart", 200)]
 
 
+def test_an_item_taken_out_of_the_cart_reads_as_viewed() -> None:
+    # The cart is the truth: added then removed, the item is no stronger than a view, whatever
+    # else the session did with it (docs/contract.md: "you viewed").
+    s = SessionView(
+        "s",
+        recent=(
+            Interaction("r", "remove_from_cart", 400),
+            Interaction("v", "click", 300),
+            Interaction("r", "add_to_cart", 200),
+            Interaction("r", "click", 100),
+        ),
+        last_ts=400,
+    )
+    assert s.strongest() == [Interaction("r", "view", 400), Interaction("v", "click", 300)]
+
+
+def test_an_item_in_the_cart_reads_as_carted_whatever_came_after() -> None:
+    # Two added, one taken out: still in the cart. Viewed after adding: still in the cart.
+    s = SessionView(
+        "s",
+        recent=(
+            Interaction("r", "remove_from_cart", 400),
+            Interaction("c", "view", 300),
+            Interaction("r", "add_to_cart", 200),
+        ),
+        cart={"r": 1, "c": 1},
+        last_ts=400,
+    )
+    assert s.strongest() == [
+        Interaction("r", "add_to_cart", 400),
+        Interaction("c", "add_to_cart", 300),
+    ]
+
+
 def test_cart_items_missing_from_recent_are_included_last() -> None:
+    # Added before the oldest remembered event: last, and no newer than that event.
     s = SessionView(
         "s",
         recent=(Interaction("a", "view", 200), Interaction("b", "add_to_cart", 150)),
@@ -54,7 +90,7 @@ def test_cart_items_missing_from_recent_are_included_last() -> None:
     assert s.strongest() == [
         Interaction("a", "view", 200),
         Interaction("b", "add_to_cart", 150),
-        Interaction("old", "add_to_cart", 200),
+        Interaction("old", "add_to_cart", 150),
     ]
 
 
