@@ -14,17 +14,18 @@ from typing import Any
 import faust
 import mode
 
-from stream_reco import messages, runtime
+from stream_reco import logs, messages, runtime
 from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.consumer import TopicLoop
+from stream_reco.errors import StoreError
 from stream_reco.guard import ERRORS, guarded
 from stream_reco.kafka_io import Sink
 from stream_reco.messages import Message, Out
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
-from stream_reco.web import add_views
+from stream_reco.web import FAUST_BUILTINS_OFF, add_views
 
 log = logging.getLogger(__name__)
 BEHAVIOUR_EVERY_S = 60.0  # behavioural vectors change slowly; one worker (a lease) redoes them
@@ -36,7 +37,9 @@ SNAPSHOT_EVERY_S = 30.0
 FREEZE_AFTER_S = 5.0
 LEARN_SHARE = 0.1  # of a worker's time the learner may take: answers come first
 STOP_GRACE_S = 10.0  # how long a stopping worker lets its batches in flight finish
+LOG_EVERY_S = 1.0  # how late a held-back log summary may be written after its interval
 Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
+_STEPS: dict[str, logs.Trouble] = {}  # each background step's failures, for the log
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -136,6 +139,8 @@ def _faust_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
+        # No Faust tables to show, and its router view would expose the cluster layout.
+        **FAUST_BUILTINS_OFF,
         consumer_auto_offset_reset="earliest",
         # Request/response wants small waits; Faust's defaults favour throughput.
         broker_commit_interval=1.0,
@@ -192,6 +197,10 @@ def _followers(app: faust.App, w: Wiring) -> None:
     """Timers every worker runs: reload rules, model and fallback; follow the ANN index."""
     s = w.settings
 
+    @app.timer(interval=LOG_EVERY_S)
+    async def write_logs() -> None:
+        logs.tick()  # summaries held back are written when their interval ends
+
     @app.timer(interval=s.refresh_s)
     async def refresh() -> None:
         # A failed refresh keeps the last good rules and model; the next tick tries again.
@@ -201,13 +210,18 @@ def _followers(app: faust.App, w: Wiring) -> None:
     @app.timer(interval=INDEX_EVERY_S)
     async def follow_index() -> None:
         with _survived("index"):
+            first = w.live.sync is None
             if w.live.sync is None:
                 where = s.home.resolve() / "ann" / f"{s.faust_app_id}-{s.web_port}"
                 sync = IndexSync(w.store().vectors, where)
                 await asyncio.to_thread(sync.start)
                 w.live.sync = sync
                 gc.freeze()  # the index's objects are the bulk of what a full collection scans
+            before = w.live.sync.index
             await w.live.sync.catch_up()
+            if first or w.live.sync.index is not before:  # loaded, or rebuilt from the log
+                how = "loaded" if first else "rebuilt from the vector log"
+                log.info("item index %s: %d items", how, len(w.live.sync.index))
             if time.monotonic() - w.saved > SNAPSHOT_EVERY_S:
                 w.saved = time.monotonic()
                 await w.live.sync.save()
@@ -243,16 +257,24 @@ class _Lifecycle(mode.Service):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.wiring.sink.flush)
+        logs.flush()  # what the summaries still hold, before the worker goes quiet
 
 
 @contextmanager
 def _survived(step: str) -> Iterator[None]:
-    """A background step that fails is counted and logged; its timer's next tick tries again."""
+    """A background step that fails is counted and logged (its first failure with a trace,
+    then one line per interval, and when it works again); its timer's next tick tries again."""
+    trouble = _STEPS.get(step)
+    if trouble is None:
+        trouble = _STEPS[step] = logs.Trouble(f"background step {step!r}", log=log)
     try:
         yield
-    except Exception:
+    except Exception as exc:
         ERRORS[step] += 1
-        log.exception("background step %r failed", step)
+        # A Redis outage is reported by the store: its trace here would say nothing more.
+        trouble.failed(type(exc).__name__, exc, trace=not isinstance(exc, StoreError))
+    else:
+        trouble.ok()
 
 
 def _message(event: Any) -> Message:

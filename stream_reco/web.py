@@ -1,65 +1,61 @@
-"""HTTP on the Faust web server: the same answers as the request topic, plus re-ranking."""
+"""HTTP on the Faust web server: the same answers as the request topic, re-ranking, and the
+OpenAPI document of both (openapi.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import faust
 import orjson
 from faust.web import Request, Response, View
+from multidict import MultiMapping
 
-from stream_reco import pipeline
+from stream_reco import events, openapi, pipeline
 from stream_reco.config import Settings
-from stream_reco.events import Rejected, decode_request
+from stream_reco.errors import StreamRecoError
+from stream_reco.events import CONTROL, MAX_ID_LEN, Rejected, decode_request
+from stream_reco.openapi import DEFAULT_REQUEST_ID, MAX_RANK_ITEMS, QUERY_PARAMS, RANK_FIELDS
 from stream_reco.runtime import Runtime
 from stream_reco.storage.redis_store import RedisStore
 
-MAX_RANK_ITEMS = 1000
+# Faust's built-in /router and /table views serve table routing and table contents: a worker
+# has no Faust tables, so they would only expose the cluster's layout. Faust's index `/` stays
+# (a liveness check); it cannot be switched off.
+FAUST_BUILTINS_OFF = {"web_router_enabled": False, "web_tables_enabled": False}
+# int() alone would also take " 5", "+5" and "5_0"; nine digits keep it far from its size limit.
+INTEGER = re.compile(r"-?[0-9]{1,9}")
+
+
+class BadInput(StreamRecoError):
+    """HTTP input refused with a 400; the message says what is allowed."""
 
 
 def add_views(
     app: faust.App, settings: Settings, live: Runtime, store: Callable[[], RedisStore]
 ) -> None:
-    """GET /recommendations and POST /rank; bad input is a 400 with the reason, never a 500."""
+    """GET /recommendations, POST /rank and GET /openapi.json; bad input is a 400 whose
+    `error` says why, never a 500 nor silently ignored."""
+    spec = openapi.document(settings)
 
     @app.page("/recommendations")
     class Recommendations(View):
         async def get(self, request: Request) -> Response:
-            q = request.query
-            doc: dict[str, Any] = {"request_id": q.get("request_id") or "http"}
-            doc["session_id"] = q.get("session_id")
-            if q.get("k") is not None:
-                try:
-                    doc["k"] = int(q["k"])
-                except ValueError:
-                    return self.json({"error": "k must be an integer"}, status=400)
-            if q.get("placement"):
-                doc["placement"] = q["placement"]
-            req = decode_request(orjson.dumps(doc), settings.default_k, settings.max_k)
-            if isinstance(req, Rejected):
-                return self.json({"error": req.reason}, status=400)
-            answer = await pipeline.handle_request(store(), settings, req, live)
-            return self.json(answer)
+            try:
+                req = request_from_query(request.query, settings)  # type: ignore[arg-type]
+            except BadInput as exc:
+                return self.error(400, str(exc))
+            return self.json(await pipeline.handle_request(store(), settings, req, live))
 
     @app.page("/rank")
     class Rank(View):
         async def post(self, request: Request) -> Response:
             try:
-                body = orjson.loads(await request.read())
-            except orjson.JSONDecodeError as exc:
-                return self.json({"error": f"body is not JSON: {exc}"}, status=400)
-            items = body.get("items") if isinstance(body, dict) else None
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                return self.json({"error": "items must be a list of item ids"}, status=400)
-            if len(items) > MAX_RANK_ITEMS:
-                return self.json({"error": f"at most {MAX_RANK_ITEMS} items"}, status=400)
-            doc = {k: body.get(k) for k in ("request_id", "session_id", "placement") if k in body}
-            doc.setdefault("request_id", "rank")
-            doc["k"] = min(len(items), settings.max_k) or 1
-            req = decode_request(orjson.dumps(doc), settings.default_k, settings.max_k)
-            if isinstance(req, Rejected):
-                return self.json({"error": req.reason}, status=400)
+                _no_query(request.query, "POST /rank takes its parameters in the JSON body")
+                req, items = rank_request(await request.read(), settings)
+            except BadInput as exc:
+                return self.error(400, str(exc))
             answer = await pipeline.answer_session(
                 store(),
                 settings,
@@ -67,7 +63,96 @@ def add_views(
                 req.session_id,
                 req.k,
                 request_id=req.request_id,
+                exclude=req.exclude,
                 placement=req.placement,
                 only=items,
+                item_id=req.item_id,
             )
             return self.json(answer)
+
+    @app.page("/openapi.json")
+    class OpenAPI(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                _no_query(request.query, "GET /openapi.json takes no query parameters")
+            except BadInput as exc:
+                return self.error(400, str(exc))
+            return self.json(spec)
+
+
+def request_from_query(query: MultiMapping[str], settings: Settings) -> events.Request:
+    """GET /recommendations' query as the reco-requests document it stands for, decoded by the
+    topic's own decoder: HTTP and Kafka accept exactly the same values."""
+    _known(query, QUERY_PARAMS, "GET /recommendations", "query parameter")
+    doc: dict[str, Any] = {"request_id": DEFAULT_REQUEST_ID["/recommendations"]}
+    for name in QUERY_PARAMS:
+        values = query.getall(name, [])
+        if name == "exclude":
+            if values:
+                doc[name] = [i for v in values for i in v.split(",")]
+        elif len(values) > 1:
+            raise BadInput(f"{name} is given {len(values)} times; give it once")
+        elif values and name == "k":
+            doc[name] = _integer(name, values[0], settings.max_k)
+        elif values:
+            doc[name] = values[0]
+    return _decode(doc, settings)
+
+
+def rank_request(raw: bytes, settings: Settings) -> tuple[events.Request, list[str]]:
+    """POST /rank's body: the request its fields stand for, and the items to order."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadInput('the body must be a JSON object, e.g. {"session_id": "s-1", "items": [...]}')
+    _known(body, RANK_FIELDS, "POST /rank", "body field")
+    items = _item_ids(body.get("items"))
+    # null is "absent", as on the topic; `items` is not part of a reco-requests document.
+    doc = {n: v for n, v in body.items() if n != "items" and v is not None}
+    doc.setdefault("request_id", DEFAULT_REQUEST_ID["/rank"])
+    doc.setdefault("k", min(len(items), settings.max_k))
+    req = _decode(doc, settings)
+    if req.k > len(items):
+        raise BadInput(f"k={req.k} is more than the {len(items)} items given to rank")
+    return req, items
+
+
+def _decode(doc: dict[str, Any], settings: Settings) -> events.Request:
+    req = decode_request(orjson.dumps(doc), settings.default_k, settings.max_k)
+    if isinstance(req, Rejected):
+        raise BadInput(req.reason)
+    return req
+
+
+def _known(given: Collection[str], valid: Mapping[str, str], where: str, what: str) -> None:
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise BadInput(
+            f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+            f"{where} takes {', '.join(valid)}"
+        )
+
+
+def _no_query(query: Collection[str], why: str) -> None:
+    if query:
+        raise BadInput(f"unknown query parameters {', '.join(sorted(set(query)))}: {why}")
+
+
+def _integer(name: str, value: str, hi: int) -> int:
+    if not INTEGER.fullmatch(value):
+        raise BadInput(f"{name} must be an integer 1..{hi}, got {value!r}")
+    return int(value)
+
+
+def _item_ids(value: Any) -> list[str]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RANK_ITEMS:
+        raise BadInput(f"items must be a list of 1..{MAX_RANK_ITEMS} item ids")
+    for n, x in enumerate(value):
+        if not isinstance(x, str) or not 1 <= len(x) <= MAX_ID_LEN or CONTROL.search(x):
+            raise BadInput(
+                f"items[{n}] must be an item id: a string of 1..{MAX_ID_LEN} characters "
+                "without control characters"
+            )
+    return value
