@@ -430,3 +430,24 @@ def test_a_cut_dead_letter_is_valid() -> None:
     assert doc["value_truncated"] and doc["value_size"] == len(value)
     assert not valid("deadletter", doc | {"value_sha256": "XYZ"})
     assert not valid("deadletter", doc | {"value_b64": "not base64!"})
+
+
+# -- the contract's field tables name exactly what the schemas describe ------------------------
+FIELD_ROW = re.compile(r"^\|\s*`([a-z_0-9]+(?:\[\]\.[a-z_0-9]+)?)`\s*\|", re.M)
+
+
+def _table_fields(topic: str) -> set[str]:
+    text = CONTRACT.read_text(encoding="utf-8")
+    start = text.index(f"\n## `{topic}`\n")
+    end = text.find("\n## ", start + 1)
+    return set(FIELD_ROW.findall(text[start:end]))
+
+
+@pytest.mark.parametrize("name", ["event", "catalog", "request", "response", "deadletter"])
+def test_contract_tables_list_exactly_the_schema_fields(name: str) -> None:
+    schema = schemas.load(name)
+    fields = set(schema["properties"])
+    if name == "response":
+        item = schema["properties"]["items"]["items"]["properties"]
+        fields |= {f"items[].{f}" for f in item}
+    assert _table_fields(schemas.TOPICS[name]) == fields
