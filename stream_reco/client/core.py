@@ -1,10 +1,9 @@
-"""RecoClient: the public face of the client, its producer, poll thread and lifecycle."""
+"""RecoClient: the public face of the client, its requests, poll thread and lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import re
 import secrets
 import threading
@@ -14,26 +13,26 @@ from concurrent.futures import wait
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message
 
 from stream_reco.client import responses, wire
 from stream_reco.client.responses import RecoTimeout, ResponseFuture, Route
+from stream_reco.client.sending import Sender, log
 from stream_reco.config import Settings
 from stream_reco.errors import ConfigError, StreamRecoError
-from stream_reco.kafka_io import QUIET
 
-# The package's name, not this module's: logging set up for "stream_reco.client" keeps working.
-log = logging.getLogger("stream_reco.client")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._]{1,64}")  # no "-": it separates the id from the counter
 _IDLE_POLL_S = 0.05  # the poll thread's wait for a response: how late a timeout may fire
 _GRACE_S = 5.0  # recommend() stops waiting for a stuck poll thread this long after the timeout
 
 
-class RecoClient:
-    """Track shopper events and get recommendations over Kafka from any Python service.
+class RecoClient(Sender):
+    """Track shopper events and get recommendations over Kafka from any Python service; publish
+    the catalogue (`publish_catalog`, `remove_item`) and change rules (`set_rules`) too.
 
     ```python
     with RecoClient("127.0.0.1:9092") as client:
+        client.publish_catalog([{"item_id": "item-0001", "title": "Red Mug"}])
         client.track({"event_id": "e1", "type": "view", "session_id": "s1",
                       "item_id": "item-0001", "ts": int(time.time() * 1000)})
         answer = client.recommend("s1", k=5)  # RecoTimeout if no worker answers in time
@@ -54,6 +53,8 @@ class RecoClient:
         topic_requests: str = "reco-requests",
         topic_responses: str = "reco-responses",
         topic_events: str = "reco-events",
+        topic_catalog: str = "reco-catalog",
+        topic_config: str = "reco-config",
         client_id: str | None = None,
         timeout: float = 5.0,
         on_response: Callable[[dict[str, Any], float], None] | None = None,
@@ -70,13 +71,20 @@ class RecoClient:
         wire.check_timeout(timeout, ConfigError)
         if max_pending < 1:
             raise ConfigError(f"max_pending={max_pending} must be at least 1")
-        self.bootstrap_servers, self.timeout = bootstrap_servers, timeout
+        super().__init__(
+            bootstrap_servers,
+            client_id=self.client_id,
+            topic_events=topic_events,
+            topic_catalog=topic_catalog,
+            topic_config=topic_config,
+            max_future_s=max_future_s,
+            producer_config=producer_config,
+        )
+        self.timeout, self.on_response, self.background = timeout, on_response, background
         self.topic_requests, self.topic_responses = topic_requests, topic_responses
-        self.topic_events, self.on_response, self.background = topic_events, on_response, background
-        self.max_pending, self.max_k, self.max_future_s = max_pending, max_k, max_future_s
+        self.max_pending, self.max_k = max_pending, max_k
         self.ignored = 0  # responses that are not a JSON object
         self.late = 0  # answers to this client's requests that no longer wait (duplicate, late)
-        self.undelivered = 0  # requests and events Kafka did not take
         self.errors = 0  # consumer errors and exceptions raised by on_response
         self._consumer_config = dict(consumer_config or {})
         self._pending = responses.PendingRequests()
@@ -86,18 +94,6 @@ class RecoClient:
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "client.id": f"reco-client-{self.client_id}",
-                "linger.ms": 1,  # a request should not wait for batch-mates
-                "enable.idempotence": True,
-                "delivery.report.only.error": True,
-                "on_delivery": self._delivered,
-                **QUIET,
-                **(producer_config or {}),
-            }
-        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RecoClient:
@@ -106,6 +102,8 @@ class RecoClient:
             "topic_requests": settings.topic_requests,
             "topic_responses": settings.topic_responses,
             "topic_events": settings.topic_events,
+            "topic_catalog": settings.topic_catalog,
+            "topic_config": settings.topic_config,
             "max_k": settings.max_k,
             "max_future_s": settings.max_future_s,
         }
@@ -139,16 +137,19 @@ class RecoClient:
         placement: str | None = None,
         exclude: Iterable[str] = (),
         user_id: str | None = None,
+        item_id: str | None = None,
         timeout: float | None = None,
     ) -> ResponseFuture:
         """Send a request without waiting: its future gets the response dict, or RecoTimeout
-        after `timeout` seconds (default: the client's). Starts the client if needed."""
+        after `timeout` seconds (default: the client's). `placement` picks the rules (e.g.
+        "product_page"), `exclude` items never to return, `item_id` the item on the page the
+        answer is shown on. Starts the client if needed."""
         seconds = self.timeout if timeout is None else timeout
         wire.check_timeout(seconds, wire.InvalidRequest)
         rid = f"{self.client_id}-{next(self._ids)}"
         raw = wire.encode_request(
             rid, session_id, k, placement=placement, exclude=exclude, user_id=user_id,
-            max_k=self.max_k,
+            item_id=item_id, max_k=self.max_k,
         )  # fmt: skip
         if self._consumer is None:
             self.start()
@@ -168,12 +169,14 @@ class RecoClient:
         placement: str | None = None,
         exclude: Iterable[str] = (),
         user_id: str | None = None,
+        item_id: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """`request()` that waits: the response dict, or RecoTimeout."""
         fut = self.request(
-            session_id, k, placement=placement, exclude=exclude, user_id=user_id, timeout=timeout
-        )
+            session_id, k, placement=placement, exclude=exclude, user_id=user_id,
+            item_id=item_id, timeout=timeout,
+        )  # fmt: skip
         while not self.background and not fut.done():
             self.poll(0.01)
         seconds = self.timeout if timeout is None else timeout
@@ -189,44 +192,30 @@ class RecoClient:
         placement: str | None = None,
         exclude: Iterable[str] = (),
         user_id: str | None = None,
+        item_id: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """`recommend()` for asyncio code: never blocks the event loop."""
         if self._consumer is None:  # the one step that waits for Kafka
             await asyncio.to_thread(self.start)
         fut = self.request(
-            session_id, k, placement=placement, exclude=exclude, user_id=user_id, timeout=timeout
-        )
+            session_id, k, placement=placement, exclude=exclude, user_id=user_id,
+            item_id=item_id, timeout=timeout,
+        )  # fmt: skip
         while not self.background and not fut.done():
             self.poll(0)
             await asyncio.sleep(0.001)
         return await asyncio.wrap_future(fut)
 
-    def track(self, event: Mapping[str, Any]) -> None:
-        """Send one shopper event (reco-events wire format) keyed by its session; InvalidEvent
-        with the worker's reason if the worker would dead-letter it. Never waits for Kafka."""
-        session_id, raw = wire.encode_event(event, self.max_future_s)
+    def _check_open(self) -> None:
         if self._pending.closed:
             raise StreamRecoError(responses.CLOSED)
-        self._send(self.topic_events, session_id, raw)
-
-    def _send(self, topic: str, key: str, raw: bytes) -> None:
-        try:
-            self._producer.produce(topic, value=raw, key=key)
-        except (BufferError, KafkaException) as exc:
-            raise StreamRecoError(
-                f"cannot send to {topic}: {exc} (the local queue fills up when Kafka at "
-                f"{self.bootstrap_servers} is slow or down: call flush() or send more slowly)"
-            ) from exc
-        self._producer.poll(0)  # serves delivery reports; returns at once
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
+        if err is None or msg.topic() != self.topic_requests:
+            super()._delivered(err, msg)
             return
         self.undelivered += 1
-        if msg.topic() != self.topic_requests:
-            log.warning("an event was not delivered to %s: %s", msg.topic(), err.str())
-            return
         rid = orjson.loads(msg.value())["request_id"]  # our own bytes: always valid
         why = f"request {rid} was not delivered to {msg.topic()}: {err.str()}"
         self._pending.fail(rid, StreamRecoError(why))
@@ -272,14 +261,6 @@ class RecoClient:
                 log.exception("the RecoClient poll thread failed once; it carries on")
                 self._stop.wait(0.1)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until Kafka has taken every request and event sent so far (bounded)."""
-        if left := self._producer.flush(timeout):
-            raise StreamRecoError(
-                f"{left} messages still unsent after {timeout:g} s: "
-                f"is Kafka at {self.bootstrap_servers} up?"
-            )
-
     def close(self) -> None:
         """Stop the poll thread, fail the pending futures, close the consumer and hand Kafka
         what the producer still holds (up to 10 s); idempotent."""
@@ -298,10 +279,7 @@ class RecoClient:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
-        if left := self._producer.flush(10.0):
-            self.undelivered += left
-            log.warning("%d messages never reached Kafka; dropped at close", left)
-            self._producer.purge()
+        self._close_producer()
 
     @property
     def pending(self) -> int:

@@ -1,4 +1,5 @@
-"""RecoClient against the real stack: events in, answers matched by request_id, timeouts out."""
+"""RecoClient against the real stack: catalogue, rules and events in, answers matched by
+request_id, timeouts out."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from stream_reco.client import InvalidEvent, InvalidRequest, RecoClient, RecoTimeout
+from stream_reco.client import (
+    InvalidEvent,
+    InvalidItem,
+    InvalidRequest,
+    InvalidRules,
+    RecoClient,
+    RecoTimeout,
+)
 from stream_reco.config import Settings
 from stream_reco.errors import StackError, StreamRecoError
 from stream_reco.events import Rejected, decode_event
@@ -247,3 +255,69 @@ def test_without_a_poll_thread_the_caller_drives_poll(settings: Settings, worker
         assert fut.result(timeout=0)["request_id"] == fut.request_id
         assert c.recommend(sid, 1)["session_id"] == sid  # drives poll() itself
         assert asyncio.run(c.recommend_async(sid, 1))["session_id"] == sid
+
+
+def test_publish_catalog_and_remove_item_reach_the_worker(
+    client: RecoClient, settings: Settings
+) -> None:
+    prefix = uid("pc")
+    items = [
+        {"item_id": f"{prefix}-{n}", "title": f"Item {n}", "category": "c", "in_stock": n != 1}
+        for n in range(3)
+    ]
+    assert client.publish_catalog(iter(items)) == 3
+    client.flush()
+    for n, item in enumerate(items):
+        wait_item(settings, item["item_id"], n != 1)
+    client.remove_item(items[0]["item_id"])
+    client.publish_catalog([{**items[1], "in_stock": True}])  # replaces the whole record
+    client.flush()
+    wait_item(settings, items[0]["item_id"], None)
+    wait_item(settings, items[1]["item_id"], True)
+
+
+def test_set_rules_changes_the_answers_of_its_placement_until_dropped(
+    client: RecoClient, settings: Settings, catalog: list[str]
+) -> None:
+    sid, placement = uid("s"), uid("place")
+    for item in catalog[:3]:
+        client.track(event(sid, item))
+    client.flush()
+    wait_session(settings, sid, 3)
+
+    def items(where: str | None) -> list[str]:
+        return [i["item_id"] for i in client.recommend(sid, 3, placement=where)["items"]]
+
+    until(lambda: bool(items(placement)), "a non-empty answer")
+    top = items(placement)[0]
+    client.set_rules(placement, {"exclude": [top]})
+    until(lambda: top not in items(placement), f"the rule excluding {top}")
+    assert top in items(None)  # the default placement keeps its rules
+    client.set_rules(placement, None)
+    until(lambda: top in items(placement), "the rule to be dropped")
+
+
+def test_a_request_may_name_the_item_in_view(client: RecoClient, catalog: list[str]) -> None:
+    sid = uid("s")
+    client.track(event(sid, catalog[1]))
+    fut = client.request(sid, 3, placement="product_page", item_id=catalog[1])
+    answer = fut.result(timeout=15)  # a valid request: the worker answers it
+    assert answer["request_id"] == fut.request_id and answer["session_id"] == sid
+    with pytest.raises(InvalidRequest, match="item_id must be a non-empty string"):
+        client.request(sid, item_id="")
+
+
+def test_invalid_catalogue_records_and_rules_send_nothing(
+    client: RecoClient, settings: Settings
+) -> None:
+    before = [_produced(settings, t) for t in (settings.topic_catalog, settings.topic_config)]
+    good = {"item_id": uid("ok"), "title": "fine"}
+    with pytest.raises(InvalidItem, match=r"items\[1\]: .*in_stock must be true or false"):
+        client.publish_catalog([good, {"item_id": uid("bad"), "in_stock": "yes"}])
+    with pytest.raises(InvalidItem, match="item_id must be a non-empty string"):
+        client.publish_catalog([{"title": "no id"}])
+    with pytest.raises(InvalidRules, match=r"unknown fields \['diversity'\]"):
+        client.set_rules("default", {"diversity": 1})
+    client.flush()
+    after = [_produced(settings, t) for t in (settings.topic_catalog, settings.topic_config)]
+    assert after == before
