@@ -81,8 +81,8 @@ class Wiring:
         """A librdkafka consumer of a hot topic. `ordered` (events, state): batches in order,
         each partition's part guarded on its own, side by side (one part's failure and retry
         never costs another its outputs), and a new group reads from the start of retention.
-        Otherwise (requests, independent): each message on its own, and a new group starts at
-        the end, as requests from before it existed are not worth answering."""
+        Otherwise (requests, independent): each message on its own, and a new group starts
+        `answer_max_lag_ms` back: older requests are not worth answering."""
         s, guarded_ = self.settings, self.guard(handler)
 
         async def handle(msgs: list[Message]) -> list[Out]:
@@ -92,7 +92,20 @@ class Wiring:
             return [o for outs in done for o in outs]
 
         start = "earliest" if ordered else "latest"
-        loop = TopicLoop(s, name, topic, group, handle, self.sink, start=start, ordered=ordered)
+        # Requests up to the answer deadline old are still worth answering: a worker that is
+        # still joining its group when a request arrives must not skip it.
+        lookback = None if ordered else s.answer_max_lag_ms
+        loop = TopicLoop(
+            s,
+            name,
+            topic,
+            group,
+            handle,
+            self.sink,
+            start=start,
+            ordered=ordered,
+            lookback_ms=lookback,
+        )
         self.loops.append(loop)
 
     def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_END,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -31,6 +33,7 @@ REVOKE_WAIT_S = 30.0
 # surge queues here, in arrival order, rather than in the Redis pool and its timeouts.
 MAX_IN_FLIGHT = 32
 POLL_S = 0.1  # how long one fetch blocks when the topic is quiet: bounds how late stop() acts
+LOOKUP_TIMEOUT_S = 10.0  # committed offsets and offsets by time, on (re)assignment only
 
 
 class TopicLoop:
@@ -58,8 +61,12 @@ class TopicLoop:
         *,
         start: str = "earliest",
         ordered: bool = True,
+        lookback_ms: int | None = None,
     ) -> None:
         self.settings, self.name, self.topic = settings, name, topic
+        # A partition the group has no offset for begins this far back in time (not at
+        # `start`): requests sent while a new worker was still joining are answered.
+        self.lookback_ms = lookback_ms
         self.handle, self.sink = handle, sink
         self.consumed = 0
         self._stop = threading.Event()
@@ -233,11 +240,36 @@ class TopicLoop:
             log.info("offsets not stored (%s); the next owner redoes them", exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.lookback_ms is not None:
+            self._look_back(consumer, partitions, self.lookback_ms)
         self._generation += 1
         self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
         owned = sorted(self._owned)
         log.info("%s partitions assigned: %s of %s", self.name, owned, self.topic)
         self.trouble.ok()  # joined the group: the brokers answer again
+
+    def _look_back(
+        self, consumer: Consumer, partitions: list[TopicPartition], lookback_ms: int
+    ) -> None:
+        """Start each partition without a committed offset at its first message of the last
+        `lookback_ms` (its end if there is none), instead of `auto.offset.reset`."""
+        try:
+            committed = consumer.committed(partitions, timeout=LOOKUP_TIMEOUT_S)
+            since = int(time.time() * 1000) - lookback_ms  # Kafka timestamps are wall clock
+            fresh = [
+                TopicPartition(tp.topic, tp.partition, since) for tp in committed if tp.offset < 0
+            ]
+            if not fresh:
+                return
+            found = consumer.offsets_for_times(fresh, timeout=LOOKUP_TIMEOUT_S)
+        except KafkaException as exc:  # the group's start reset applies instead
+            ERRORS["kafka_lookback"] += 1
+            log.warning("%s: no look-back start (%s); starting at the end", self.name, exc)
+            return
+        start = {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_END for tp in found}
+        for tp in partitions:
+            tp.offset = start.get(tp.partition, tp.offset)
+        consumer.assign(partitions)
 
     def _client_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors (on the fetching thread): all brokers down, or a

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_reco.config import Settings
 from stream_reco.consumer import TopicLoop
 from stream_reco.errors import ERRORS
-from stream_reco.kafka_io import Sink
+from stream_reco.kafka_io import Sink, producer
 from stream_reco.messages import Message, Out
 
 
@@ -45,3 +48,46 @@ def test_an_offset_is_stored_only_once_every_earlier_message_is_done(settings: S
 
     # 3 started together; 2 done alone stores nothing, 0 done stores 0, 1 done stores 2.
     assert asyncio.run(run()) == [3, -1, 0, 2]
+
+
+def _received(settings: Settings, topic: str, group: str, lookback_ms: int | None) -> list[bytes]:
+    """What an unordered loop of a new group takes from `topic` within a few seconds."""
+    got: list[bytes] = []
+
+    async def handle(batch: list[Message]) -> list[Out]:
+        got.extend(m.value or b"" for m in batch)
+        return []
+
+    async def run() -> None:
+        loop = TopicLoop(
+            settings, "t", topic, group, handle, Sink(settings, ERRORS), ordered=False,
+            start="latest", lookback_ms=lookback_ms,
+        )  # fmt: skip
+        task = asyncio.create_task(loop.run())
+        for _ in range(100):  # joining a new group takes a few seconds
+            await asyncio.sleep(0.1)
+            if loop._owned and len(got) >= 2:
+                break
+        await asyncio.sleep(0.5)  # anything else it would take
+        loop.stop()
+        await task
+
+    asyncio.run(run())
+    return got
+
+
+def test_a_new_requests_group_starts_back_by_the_answer_deadline(settings: Settings) -> None:
+    topic = f"{settings.topic_requests}-lookback"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 1, 1)])["" + topic].result()
+    now = int(time.time() * 1000)
+    out = producer(settings)
+    out.produce(topic, b"stale", timestamp=now - 60_000)  # older than the deadline
+    out.produce(topic, b"fresh-1", timestamp=now - 1_000)  # sent while the worker was joining
+    out.produce(topic, b"fresh-2", timestamp=now)
+    out.flush(10)
+    # (A deadline longer than a new group takes to join, however slow the machine.)
+    got = _received(settings, topic, f"{settings.app_id}-lookback", 30_000)
+    assert got == [b"fresh-1", b"fresh-2"]
+    # Without a look-back a new group starts at the end and misses both fresh requests.
+    assert _received(settings, topic, f"{settings.app_id}-latest", None) == []
