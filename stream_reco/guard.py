@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from stream_reco import logs
 from stream_reco.errors import ERRORS, StoreError
 from stream_reco.messages import Message, Out
+
+log = logging.getLogger(__name__)
 
 Work = Callable[[list[Message]], Awaitable[list[Out]]]
 Reject = Callable[[Message, str], Out]
@@ -19,7 +22,9 @@ async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float 
     and only the message that still fails becomes a dead letter."""
     while True:
         try:
-            return await work(msgs)
+            done = await work(msgs)
+            logs.PROCESSING.ok()  # one attribute check while all is well
+            return done
         except StoreError as exc:
             ERRORS["store"] += 1
             logs.REDIS.failed("holding a batch", exc)  # rate-limited: an outage is one line
@@ -31,6 +36,8 @@ async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float 
                     outs += await guarded([m], work, reject, pause)
                 return outs
             ERRORS["internal"] += 1
-            # The dead-letter summary counts it; one traceback per kind of failure is enough.
-            logs.PROCESSING.failed("a message was dead-lettered", exc, trace=True)
+            # Rate-limited, by exception type, its text masked (it may quote the message); the
+            # dead letter itself carries the whole reason, and DEBUG the traceback.
+            logs.PROCESSING.failed(type(exc).__name__, logs.reason_kind(str(exc)))
+            log.debug("dead-lettered after an internal error", exc_info=exc)
             return [reject(msgs[0], f"internal error: {type(exc).__name__}: {exc}")]

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_reco import logs
 from stream_reco.config import Settings
-from stream_reco.errors import StackError
+from stream_reco.errors import ERRORS, StackError
 
 log = logging.getLogger(__name__)
 QUEUE_FULL_TRIES = 100  # x 10 ms: how long an output waits for room in the producer's queue
@@ -153,4 +153,5 @@ def _client_error(err: KafkaError) -> None:
     """librdkafka's client-wide errors: most are passing states it recovers from on its own
     (one broker connection dropped); all brokers down, or a fatal error, is trouble."""
     if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+        ERRORS["kafka_produce"] += 1
         logs.KAFKA_PRODUCER.failed("brokers", err)

@@ -186,8 +186,9 @@ def _rank(settings: Settings) -> dict[str, Any]:
         "operationId": "rank",
         "summary": "Order the caller's items for a session",
         "description": "Only the given items can come back, under the same exclusions and rules "
-        "as any answer (never cart, bought, out-of-stock or unknown items). Takes no query "
-        "parameters.",
+        "as any answer (never cart, bought, out-of-stock or unknown items, nor a category or "
+        "brand the placement excludes). A list page has no item in view: only an explicit "
+        "`item_id` is left out, never the session's latest item. Takes no query parameters.",
         "requestBody": {
             "required": True,
             "content": {

@@ -21,10 +21,7 @@ from stream_reco.candidates import (
 )
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StoreError
-from stream_reco.events import (
-    Event,
-    Request,
-)
+from stream_reco.events import CatalogItem, Event, Request
 from stream_reco.ranking import blend, context, diversity, feedback, model
 from stream_reco.ranking import rules as rules_
 from stream_reco.ranking.policy import Policy
@@ -94,19 +91,25 @@ async def recommend(
     block = set(exclude) | set(rules.exclude)
     if rules.exclude_item_in_view and item_id is not None:
         block.add(item_id)  # before the session is read: a fallback answer honours it too
+
     # asyncio.timeout, not wait_for: no extra task per step on the hot path.
-    try:
-        async with asyncio.timeout(left(0.8)):
-            session, found, seen = await _candidates(
-                store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only
-            )
-    except (TimeoutError, StoreError):
+    def fallback() -> Answer:
         # Sources too slow or down: popularity from memory, still without blocked items.
         shelved = rules_.excluded_by_catalog(live.fallback, rules)
         return response.fallback(live, block | shelved, k, only)
+
+    try:
+        async with asyncio.timeout(left(0.8)):
+            session, found, seen = await _candidates(
+                store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only, (rules, block)
+            )
+    except (TimeoutError, StoreError):
+        return fallback()
     block |= rules_.blocked(session, ())
-    if rules.exclude_item_in_view and (in_view := rules_.in_view(session, item_id)) is not None:
-        block.add(in_view)
+    # /rank orders a list page's items: no item is in view there unless the caller names it.
+    page = item_id if only is not None else rules_.in_view(session, item_id)
+    if rules.exclude_item_in_view and page is not None:
+        block.add(page)
     use_model = live.model_ready(settings, current)
     degraded = None
     if use_model and time.perf_counter() - started > budget / 2:
@@ -127,8 +130,7 @@ async def recommend(
             async with asyncio.timeout(left()):
                 meta = await store.read_items(sorted(wanted), seen)
         except (TimeoutError, StoreError):
-            shelved = rules_.excluded_by_catalog(live.fallback, rules)
-            return response.fallback(live, block | shelved, k, only)
+            return fallback()
         # Context needs metadata, so only the head gets it: a second, finer ordering stage.
         context.add((c for c, _ in head), session, meta)
         if blend.uses_context(weights):
@@ -164,10 +166,12 @@ async def _candidates(
     n_popular: int,
     fixed: Mapping[str, float],
     only: Sequence[str] | None = None,
+    rules: tuple[Policy, set[str]] = (PLAIN[0], set()),
 ) -> tuple[SessionView, dict[str, Candidate], str]:
     """The session and every source's candidates for it, per-source scores kept as features;
     with `only`, just those items (their features where a source found them). A source whose
-    weight is 0 in the `fixed` blend is not even read."""
+    weight is 0 in the `fixed` blend is not even read. `rules`: the policy and the items it
+    blocks so far, which only the cold-start source needs (it fills what is left to show)."""
     cooc = min(settings.cooc_window, COOC_SOURCES)
     got = await store.gather(
         session_id,
@@ -189,9 +193,15 @@ async def _candidates(
     revisit.gather(session, found)
     popularity.gather_trending(got.trending, found)  # what the shopper is browsing now
     popularity.gather(got.popular, found)
-    # Cold start: only when behaviour cannot fill the list does the catalogue cost a read.
-    if fixed.get(newest.FEATURE, 0.0) > 0 and newest.short(got.popular, n_popular):
-        await newest.gather(store, got.catalog_at, n_popular, found)
+    # Cold start: only when behaviour cannot fill the list, and never for /rank's own items.
+    if only is None and fixed.get(newest.FEATURE, 0.0) > 0 and newest.short(got.popular, n_popular):
+        policy, block = rules
+        taken = rules_.blocked(session, block)
+
+        def keep(item_id: str, info: CatalogItem) -> bool:
+            return item_id not in taken and not rules_.shelved(info, policy)
+
+        await newest.gather(store, got.catalog_at, n_popular, found, keep)
     if only is not None:
         found = {i: found.get(i) or Candidate(i) for i in dict.fromkeys(only)}
     return session, found, got.catalog_at

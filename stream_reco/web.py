@@ -155,4 +155,4 @@ def _item_ids(value: Any) -> list[str]:
                 f"items[{n}] must be an item id: a string of 1..{MAX_ID_LEN} characters "
                 "without control characters"
             )
-    return value
+    return list(dict.fromkeys(value))  # a repeated id is one item: k counts distinct ones

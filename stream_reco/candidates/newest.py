@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import orjson
@@ -18,8 +18,6 @@ FEATURE = "new"
 # shopping data on the item, so the catalogue is all there is to go by.
 REASON = "new in the catalogue (no shopping data yet)"
 LIMIT = 1000  # items kept in the list; the oldest go first
-# Read this many times the wanted number, so a few busy categories cannot fill every slot.
-SPREAD = 3
 
 # Run inside apply_catalog's MULTI, so the list always agrees with the metadata and the log.
 # Each item gets a first-seen stamp (a counter: catalogue records carry no time) the first
@@ -54,8 +52,20 @@ return 0
 """
 
 
+class Shelf:
+    """The whole list in cold-start order, each item with its metadata, as of one catalogue
+    position. Read again only once the catalogue has changed: a small shop whose behaviour
+    never fills a request pays no extra round trip per request for it."""
+
+    def __init__(self) -> None:
+        self.at: str | None = None
+        self.rows: list[tuple[str, CatalogItem]] = []
+
+
 class Reader(Protocol):
     """What `gather` needs of the store (storage/catalog.py CatalogState provides it)."""
+
+    shelf: Shelf
 
     async def read_newest(self, n: int) -> list[str]: ...
 
@@ -120,15 +130,24 @@ def short(popular: Sequence[tuple[str, float]], wanted: int) -> bool:
     return len(popular) < wanted
 
 
-async def gather(store: Reader, seen: str, n: int, into: dict[str, Candidate]) -> None:
-    """Add up to n of the newest catalogue items, diverse across categories. Metadata comes
-    through the worker's cache as of `seen` (the catalogue position the request read), and
-    the ranking reads the same items' metadata again later, then from memory."""
-    newest = await store.read_newest(n * SPREAD)
-    if not newest:
-        return
-    meta = await store.read_items(newest, seen)
-    add(order(newest, meta)[:n], into)
+async def gather(
+    store: Reader,
+    seen: str,
+    n: int,
+    into: dict[str, Candidate],
+    keep: Callable[[str, CatalogItem], bool] = lambda _i, _m: True,
+) -> None:
+    """Add up to n of the newest catalogue items that `keep` allows (the request's exclusions,
+    the policy's categories and brands: applied before the cut, so an excluded category that
+    holds every new item cannot empty the answer), diverse across categories. The whole list
+    is ordered once per catalogue position (`seen`, what the request read)."""
+    shelf = store.shelf
+    if shelf.at != seen:
+        ids = await store.read_newest(LIMIT)
+        meta = await store.read_items(ids, seen)
+        shelf.rows = [(i, meta[i]) for i in order(ids, meta)]
+        shelf.at = seen
+    add([i for i, info in shelf.rows if keep(i, info)][:n], into)
 
 
 def _state(r: CatalogItem | Tombstone) -> int:

@@ -97,6 +97,7 @@ class CatalogState:
     client: aioredis.Redis
     keys: Keys
     catalog: CatalogCache
+    shelf: newest.Shelf
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise NotImplementedError

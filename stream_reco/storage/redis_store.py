@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_reco import logs
+from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.decay import LandmarkTooOld, forward_weight, value_at
 from stream_reco.errors import StoreError
@@ -85,6 +86,7 @@ class RedisStore(SharedState, CatalogState):
         )
         self.vectors = VectorLog(client, self.keys)
         self.catalog = CatalogCache()
+        self.shelf = newest.Shelf()  # the cold-start list, as of one catalogue position
         self._script_config = orjson.dumps(
             {
                 "ttl": settings.session_ttl_s,

@@ -15,6 +15,8 @@ from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Event, Tombstone
 from stream_reco.kafka_io import ensure_topics
+from stream_reco.ranking import policy
+from stream_reco.runtime import Runtime
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 from tests.integration.conftest import Kafka, uid, wait_item, wait_session
@@ -137,6 +139,48 @@ def test_enough_behaviour_costs_no_catalogue_read(store: tuple[RedisStore, Loop]
     answer = loop.run_until_complete(pipeline.recommend(st, s, uid("s"), k))
     assert reads[0] == 0
     assert len(answer.picks) == k and {p.reason for p in answer.picks} == {"popular"}
+
+
+
+def test_a_small_shop_reads_the_list_once_per_catalogue_change(
+    store: tuple[RedisStore, Loop],
+) -> None:
+    # Fewer items than a request wants: popularity is always short, so the list is needed on
+    # every request, and must not cost a round trip on each.
+    st, loop = store
+    s = st.settings
+    shop = items(*(f"p{x}:c{x % 3}" for x in range(8)))
+    loop.run_until_complete(st.apply_catalog(shop))
+    history = [Event(f"e{n}", "view", f"h{n}", it.item_id, TS + n) for n, it in enumerate(shop)]
+    loop.run_until_complete(st.apply_events(history))
+    reads = _count_newest_reads(st)
+    for _ in range(5):
+        loop.run_until_complete(pipeline.recommend(st, s, uid("s"), 5))
+    assert reads[0] == 1
+    loop.run_until_complete(st.apply_catalog(items("p9:c0")))
+    answer = loop.run_until_complete(pipeline.recommend(st, s, uid("s"), 10))
+    assert reads[0] == 2 and "p9" in {p.item_id for p in answer.picks}
+    # POST /rank orders the caller's items: the list has nothing to add there.
+    loop.run_until_complete(st.apply_catalog(items("p10:c1")))
+    loop.run_until_complete(pipeline.recommend(st, s, uid("s"), 2, only=["p1", "p2"]))
+    assert reads[0] == 2
+
+
+def test_an_excluded_category_holding_every_new_item_does_not_empty_the_answer(
+    store: tuple[RedisStore, Loop],
+) -> None:
+    # A catalogue exported category by category: the newest hundred items are all shoes.
+    st, loop = store
+    s = st.settings
+    older = items(*(f"mug{x}:mugs" for x in range(30)))
+    shoes = items(*(f"shoe{x}:shoes" for x in range(100)))
+    loop.run_until_complete(st.apply_catalog([*older, *shoes]))
+    live = Runtime(rules=policy.from_dict({"default": {"exclude_categories": ["shoes"]}}))
+    answer = loop.run_until_complete(pipeline.recommend(st, s, uid("s"), 5, live=live))
+    assert [p.item_id for p in answer.picks] == [f"mug{x}" for x in (29, 28, 27, 26, 25)]
+    # Without the exclusion, both categories take turns even so.
+    plain = loop.run_until_complete(pipeline.recommend(st, s, uid("s"), 4))
+    assert [p.item_id for p in plain.picks] == ["shoe99", "mug29", "shoe98", "mug28"]
 
 
 def _count_newest_reads(st: RedisStore) -> list[int]:

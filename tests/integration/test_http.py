@@ -169,6 +169,14 @@ def test_every_documented_field_of_post_rank_is_honoured(
     assert rank(spec, s, {**body, "request_id": "q-rank-1"})["request_id"] == "q-rank-1"
     assert rank(spec, s, {**body, "user_id": "u-1", "placement": None})["items"]
     assert ids(whole)[0] not in ids(rank(spec, s, {**body, "item_id": ids(whole)[0]}))
+    # A list page has no item in view: the session's latest item is ranked like the others.
+    assert shop.seen in ids(rank(spec, s, {"session_id": me, "items": [a, shop.seen]}))
+    # A repeated id is one item, for k as well.
+    assert ids(rank(spec, s, {"session_id": me, "items": [a, a, b], "k": 2})) in ([a, b], [b, a])
+    assert (
+        "more than the 2 items"
+        in call(s, "POST", "/rank", {**body, "items": [a, a, b], "k": 3}).json()["error"]
+    )
     placement = uid("shelf")
     kafka.send(s.topic_config, placement, {"exclude": [b]})
     try:
