@@ -90,9 +90,9 @@ class Echo:
 class KafkaFloor:
     """The echo path, set up once and measured at each rate the engine is measured at."""
 
-    def __init__(self, fleet: Fleet) -> None:
-        inbox, outbox = fleet.scratch_topics("floor-in", "floor-out")
-        group = f"{fleet.settings.app_id}-floor-echo"
+    def __init__(self, fleet: Fleet, name: str = "floor") -> None:
+        inbox, outbox = fleet.scratch_topics(f"{name}-in", f"{name}-out")
+        group = f"{fleet.settings.app_id}-{name}-echo"
         self.echo = Echo(fleet.settings, inbox, outbox, group)
         fleet.closers.append(self.echo.stop)
         own = dataclasses.replace(fleet.settings, topic_requests=inbox, topic_responses=outbox)

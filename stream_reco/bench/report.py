@@ -60,6 +60,7 @@ def build(
     floor_redis: list[dict[str, Any]],
     memory: dict[str, Any],
     started: str,
+    floor_loaded: list[dict[str, Any]] | None = None,
     elapsed_s: float,
 ) -> dict[str, Any]:
     """The whole report; latency entries get their ratios to the floor here (Kafka's for
@@ -83,7 +84,10 @@ def build(
                 "runs": runs,
             },
             **latency,
-            "floor": floor_summary(floor_kafka, floor_redis),
+            "floor": {
+                **floor_summary(floor_kafka, floor_redis),
+                "kafka_loaded": floor_loaded or [],
+            },
             "topology_ratios": topology_ratios(latency),
             "memory": memory,
         },
@@ -210,6 +214,9 @@ def table(report: dict[str, Any]) -> str:
     lines.append("  floor (Kafka and Redis alone, no worker in the path):")
     lines += [_row("floor kafka echo", e) for e in sc["floor"]["kafka"]]
     lines += [_row("floor redis PING", e) for e in sc["floor"]["redis"]]
+    # The same echo while the worker takes the background load: what this machine's sharing
+    # of its cores alone adds, with no worker code in the path.
+    lines += [_row("floor echo, loaded", e) for e in sc["floor"].get("kafka_loaded", [])]
     lines += _ratio_lines(sc.get("topology_ratios", []))
     mem = sc["memory"]
     rss = "; ".join(

@@ -179,7 +179,13 @@ def _measure(fleet: Fleet, plan: Plan, say: Say) -> dict[str, Any]:
         say=say,
         pushes=watches,
     )
-    parts: dict[str, Any] = {"ingest": [], "request_response": [], "push": [], "http": []}
+    parts: dict[str, Any] = {
+        "ingest": [],
+        "request_response": [],
+        "push": [],
+        "http": [],
+        "floor_loaded": [],
+    }
     try:
         client.start()
         parts["floor_kafka"], parts["floor_redis"] = _floor(bench, plan)
@@ -209,7 +215,8 @@ def _one_topology(bench: Bench, plan: Plan, topology: str, parts: dict[str, Any]
     if 1 in plan.workers:
         parts["ingest"].append(_ingest(bench, plan, topology, 1))
     latency = _under_load(bench, plan, topology, fleet.answering().web_port)
-    for name, entries in zip(("request_response", "push", "http"), latency, strict=True):
+    names = ("request_response", "push", "http", "floor_loaded")
+    for name, entries in zip(names, latency, strict=True):
         parts[name] += entries
     for n in sorted(w for w in plan.workers if w > 1):
         fleet.scale_ingest(topology, n)
@@ -249,13 +256,14 @@ def _ingest(bench: Bench, plan: Plan, topology: str, workers: int) -> dict[str, 
 
 def _under_load(
     bench: Bench, plan: Plan, topology: str, web_port: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Push, request->response and HTTP windows at each background ingest rate, each entry
-    marked with the topology it was measured on."""
+) -> tuple[list[dict[str, Any]], ...]:
+    """Push, request->response, HTTP and loaded-floor windows at each background ingest rate,
+    each entry marked with the topology it was measured on."""
     on = {"topology": topology}
     rr: list[dict[str, Any]] = []
     push: list[dict[str, Any]] = []
     http: list[dict[str, Any]] = []
+    loaded: list[dict[str, Any]] = []
     for bg in plan.background_rates:
         bench.background.start(bg)
         try:
@@ -269,11 +277,25 @@ def _under_load(
             for rate in plan.http_rates:
                 http.append({**scenarios.http(bench, rate, bg, web_port), **on})
                 bench.say(_line("http GET", http[-1]))
+            loaded += _floor_loaded(bench, plan, bg, on)
         finally:
             bench.background.stop()
         # Each ingest rate starts from a worker with no backlog, whatever the last one left.
         scenarios.wait_quiet(bench.probe)
-    return rr, push, http
+    return rr, push, http, loaded
+
+
+def _floor_loaded(bench: Bench, plan: Plan, bg: float, on: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bare Kafka echo at the request rates while the worker takes `bg` events/s: how
+    much of a latency is the machine's cores being shared, not the worker's code."""
+    out: list[dict[str, Any]] = []
+    sessions = itertools.cycle([f"floor-s{i}" for i in range(64)])
+    with KafkaFloor(bench.fleet, f"floor-{on['topology']}-{bg:g}") as floor:
+        for rate in plan.request_rates:
+            rec, pace = floor.measure(rate, plan.duration, lambda: next(sessions), plan.timeout_s)
+            out.append({**rec.entry(rate, bg, **pace.behind()), **on})
+            bench.say(_line("floor echo, loaded", out[-1]))
+    return out
 
 
 def _windows(plan: Plan, topology: str, bg: float) -> str:

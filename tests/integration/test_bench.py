@@ -88,6 +88,9 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
     floor = sc["floor"]
     assert 0 < floor["kafka_p50_ms"] <= floor["kafka_p99_ms"]
     assert floor["redis_p50_ms"] > 0
+    # The bare echo again while the worker takes the background load, at each request rate.
+    loaded = floor["kafka_loaded"]
+    assert loaded and all(e["ingest_rate"] > 0 and e["answered"] == e["sent"] for e in loaded)
     assert sc["request_response"][0]["x_floor_p50"] > 0
     assert sc["memory"]["bytes_per_session"] > 0 and sc["memory"]["bytes_per_item"] > 0
     assert all(w["start_mb"] > 0 and w["end_mb"] > 0 for w in sc["memory"]["workers"])
