@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -22,18 +21,13 @@ from stream_reco.candidates import (
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StoreError
 from stream_reco.events import CatalogItem, Event, Request
-from stream_reco.ranking import blend, context, diversity, feedback, model
+from stream_reco.ranking import blend, feedback, rank
 from stream_reco.ranking import rules as rules_
-from stream_reco.ranking.policy import Policy
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
 from stream_reco.storage.redis_store import RedisStore
 
-# Passed-over candidates remembered with a response: the learner's negatives.
-SHOWN_NEGATIVES = 10
-# No diversity or business rules beyond the hard exclusions, the item in view excluded or not.
-PLAIN = (Policy(), Policy(exclude_item_in_view=False))
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 # Request cost, cut where measured free: 3 co-occurrence lists and 20 spare popular items gave
 # the same HR/MRR as 5 and 40 on all three data sets (docs/evaluation.md, "Latency").
@@ -76,86 +70,31 @@ async def recommend(
     or unavailable item, nor (unless the placement allows it) the item in view: `item_id`, the
     page's item, else the session's latest. Answers within `settings.budget_ms`, degrading if
     it must. `only`: rank just these items (POST /rank) instead of gathering candidates."""
-    started = time.perf_counter()
+    budget = rank.Budget(settings.budget_ms / 1000, time.perf_counter())
     live = live or Runtime()
-    rules = live.rules.for_placement(placement)
-    if only is not None:  # /rank orders the caller's items: nothing else may join them
-        rules = dataclasses.replace(rules, promoted=())
+    a = rank.ask(live, k, exclude, placement, item_id, only)
     current = live.model  # one snapshot: a refresh may swap live.model while we wait
     fixed = blend.for_settings(settings)
-    budget = settings.budget_ms / 1000
-
-    def left(share: float = 1.0) -> float:
-        return max(budget * share - (time.perf_counter() - started), 1e-3)
-
-    block = set(exclude) | set(rules.exclude)
-    if rules.exclude_item_in_view and item_id is not None:
-        block.add(item_id)  # before the session is read: a fallback answer honours it too
-
-    # asyncio.timeout, not wait_for: no extra task per step on the hot path.
-    def fallback() -> Answer:
-        # Sources too slow or down: popularity from memory, still without blocked items.
-        shelved = rules_.excluded_by_catalog(live.fallback, rules)
-        return response.fallback(live, block | shelved, k, only)
-
-    try:
-        async with asyncio.timeout(left(0.8)):
+    try:  # asyncio.timeout, not wait_for: no extra task per step on the hot path
+        async with asyncio.timeout(budget.left(0.8)):
             session, found, seen = await _candidates(
-                store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only, (rules, block)
+                store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only, a
             )
     except (TimeoutError, StoreError):
-        return fallback()
-    block |= rules_.blocked(session, ())
-    # /rank orders a list page's items: no item is in view there unless the caller names it.
-    page = item_id if only is not None else rules_.in_view(session, item_id)
-    if rules.exclude_item_in_view and page is not None:
-        block.add(page)
-    use_model = live.model_ready(settings, current)
-    degraded = None
-    if use_model and time.perf_counter() - started > budget / 2:
-        use_model, degraded = False, "blend"  # scoring is the cheapest part to give up
-    weights = current.weights if use_model else fixed
-    ordered = blend.order(list(found.values()), weights, session_first=not use_model)
-    ranked = [cs for cs in ordered if cs[0].item_id not in block]
-    # Metadata only for what can still make the list, the session items named in reasons and
-    # what the rules look at (session categories, promoted items).
-    # A plain policy needs only enough to cover unavailable items; rules that reshuffle
-    # (diversity, discovery, caps) need a deeper pool to choose from.
-    depth = max(4 * k, k + 60) if rules not in PLAIN else k + 20
-    while True:
-        head = ranked[:depth]
-        wanted = {c.item_id for c, _ in head} | {c.source_item for c, _ in head if c.source_item}
-        wanted |= diversity.wanted(session, rules)
+        return rank.fallback(live, a)
+    ready = live.model_ready(settings, current)
+    p = rank.plan(a, session, found, current, fixed, model_ready=ready, late=budget.late)
+    depth: int | None = a.first_depth
+    while depth is not None:
+        head = p.head(depth)
         try:
-            async with asyncio.timeout(left()):
-                meta = await store.read_items(sorted(wanted), seen)
+            async with asyncio.timeout(budget.left()):
+                meta = await store.read_items(rank.wanted(head, session, a.rules), seen)
         except (TimeoutError, StoreError):
-            return fallback()
-        # Context needs metadata, so only the head gets it: a second, finer ordering stage.
-        context.add((c for c, _ in head), session, meta)
-        if blend.uses_context(weights):
-            head = blend.order([c for c, _ in head], weights, session_first=not use_model)
-        slots = diversity.select(
-            [(c.item_id, sc) for c, sc in head],
-            meta,
-            session,
-            rules,
-            k,
-            block,
-            weights=rules.weights(settings.weights),
-            require_catalog=settings.require_catalog,
-        )
-        # Too many unavailable items in the head (unknown, sold out): look deeper, once.
-        if len(slots) >= k or depth >= len(ranked) or depth > 4 * k + 60:
-            break
-        depth = len(ranked)
-    by_id = {c.item_id: c for c, _ in head}
-    scorer = current if use_model else model.Weights(0, 0, weights)
-    picks = [response.pick(by_id.get(sl.item_id), sl, meta, scorer) for sl in slots]
-    taken = {p.item_id for p in picks}
-    passed = [(c.item_id, c.features) for c, _ in head if c.item_id not in taken]
-    shown = [(p.item_id, p.features) for p in picks] + passed[:SHOWN_NEGATIVES]
-    return Answer(picks, current.version if use_model else 0, degraded, shown)
+            return rank.fallback(live, a)
+        head, slots = rank.select(p, a, head, session, meta, settings)
+        depth = a.deeper(len(slots), depth, len(p.ranked))  # too few available: look deeper
+    return rank.answer(p, head, slots, meta)
 
 
 async def _candidates(
@@ -166,12 +105,12 @@ async def _candidates(
     n_popular: int,
     fixed: Mapping[str, float],
     only: Sequence[str] | None = None,
-    rules: tuple[Policy, set[str]] = (PLAIN[0], set()),
+    a: rank.Ask | None = None,
 ) -> tuple[SessionView, dict[str, Candidate], str]:
     """The session and every source's candidates for it, per-source scores kept as features;
     with `only`, just those items (their features where a source found them). A source whose
-    weight is 0 in the `fixed` blend is not even read. `rules`: the policy and the items it
-    blocks so far, which only the cold-start source needs (it fills what is left to show)."""
+    weight is 0 in the `fixed` blend is not even read. `a`: the request's rules and blocked
+    items, which only the cold-start source needs (it fills what is left to show)."""
     cooc = min(settings.cooc_window, COOC_SOURCES)
     got = await store.gather(
         session_id,
@@ -195,8 +134,8 @@ async def _candidates(
     popularity.gather(got.popular, found)
     # Cold start: only when behaviour cannot fill the list, and never for /rank's own items.
     if only is None and fixed.get(newest.FEATURE, 0.0) > 0 and newest.short(got.popular, n_popular):
-        policy, block = rules
-        taken = rules_.blocked(session, block)
+        policy = a.rules if a else rank.PLAIN[0]
+        taken = rules_.blocked(session, a.block if a else ())
 
         def keep(item_id: str, info: CatalogItem) -> bool:
             return item_id not in taken and not rules_.shelved(info, policy)
