@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import sys
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from stream_reco.config import ENV, Settings
+from stream_reco.config import Settings
 from stream_reco.errors import ConfigError, StoreError, StreamRecoError
 
 if TYPE_CHECKING:
-    from stream_reco.storage.redis_store import RedisStore
+    pass
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
@@ -55,64 +53,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _inspect(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 with the state as JSON; 1 when the session is unknown in a store that holds data;
-    2 when nothing at all is stored under the key prefix (most often the wrong prefix)."""
-    from stream_reco.storage.redis_store import RedisStore
+    from stream_reco import inspection  # Redis and the model only for this command
 
-    async def run() -> object:
-        store = RedisStore.connect(settings)
-        try:
-            if not await store.holds_anything():
-                raise ConfigError(_nothing_stored(settings))
-            if not args.session:
-                return await store.inspect_item(args.item, n=args.n)
-            session = await store.read_session(args.session)
-            if session.events or session.recent or session.cart or session.purchased:
-                return session.to_json()
-            return await _no_session(store, settings, args.session)
-        finally:
-            await store.close()
-
-    found = asyncio.run(run())
-    if isinstance(found, str):
-        print(f"stream-reco: {found}", file=sys.stderr)
-        return 1
-    print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
-    return 0
-
-
-def _nothing_stored(settings: Settings) -> str:
-    prefix, url = ENV["key_prefix"], ENV["redis_url"]
-    return (
-        f"nothing is stored under key prefix {settings.key_prefix!r} in Redis at "
-        f"{_shown_url(settings.redis_url)}: no worker with this prefix has applied an event, "
-        "a catalogue record or a rules message there. Set "
-        f"{prefix} (and {url}) to what the worker runs with; the prefix is a setting of its "
-        f"own, not derived from {ENV['app_id']}"
-    )
-
-
-async def _no_session(store: RedisStore, settings: Settings, session_id: str) -> str:
-    applied = await store.applied_count()
-    where = f"no session {session_id!r} under key prefix {settings.key_prefix!r}"
-    if not applied:
-        return f"{where}: the store there holds a catalogue or rules, but no events yet"
-    ttl = f"{ENV['session_ttl_s']}={settings.session_ttl_s}"
-    return (
-        f"{where} (the store there has applied {applied} events; a session is forgotten "
-        f"{ttl} seconds after its last event)"
-    )
-
-
-def _shown_url(url: str) -> str:
-    """The Redis URL without its password, if it has one."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))
+    return inspection.run(settings, args)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -224,10 +167,16 @@ def parser() -> argparse.ArgumentParser:
         "in a process of its own, beside `ingest` workers (docs/performance.md)",
     )
     w.set_defaults(run=_worker)
-    i = sub.add_parser("inspect", help="print stored state as JSON")
+    i = sub.add_parser("inspect", help="print stored state or the deployed model as JSON")
     target = i.add_mutually_exclusive_group(required=True)
     target.add_argument("--session", help="a session id")
     target.add_argument("--item", help="an item id")
+    target.add_argument(
+        "--model",
+        action="store_true",
+        help="the published learned ranker: version, examples seen, weights, edge over the "
+        "blend, and whether workers with these settings rank with it",
+    )
     i.add_argument("-n", type=int, default=20, help="neighbours to show for --item")
     i.set_defaults(run=_inspect)
     d = sub.add_parser("demo", help="stack + worker + simulated storefront, live recommendations")

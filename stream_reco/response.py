@@ -35,6 +35,9 @@ class Answer:
     degraded: str | None = None  # None, "blend" (model skipped) or "popular" (sources skipped)
     # What the learner hears of: each pick and passed-over candidate with its features.
     shown: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    # Every allowed candidate in the first ordering stage's order (a reference, no copy): what
+    # the evaluator measures the candidate set's recall on. Never sent.
+    ranked: Sequence[tuple[Candidate, float]] = ()
 
 
 def pick(

@@ -19,6 +19,7 @@ from stream_reco.config import Settings
 from stream_reco.evaluation.baselines import BASELINES
 from stream_reco.evaluation.data import DAY_MS, SessionLog, end_ms, read_sessions
 from stream_reco.evaluation.metrics import Metrics
+from stream_reco.evaluation.rankers import summary_line
 from stream_reco.evaluation.replay import evaluate_engine
 
 METHODS = ("engine", *BASELINES)
@@ -103,7 +104,7 @@ def _engine(
     metrics: Metrics,
     plan: Plan,
     mode: str,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     route = "kafka" if plan.via_kafka else "direct"
     with (
         _bar(sum(map(len, train_logs)), f"engine[{mode}] train ({route})", "ev") as tb,
@@ -147,7 +148,8 @@ def _baseline(
 
 
 def table(report: dict[str, Any]) -> str:
-    """The terminal table: method x metric, percentages at the report's k."""
+    """The terminal table: method x metric, percentages at the report's k; then a line per
+    engine run on its rankers and model."""
     k = report["k"]
     head = (
         f"{'method':<16}{'HR@' + str(k):>8}{'MRR@' + str(k):>9}{'NDCG@' + str(k):>9}"
@@ -160,6 +162,8 @@ def table(report: dict[str, Any]) -> str:
             f"{m['popularity']:>7.3f}{m['latency_p50_ms']:>9.3f}{m['latency_p99_ms']:>9.3f}"
             f"{m['seconds']:>8.1f}"
         )
+    # Engine runs: which ranker answered, and the learned model they ended with.
+    lines += [line for name, m in report["methods"].items() if (line := summary_line(name, m))]
     lines.append(
         f"{report['test_positions']} positions from {report['test_sessions']} test sessions; "
         f"train {report['train_events']} events; {report['machine']['cpus']} CPUs, "

@@ -7,11 +7,13 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from stream_reco import pipeline, runtime
 from stream_reco.config import Settings
 from stream_reco.evaluation.data import SessionLog
 from stream_reco.evaluation.metrics import Metrics
+from stream_reco.evaluation.rankers import Tally, model_summary
 from stream_reco.evaluation.via_kafka import ingest as via_kafka_ingest
 from stream_reco.events import Event
 from stream_reco.ranking import feedback, policy
@@ -73,21 +75,23 @@ async def test(
     concurrency: int = 1,
     live: Runtime | None = None,
     learner: LearnerLoop | None = None,
-) -> int:
+) -> Tally:
     """SR-GNN protocol: at each position i >= 1 ask for the top k given events 0..i-1 and score
     the item at i. Frozen: test events only build their own session. Online: after scoring,
     the event is learned from, as in production. Sessions run `concurrency` at a time, each
     strictly in order; at 1 the latencies are the engine's alone, not its neighbours'.
     With a `learner`, every answer is remembered and the next event is feedback, as in a
     worker: the learned ranker trains as the test goes (prequential: answer, then learn).
-    Answers are for PLACEMENT. Returns how many answers were degraded (over the budget)."""
+    Answers are for PLACEMENT. Returns which ranker answered how many positions, and how
+    many answers were degraded (over the budget)."""
     settings = store.settings
     live = live or runtime_for_evaluation()
     gate = asyncio.Semaphore(concurrency)
-    degraded = answered = 0
+    tally = Tally()
+    answered = 0
 
     async def one(log: SessionLog) -> None:
-        nonlocal degraded, answered
+        nonlocal answered
         async with gate:
             evs = events(log, "test")
             for i, ev in enumerate(evs):
@@ -98,7 +102,7 @@ async def test(
                     )
                     ms = (time.perf_counter() - started) * 1000
                     metrics.add(ev.item_id, [p.item_id for p in answer.picks], ms)
-                    degraded += answer.degraded is not None
+                    tally.add(answer, ev.item_id)
                     tick(1)
                     if learner is not None:
                         answered += 1
@@ -109,7 +113,7 @@ async def test(
                     await pipeline.learn_from(store, settings, new)
 
     await asyncio.gather(*(one(log) for log in logs))
-    return degraded
+    return tally
 
 
 async def _feedback(
@@ -150,9 +154,10 @@ async def evaluate_engine(
     on_test: Tick,
     via_kafka: bool = False,
     learn_ranker: bool = False,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Train then test on a fresh private key space that is deleted afterwards. `via_kafka`:
-    train events go through the real topics and a worker instead of straight to the store."""
+    train events go through the real topics and a worker instead of straight to the store.
+    Reports which ranker answered each position and the model published by the end."""
     if learn_ranker:
         settings = dataclasses.replace(settings, learned_ranker=True)
     store = RedisStore.connect(eval_settings(settings))
@@ -168,10 +173,16 @@ async def evaluate_engine(
         live = runtime_for_evaluation()  # and, as a worker has it, the fallback list
         await runtime.refresh(store, store.settings, live)
         learner = LearnerLoop(store.settings, "evaluation") if learn_ranker else None
-        degraded = await test(
+        tally = await test(
             store, test_logs, metrics, k, online, on_test, live=live, learner=learner
         )
-        return {"train_events_per_s": rate, "degraded_answers": degraded}
+        return {
+            "train_events_per_s": rate,
+            "degraded_answers": tally.degraded,
+            "ranked_by": tally.ranked_by(),
+            "model": model_summary(await store.read_published(runtime.MODEL)),
+            "candidate_recall_at_100": tally.candidate_recall_at_100,
+        }
     finally:
         await store.clear()
         await store.close()

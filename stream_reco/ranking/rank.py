@@ -163,7 +163,7 @@ def answer(
     taken = {pk.item_id for pk in picks}
     passed = [(c.item_id, c.features) for c, _ in head if c.item_id not in taken]
     shown = [(pk.item_id, pk.features) for pk in picks] + passed[:SHOWN_NEGATIVES]
-    return Answer(picks, p.version if p.use_model else 0, p.degraded, shown)
+    return Answer(picks, p.version if p.use_model else 0, p.degraded, shown, p.ranked)
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,14 @@ def test_the_fallback_keeps_every_exclusion_it_can_know() -> None:
     answer = rank.fallback(live, rank.ask(live, 10, exclude=["p5"]))
     assert [pk.item_id for pk in answer.picks] == ["p3", "p4"]
     assert answer.degraded == "popular"
+
+
+def test_the_answer_keeps_the_whole_allowed_candidate_order_for_the_evaluator() -> None:
+    session, found, meta = world()
+    a = rank.ask(Runtime(), 2)
+    p = rank.plan(
+        a, session, found, model.Weights(0, 0, FIXED), FIXED, model_ready=False, late=False
+    )
+    head, slots = rank.select(p, a, p.head(a.first_depth), session, meta, SETTINGS)
+    out = rank.answer(p, head, slots, meta)
+    assert [c.item_id for c, _ in out.ranked] == ["a", "b", "c", "d"]  # beyond k, no blocked
