@@ -104,8 +104,8 @@ async def _candidates(
     session_id: str,
     n_popular: int,
     fixed: Mapping[str, float],
-    only: Sequence[str] | None = None,
-    a: rank.Ask | None = None,
+    only: Sequence[str] | None,
+    a: rank.Ask,
 ) -> tuple[SessionView, dict[str, Candidate], str]:
     """The session and every source's candidates for it, per-source scores kept as features;
     with `only`, just those items (their features where a source found them). A source whose
@@ -134,11 +134,10 @@ async def _candidates(
     popularity.gather(got.popular, found)
     # Cold start: only when behaviour cannot fill the list, and never for /rank's own items.
     if only is None and fixed.get(newest.FEATURE, 0.0) > 0 and newest.short(got.popular, n_popular):
-        policy = a.rules if a else rank.PLAIN[0]
-        taken = rules_.blocked(session, a.block if a else ())
+        taken = rank.blocked(a, session)
 
         def keep(item_id: str, info: CatalogItem) -> bool:
-            return item_id not in taken and not rules_.shelved(info, policy)
+            return item_id not in taken and not rules_.shelved(info, a.rules)
 
         await newest.gather(store, got.catalog_at, n_popular, found, keep)
     if only is not None:
@@ -199,10 +198,8 @@ async def handle_request(
     req: Request,
     live: Runtime | None = None,
     on_ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-    *,
-    item_id: str | None = None,
 ) -> dict[str, Any]:
-    """Answer one request; `item_id` (the page's item) defaults to the request's own."""
+    """Answer one request (its `item_id` is the page's item)."""
     return await answer_session(
         store,
         settings,
@@ -213,7 +210,7 @@ async def handle_request(
         exclude=req.exclude,
         placement=req.placement,
         on_ready=on_ready,
-        item_id=item_id if item_id is not None else req.item_id,
+        item_id=req.item_id,
     )
 
 

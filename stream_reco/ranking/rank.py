@@ -72,6 +72,17 @@ def fallback(live: Runtime, a: Ask) -> Answer:
     return response.fallback(live, set(a.block) | shelved, a.k, a.only)
 
 
+def blocked(a: Ask, session: SessionView) -> set[str]:
+    """Every item this request may not show once the session is known: the request's and the
+    policy's exclusions, the cart, bought items and the item in view (unless the placement
+    allows it; /rank orders a list page's items, where only a named `item_id` is in view)."""
+    block = set(a.block) | rules_.blocked(session, ())
+    page = a.item_id if a.only is not None else rules_.in_view(session, a.item_id)
+    if a.rules.exclude_item_in_view and page is not None:
+        block.add(page)
+    return block
+
+
 @dataclass
 class Plan:
     """The first ordering stage: every allowed candidate by score, and how it was scored."""
@@ -101,11 +112,7 @@ def plan(
     """Order the candidates: by the learned model when it is ready and there is time left
     (`late`: past half the budget, so scoring is the part given up), else by the fixed blend;
     blocked items (request, policy, cart, bought, the item in view) leave the list here."""
-    block = set(a.block) | rules_.blocked(session, ())
-    # /rank orders a list page's items: no item is in view there unless the caller names it.
-    page = a.item_id if a.only is not None else rules_.in_view(session, a.item_id)
-    if a.rules.exclude_item_in_view and page is not None:
-        block.add(page)
+    block = blocked(a, session)
     use_model, degraded = model_ready, None
     if use_model and late:
         use_model, degraded = False, "blend"
