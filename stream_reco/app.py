@@ -23,6 +23,7 @@ from stream_reco.errors import StoreError
 from stream_reco.guard import ERRORS, guarded
 from stream_reco.kafka_io import Sink
 from stream_reco.messages import Message, Out
+from stream_reco.ranking.examples import Fresh, Sampler
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.web import FAUST_BUILTINS_OFF, add_views
@@ -53,7 +54,9 @@ class Wiring:
         self.app, self.settings = app, settings
         self.live = Runtime.start(settings)
         self.owner = uuid.uuid4().hex
-        self.learner = LearnerLoop(settings, owner=self.owner)
+        if settings.stream_examples_per_s > 0:
+            self.live.fresh = Fresh(Sampler(per_s=settings.stream_examples_per_s))
+        self.learner = LearnerLoop(settings, owner=self.owner, fresh=self.live.fresh)
         self.sink = Sink(settings, ERRORS)
         self._store: RedisStore | None = None
         self.saved = time.monotonic()

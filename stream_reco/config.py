@@ -154,10 +154,11 @@ class Settings:
     rules_file: str = ""
     blend: str = ""
     budget_ms: float = 50.0
-    learned_ranker: bool = False
+    learned_ranker: bool = True
     model_min_examples: int = 1000
-    model_lr: float = 0.02
+    model_lr: float = 0.05
     examples_max: int = 100000
+    stream_examples_per_s: float = 20.0
     refresh_s: float = 1.0
     role: str = "all"
     answer_max_lag_ms: int = 5000
@@ -196,6 +197,8 @@ class Settings:
         for name in positive:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 problems.append(f"{ENV[name]} must be > 0")
+        if not (math.isfinite(self.stream_examples_per_s) and self.stream_examples_per_s >= 0):
+            problems.append(f"{ENV['stream_examples_per_s']} must be >= 0 (0: none)")
         for name in ("web_port", "kafka_controller_port"):
             if not 1 <= getattr(self, name) <= 65535:
                 problems.append(f"{ENV[name]} must be a port number in 1..65535")

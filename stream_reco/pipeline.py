@@ -21,7 +21,7 @@ from stream_reco.candidates import (
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StoreError
 from stream_reco.events import CatalogItem, Event, Request
-from stream_reco.ranking import blend, feedback, rank
+from stream_reco.ranking import blend, examples, feedback, rank
 from stream_reco.ranking import rules as rules_
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
@@ -227,7 +227,12 @@ async def handle_events(
     those the shopper has long moved on from). Returns (pushes, refused events); with
     `on_push`, each push goes there the moment it is ready instead, not after the slowest."""
     live = live or Runtime()
+    picked = live.fresh.pick(events) if live.fresh else []
+    made = await stream_examples(store, settings, live, picked)  # before the events change them
     new, refused = await ingest(store, events)
+    if made and live.fresh:  # a redelivered event taught its lesson the first time
+        applied = {e.event_id for e in new}
+        live.fresh.add([x for e, x in made if e.event_id in applied])
     await learn_from(store, settings, new)
     # One push per session, naming its latest cart addition so a client can match it.
     carts = [e for e in new if e.type == "add_to_cart"]
@@ -245,6 +250,27 @@ async def handle_events(
     # stored before the session's next event is applied, and the batch's offsets after its pushes.
     pushes = await asyncio.gather(*(push(sid, eid) for sid, eid in carted.items()))
     return ([] if on_push is not None else list(pushes)), refused
+
+
+async def stream_examples(
+    store: RedisStore, settings: Settings, live: Runtime, events: Sequence[Event]
+) -> list[tuple[Event, feedback.Example]]:
+    """The learner's examples from the stream itself: what a request for each event's session
+    would have ranked just before the event (the serving code's candidates and features),
+    labelled by the event's item. Call before the events are applied."""
+    fixed = blend.for_settings(settings)
+    a = rank.Ask(settings.default_k, rank.LEARNING, frozenset())
+
+    async def one(e: Event) -> feedback.Example | None:
+        n, sid = a.k + POPULAR_EXTRA, e.session_id
+        session, found, _ = await _candidates(store, settings, live, sid, n, fixed, None, a)
+        if not session.events:
+            return None  # a session's first event: nothing came before it to rank from
+        p = rank.plan(a, session, found, live.model, fixed, model_ready=False, late=False)
+        return examples.from_ranked(p.ranked, e.item_id)
+
+    made = await asyncio.gather(*(one(e) for e in events))
+    return [(e, x) for e, x in zip(events, made, strict=True) if x is not None]
 
 
 async def learn_from(store: RedisStore, settings: Settings, new: Sequence[Event]) -> None:

@@ -15,6 +15,7 @@ from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Rejected
 from stream_reco.ranking import blend, policy
+from stream_reco.ranking.examples import Fresh
 from stream_reco.ranking.feedback import Example
 from stream_reco.ranking.model import Learner, ModelFormatError, Weights, blend_weights
 from stream_reco.ranking.policy import RulesConfig
@@ -43,6 +44,7 @@ class Runtime:
     base_rules: RulesConfig = field(default_factory=RulesConfig)
     rules_doc: bytes | None = None
     sync: IndexSync | None = None  # the worker's ANN index and how it follows the vector log
+    fresh: Fresh | None = None  # examples from the stream for this worker's learner, if it learns
 
     @property
     def index(self) -> ItemIndex | None:
@@ -154,8 +156,8 @@ class LearnerLoop:
     """The one learner of the model (whoever holds the lease): takes queued examples, learns
     them off the event loop, publishes the new weights for every worker."""
 
-    def __init__(self, settings: Settings, owner: str) -> None:
-        self.settings, self.owner = settings, owner
+    def __init__(self, settings: Settings, owner: str, fresh: Fresh | None = None) -> None:
+        self.settings, self.owner, self.fresh = settings, owner, fresh
         self.learner: Learner | None = None
 
     async def step(
@@ -170,6 +172,9 @@ class LearnerLoop:
             if self.learner is not None:
                 log.info("learner lease lost: another worker learns the ranker now")
             self.learner = None  # another worker learns; take over from its weights later
+            if self.fresh is not None:
+                self.fresh.wanted = False
+                self.fresh.waiting.clear()
             return 0
         if self.learner is None:
             # The blend this deployment ranks with: where learning starts, what it must beat.
@@ -181,16 +186,20 @@ class LearnerLoop:
                 start = base  # unreadable: start over rather than stop learning
             self.learner = Learner(start, lr=self.settings.model_lr, blend=base)
             log.info("learner lease taken: this worker learns the ranker, from v%d", start.version)
+        if self.fresh is not None:
+            self.fresh.wanted = True  # from now on its ingestion makes examples from the stream
         learner, learned, started = self.learner, 0, time.perf_counter()
         chunk = batch if budget_s is None else min(batch, LEARN_CHUNK)
         while learned < batch:
-            raw = await store.pop_examples(min(chunk, batch - learned))
-            examples = [x for x in map(Example.from_json, raw) if x]
+            n = min(chunk, batch - learned)
+            mine = self.fresh.take(n) if self.fresh is not None else []
+            raw = await store.pop_examples(n - len(mine)) if len(mine) < n else []
+            examples = mine + [x for x in map(Example.from_json, raw) if x]
             if examples:
                 await asyncio.to_thread(_learn_all, learner, examples)  # off the event loop
             learned += len(examples)
             spent = time.perf_counter() - started
-            if len(raw) < chunk or (budget_s is not None and spent >= budget_s):
+            if len(mine) + len(raw) < n or (budget_s is not None and spent >= budget_s):
                 break
         if learned:
             model = learner.snapshot()

@@ -12,6 +12,9 @@ from stream_reco.state import Interaction, SessionView
 # and far more so for what comes next than for what goes together.
 RECENCY = 0.5
 SEQ_RECENCY = 0.3
+# Each source position's own score too (seq0 from the latest item, seq1 the one before...):
+# the recency factors above are the blend's guess; the learned ranker weighs each position.
+POSITION_FEATURES = {f: tuple(f"{f}{n}" for n in range(3)) for f in ("seq", "cooc")}
 
 
 def sources(
@@ -34,8 +37,9 @@ def gather(
 ) -> None:
     """Add each source's neighbours as `feature`, scores normalised per source so decay factors
     cancel; each candidate remembers the other session item that contributed most (its reason)."""
-    scale = blend.WEIGHTS[feature]
-    for src, weight in expand:
+    scale, named = blend.WEIGHTS[feature], POSITION_FEATURES[feature]
+    for pos, (src, weight) in enumerate(expand):
+        by_position = named[pos] if pos < len(named) else None
         row = neighbours.get(src.item_id) or []
         if not row:
             continue
@@ -46,6 +50,8 @@ def gather(
             if cand is None:
                 cand = into[item_id] = Candidate(item_id)
             cand.features[feature] = cand.features.get(feature, 0.0) + share
+            if by_position is not None:
+                cand.features[by_position] = score / top
             # An item that follows itself (a second look) still scores, but is never its own
             # reason: the best other source names it, or none does.
             if share * scale > cand.source_share and item_id != src.item_id:

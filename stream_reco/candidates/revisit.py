@@ -22,3 +22,6 @@ def gather(session: SessionView, into: dict[str, Candidate]) -> None:
         cand.features["in_session"] = 1.0
         cand.features["session_share"] = c / n
     into[session.recent[0].item_id].features["last"] = 1.0
+    for pos, it in enumerate(session.strongest()):
+        if it.item_id in into:
+            into[it.item_id].features["revisit_recency"] = 0.5**pos

@@ -16,12 +16,15 @@ from stream_reco.evaluation.metrics import Metrics
 from stream_reco.evaluation.rankers import Tally, model_summary
 from stream_reco.evaluation.via_kafka import ingest as via_kafka_ingest
 from stream_reco.events import Event
-from stream_reco.ranking import feedback, policy
+from stream_reco.ranking import blend, examples, feedback, model, policy
 from stream_reco.response import Answer
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
 
 TRAIN_BATCH = 1000
+# Train events that also become examples for the learner: enough for it to find its weights
+# on every visible data set, few enough to keep the train phase's speed (a candidate gather each).
+STREAM_SHARE = 0.02
 LEARN_EVERY = 500  # answers between learner rounds when the ranker learns during a test
 Tick = Callable[[int], None]
 # The placement the protocol measures: it scores the next event, and a second look at the item
@@ -54,15 +57,41 @@ def eval_settings(settings: Settings) -> Settings:
     )
 
 
-async def train(store: RedisStore, logs: Sequence[SessionLog], tick: Tick) -> float:
-    """Ingest train sessions in time order through the real update; returns events per second."""
+async def train(
+    store: RedisStore, logs: Sequence[SessionLog], tick: Tick, share: float = STREAM_SHARE
+) -> float:
+    """Ingest train sessions in time order through the real update, and (with a `share` > 0)
+    run the learner over the stream as a worker would: a sampled event first becomes an
+    example of what its session's candidates were just before it. The model is published at
+    the end, ready for the test. Returns events per second."""
     stream = sorted((e for log in logs for e in events(log, "train")), key=lambda e: e.ts)
+    settings = store.settings
+    fixed = model.Weights(0, 0, blend.for_settings(settings))
+    learner = model.Learner(fixed, lr=settings.model_lr, blend=fixed) if share > 0 else None
+    live = runtime_for_evaluation()
+    seen: set[str] = set()
+    pending: list[Event] = []
     started = time.perf_counter()
-    for n in range(0, len(stream), TRAIN_BATCH):
-        batch = stream[n : n + TRAIN_BATCH]
-        await pipeline.ingest(store, batch, learn=True)
-        tick(len(batch))
+    for e in stream:
+        if learner is not None and e.session_id in seen and examples.sampled(e.event_id, share):
+            await _apply(store, pending, tick)  # the session exactly as it was before e
+            for _, x in await pipeline.stream_examples(store, settings, live, [e]):
+                learner.learn(x.positive, x.negatives)
+        seen.add(e.session_id)
+        pending.append(e)
+        if len(pending) >= TRAIN_BATCH:
+            await _apply(store, pending, tick)
+    await _apply(store, pending, tick)
+    if learner is not None and learner.examples:
+        await store.publish(runtime.MODEL, learner.snapshot().to_json())
     return len(stream) / max(time.perf_counter() - started, 1e-9)
+
+
+async def _apply(store: RedisStore, pending: list[Event], tick: Tick) -> None:
+    if pending:
+        await pipeline.ingest(store, pending, learn=True)
+        tick(len(pending))
+        pending.clear()
 
 
 async def test(

@@ -67,7 +67,7 @@ def order(
     if not session_first:
         scored.sort(key=lambda cs: (-cs[1], cs[0].item_id))
         return scored
-    active = _active(weights)
+    active = active_sources(weights)
     scored.sort(key=lambda cs: (active.isdisjoint(cs[0].features), -cs[1], cs[0].item_id))
     return scored
 
@@ -77,5 +77,7 @@ def uses_context(weights: Mapping[str, float]) -> bool:
     return any(weights.get(f, 0.0) for f in context.FEATURES)
 
 
-def _active(weights: Mapping[str, float]) -> frozenset[str]:
+def active_sources(weights: Mapping[str, float]) -> frozenset[str]:
+    """The session-based features that count under these weights: an item with none of them
+    is ranked after every item with one, by the fixed blend."""
     return frozenset(f for f in SESSION_FEATURES if weights.get(f, 0.0) > 0)

@@ -12,15 +12,14 @@ from stream_reco.state import SessionView
 # Named here so the blend, the learner and STREAM_RECO_BLEND agree on them. The fixed blend
 # gives them no weight (the public data sets have no catalogue to choose one on); the learned
 # ranker finds its own from feedback.
+# The two source features need no metadata, so every candidate gets them (features.derive).
 FEATURES = ("category_match", "price_match", "margin", "source_cart", "source_recency")
-SOURCE_RECENCY = 0.5  # each step back in the session halves how recent the source item is
 
 
 def add(head: Iterable[Candidate], session: SessionView, meta: Mapping[str, CatalogItem]) -> None:
     """Add the context features to each candidate; a feature that cannot be known (no
     catalogue, no prices in the session) is left out, which a linear score reads as 0."""
     order = [it.item_id for it in session.strongest()]
-    position = {item: n for n, item in enumerate(order)}
     shares = _category_shares(order, meta)
     price = _typical_price(order, meta)
     for cand in head:
@@ -32,11 +31,6 @@ def add(head: Iterable[Candidate], session: SessionView, meta: Mapping[str, Cata
             f["price_match"] = min(info.price, price) / max(info.price, price)
         if info is not None and info.margin is not None and info.margin > 0:
             f["margin"] = min(info.margin, 1.0)
-        if cand.source_item is not None:
-            if cand.source_item in session.cart:
-                f["source_cart"] = 1.0
-            if cand.source_item in position:
-                f["source_recency"] = SOURCE_RECENCY ** position[cand.source_item]
 
 
 def _category_shares(items: list[str], meta: Mapping[str, CatalogItem]) -> dict[str, float]:

@@ -7,13 +7,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from river import linear_model, optim
+from river import optim
 
 from stream_reco.ranking import blend
 
 Features = Mapping[str, float]
-EDGE_RATE = 0.01  # the edge averages roughly the last 100 examples
-FORMAT = 1  # bump when the stored shape changes; an unknown format is refused, not guessed
+EDGE_RATE = 0.002  # the edge averages roughly the last 500 examples
+EDGE_AT = 20  # ranks the edge counts: what the evaluation counts
+SCALE = 10.0  # a fresh model's weights: the blend's, this many times larger
+# 2: listwise weights (a fresh model starts at SCALE x the blend); bump when the stored shape
+# or meaning changes: an unknown format is refused, not guessed, and learning starts over.
+FORMAT = 2
 
 
 class ModelFormatError(ValueError):
@@ -27,9 +31,9 @@ class Weights:
     version: int
     examples: int
     weights: Mapping[str, float] = field(default_factory=dict)
-    # How much more often these weights than the fixed blend put the item the shopper chose
-    # above the ones they passed over, averaged over recent examples (judged before learning
-    # each one). Workers only rank with a model whose edge is positive.
+    # How much higher these weights than the fixed blend put the item the shopper chose
+    # (reciprocal rank in the first 20, as MRR@20 counts it), averaged over recent examples,
+    # each judged before it was learned. Workers only rank with a model whose edge is positive.
     edge: float = 0.0
 
     def score(self, x: Features) -> float:
@@ -73,57 +77,71 @@ def blend_weights() -> Weights:
 
 
 class Learner:
-    """Pairwise learning to rank with river: for each shown list, the item the shopper went to
-    should score above each item they passed over. Learning x_pos - x_neg as a positive (and
-    the reverse as a negative) makes a logistic regression rank, not classify.
+    """Listwise learning to rank: each example is a list of candidates of which the shopper
+    went to one, and the loss is the softmax cross-entropy of that one (the rank of the true
+    next item is what the evaluation measures; softmax weighs the candidates above it most).
+    river's optimizer steps the weights, which stay a plain dict of numbers.
 
     >>> learner = Learner(blend_weights(), lr=0.5)
     >>> learner.learn({"seq": 0.1, "pop": 1.0}, [{"seq": 0.9, "pop": 0.0}])
-    >>> learner.snapshot().weights["pop"] > blend_weights().weights["pop"]
+    >>> learner.snapshot().weights["pop"] > SCALE * blend_weights().weights["pop"]
     True
     """
 
-    def __init__(
-        self, start: Weights, lr: float = 0.05, l2: float = 1e-5, blend: Weights | None = None
-    ) -> None:
-        self.model = linear_model.LogisticRegression(
-            optimizer=optim.SGD(lr), l2=l2, intercept_lr=0.0
-        )
-        for name, w in start.weights.items():
-            self.model._weights[name] = w  # warm start: river keeps weights as a plain dict
+    def __init__(self, start: Weights, lr: float = 0.05, blend: Weights | None = None) -> None:
+        self.optimizer = optim.SGD(lr)
+        # A fresh start scales the blend up: same order, but scores far enough apart for a
+        # softmax to tell the best candidate from the rest. A published model is already so.
+        scale = 1.0 if start.version > 0 else SCALE
+        self.weights = {name: w * scale for name, w in start.weights.items()}
         self.version, self.examples, self.edge = start.version, start.examples, start.edge
         self.blend = blend or blend_weights()  # what the model must beat to take over
 
     def learn(self, positive: Features, negatives: Sequence[Features], weight: int = 1) -> None:
-        """One feedback example; `weight` > 1 for stronger labels (a click on a shown item)."""
-        current = Weights(0, 0, {k: float(v) for k, v in dict(self.model._weights).items()})
-        gain = _ordered(current, positive, negatives) - _ordered(self.blend, positive, negatives)
+        """One example; `weight` > 1 for stronger labels (a click on a shown item). It is
+        judged before it is learned, so the edge is measured on examples not yet seen."""
+        current = Weights(0, 0, self.weights)
+        gain = _reciprocal(current, positive, negatives, False) - _reciprocal(
+            self.blend, positive, negatives, True
+        )
         self.edge = (1 - EDGE_RATE) * self.edge + EDGE_RATE * gain
-        for neg in negatives:
-            diff = _diff(positive, neg)
-            if not diff:
-                continue  # identical features teach nothing
-            for _ in range(weight):
-                self.model.learn_one(diff, True)
-                self.model.learn_one({k: -v for k, v in diff.items()}, False)
         self.examples += 1
+        if not negatives:
+            return
+        listed = [positive, *negatives]
+        scores = [current.score(x) for x in listed]
+        top = max(scores)
+        exps = [math.exp(s - top) for s in scores]
+        total = sum(exps)
+        grad: dict[str, float] = {}
+        for e, x in zip(exps, listed, strict=True):
+            share = weight * e / total
+            for name, v in x.items():
+                grad[name] = grad.get(name, 0.0) + share * v
+        for name, v in positive.items():
+            grad[name] = grad.get(name, 0.0) - weight * v
+        for name in grad:
+            self.weights.setdefault(name, 0.0)
+        self.optimizer.step(self.weights, grad)
 
     def snapshot(self) -> Weights:
         """The current weights as a new version, ready to publish."""
         self.version += 1
-        weights = {k: float(v) for k, v in dict(self.model._weights).items()}
+        weights = {k: float(v) for k, v in self.weights.items() if v}
         return Weights(self.version, self.examples, weights, round(self.edge, 6))
 
 
-def _ordered(w: Weights, positive: Features, negatives: Sequence[Features]) -> float:
-    """Share of the passed-over items these weights rank below the chosen one."""
-    if not negatives:
-        return 0.0
-    top = w.score(positive)
-    return sum(top > w.score(n) for n in negatives) / len(negatives)
+def _reciprocal(
+    w: Weights, positive: Features, negatives: Sequence[Features], session_first: bool
+) -> float:
+    """1/rank of the chosen item among the listed ones under these weights, 0 below the
+    first EDGE_AT (what HR@20 and MRR@20 count). `session_first`: the fixed blend's order,
+    session-based candidates before the rest."""
+    active = blend.active_sources(w.weights) if session_first else frozenset()
 
+    def key(x: Features) -> tuple[bool, float]:
+        return (bool(active) and active.isdisjoint(x), -w.score(x))
 
-def _diff(a: Features, b: Features) -> dict[str, float]:
-    names = set(a) | set(b)
-    out = {n: a.get(n, 0.0) - b.get(n, 0.0) for n in names}
-    return {n: v for n, v in out.items() if v}
+    mine = key(positive)
+    above = sum(key(n) < mine for n in negatives)
+    return 1.0 / (above + 1) if above < EDGE_AT else 0.0

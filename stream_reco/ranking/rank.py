@@ -11,7 +11,7 @@ from stream_reco import response
 from stream_reco.candidates import Candidate
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem
-from stream_reco.ranking import blend, context, diversity, model
+from stream_reco.ranking import blend, context, diversity, features, model
 from stream_reco.ranking import rules as rules_
 from stream_reco.ranking.policy import Policy
 from stream_reco.response import Answer
@@ -22,6 +22,9 @@ from stream_reco.state import SessionView
 SHOWN_NEGATIVES = 10
 # No diversity or business rules beyond the hard exclusions (with or without the item in view).
 PLAIN = (Policy(), Policy(exclude_item_in_view=False))
+# What a stream example asks: every candidate, the item in view too (a second look at it is a
+# next event like any other; a placement that hides it hides it from the model's list too).
+LEARNING = PLAIN[1]
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,13 @@ def plan(
     (`late`: past half the budget, so scoring is the part given up), else by the fixed blend;
     blocked items (request, policy, cart, bought, the item in view) leave the list here."""
     block = blocked(a, session)
+    candidates = list(found.values())
+    features.derive(candidates, session)  # for the model and for what the learner hears
     use_model, degraded = model_ready, None
     if use_model and late:
         use_model, degraded = False, "blend"
     weights = current.weights if use_model else fixed
-    ordered = blend.order(list(found.values()), weights, session_first=not use_model)
+    ordered = blend.order(candidates, weights, session_first=not use_model)
     ranked = [cs for cs in ordered if cs[0].item_id not in block]
     scorer = current if use_model else model.Weights(0, 0, weights)
     return Plan(ranked, weights, use_model, degraded, block, scorer, current.version)

@@ -141,7 +141,6 @@ def test_enough_behaviour_costs_no_catalogue_read(store: tuple[RedisStore, Loop]
     assert len(answer.picks) == k and {p.reason for p in answer.picks} == {"popular"}
 
 
-
 def test_a_small_shop_reads_the_list_once_per_catalogue_change(
     store: tuple[RedisStore, Loop],
 ) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from stream_reco.candidates import Candidate
 from stream_reco.events import CatalogItem
-from stream_reco.ranking import blend, context
+from stream_reco.ranking import blend, context, features
 from stream_reco.state import Interaction, SessionView
 
 META = {
@@ -31,6 +31,7 @@ def session() -> SessionView:
 def test_features_describe_the_fit_with_the_session() -> None:
     x = Candidate("x", {"seq": 1.0}, source_item="b1")
     y = Candidate("y", {"seq": 0.5}, source_item="s1")
+    features.derive([x, y], session())
     context.add([x, y], session(), META)
     assert x.features["category_match"] == pytest.approx(2 / 3)  # 2 of 3 session items
     assert x.features["price_match"] == pytest.approx(50 / 120)  # median session price 120

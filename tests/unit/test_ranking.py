@@ -127,7 +127,7 @@ def test_sequence_source_wins_the_reason_when_it_weighs_more() -> None:
     cooccurrence.gather([a_source("a", 1.0)], {"a": [("x", 3.0)]}, found)
     cooccurrence.gather([a_source("b", 1.0)], {"b": [("x", 3.0)]}, found, feature="seq")
     x = found["x"]
-    assert x.features == {"cooc": 1.0, "seq": 1.0}
+    assert x.features == {"cooc": 1.0, "seq": 1.0, "cooc0": 1.0, "seq0": 1.0}
     assert (x.source_item, x.source_kind) == ("b", "seq")
     assert "next after" in explain.reason(x, {})
     assert blend.score(x) == pytest.approx(blend.WEIGHTS["cooc"] + blend.WEIGHTS["seq"])
