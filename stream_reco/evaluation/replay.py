@@ -70,28 +70,54 @@ async def train(
     learner = model.Learner(fixed, lr=settings.model_lr, blend=fixed) if share > 0 else None
     live = runtime_for_evaluation()
     seen: set[str] = set()
-    pending: list[Event] = []
     started = time.perf_counter()
-    for e in stream:
-        if learner is not None and e.session_id in seen and examples.sampled(e.event_id, share):
-            await _apply(store, pending, tick)  # the session exactly as it was before e
-            for _, x in await pipeline.stream_examples(store, settings, live, [e]):
-                learner.learn(x.positive, x.negatives)
-        seen.add(e.session_id)
-        pending.append(e)
-        if len(pending) >= TRAIN_BATCH:
-            await _apply(store, pending, tick)
-    await _apply(store, pending, tick)
+    for n in range(0, len(stream), TRAIN_BATCH):
+        batch = stream[n : n + TRAIN_BATCH]
+        if learner is None:
+            await _apply(store, batch, tick)
+            continue
+        before, picked, after = _cut(batch, seen, share)
+        await _apply(store, before, tick)  # each picked session exactly as it was before its pick
+        for _, x in await pipeline.stream_examples(store, settings, live, picked):
+            learner.learn(x.positive, x.negatives)
+        await _apply(store, after, tick)
     if learner is not None and learner.examples:
         await store.publish(runtime.MODEL, learner.snapshot().to_json())
     return len(stream) / max(time.perf_counter() - started, 1e-9)
 
 
-async def _apply(store: RedisStore, pending: list[Event], tick: Tick) -> None:
-    if pending:
-        await pipeline.ingest(store, pending, learn=True)
-        tick(len(pending))
-        pending.clear()
+def _cut(
+    batch: Sequence[Event], seen: set[str], share: float
+) -> tuple[list[Event], list[Event], list[Event]]:
+    """A batch as (before, picked, after): `picked` holds each session's first sampled event
+    that has an earlier one; its session's events from it on go `after`, everything else
+    `before`. Applying `before` first leaves each picked session just as it was before its
+    pick, while the batch still costs two writes, not one per example. (The global models
+    then hold up to a batch of other sessions' later events: staleness or foresight of one
+    batch either way, as a worker's batches have.)"""
+    picks: dict[str, Event] = {}
+    for e in batch:
+        if (
+            e.session_id in seen
+            and e.session_id not in picks
+            and examples.sampled(e.event_id, share)
+        ):
+            picks[e.session_id] = e
+        seen.add(e.session_id)
+    before: list[Event] = []
+    after: list[Event] = []
+    cut: set[str] = set()
+    for e in batch:
+        if picks.get(e.session_id) is e:
+            cut.add(e.session_id)
+        (after if e.session_id in cut else before).append(e)
+    return before, list(picks.values()), after
+
+
+async def _apply(store: RedisStore, batch: list[Event], tick: Tick) -> None:
+    if batch:
+        await pipeline.ingest(store, batch, learn=True)
+        tick(len(batch))
 
 
 async def test(
