@@ -21,7 +21,7 @@ from stream_reco.candidates import (
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StoreError
 from stream_reco.events import CatalogItem, Event, Request
-from stream_reco.ranking import blend, examples, feedback, rank
+from stream_reco.ranking import blend, context, examples, feedback, rank
 from stream_reco.ranking import rules as rules_
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
@@ -256,20 +256,36 @@ async def stream_examples(
     store: RedisStore, settings: Settings, live: Runtime, events: Sequence[Event]
 ) -> list[tuple[Event, feedback.Example]]:
     """The learner's examples from the stream itself: what a request for each event's session
-    would have ranked just before the event (the serving code's candidates and features),
-    labelled by the event's item. Call before the events are applied."""
+    would have ranked just before the event (the serving code's candidates and features, the
+    head with its catalogue context), labelled by the event's item. Call before the events are
+    applied. Best effort within the time budget: a failure costs the examples, never the
+    events (counted in `stream_example_failed`)."""
     fixed = blend.for_settings(settings)
     a = rank.Ask(settings.default_k, rank.LEARNING, frozenset())
 
     async def one(e: Event) -> feedback.Example | None:
         n, sid = a.k + POPULAR_EXTRA, e.session_id
-        session, found, _ = await _candidates(store, settings, live, sid, n, fixed, None, a)
+        session, found, seen = await _candidates(store, settings, live, sid, n, fixed, None, a)
         if not session.events:
             return None  # a session's first event: nothing came before it to rank from
         p = rank.plan(a, session, found, live.model, fixed, model_ready=False, late=False)
+        head = p.head(a.first_depth)
+        if seen:  # a catalogue exists: the head gets its context, as when serving
+            context.add(
+                (c for c, _ in head),
+                session,
+                await store.read_items(rank.wanted(head, session, a.rules), seen),
+            )
         return examples.from_ranked(p.ranked, e.item_id)
 
-    made = await asyncio.gather(*(one(e) for e in events))
+    if not events:
+        return []
+    try:
+        async with asyncio.timeout(settings.budget_ms / 1000):
+            made = await asyncio.gather(*(one(e) for e in events))
+    except Exception:  # examples are worth less than the events they come before
+        ERRORS["stream_example_failed"] += 1
+        return []
     return [(e, x) for e, x in zip(events, made, strict=True) if x is not None]
 
 

@@ -17,7 +17,13 @@ from stream_reco.events import CatalogItem, Rejected
 from stream_reco.ranking import blend, policy
 from stream_reco.ranking.examples import Fresh
 from stream_reco.ranking.feedback import Example
-from stream_reco.ranking.model import Learner, ModelFormatError, Weights, blend_weights
+from stream_reco.ranking.model import (
+    Learner,
+    ModelFormatError,
+    Weights,
+    blend_weights,
+    stored_version,
+)
 from stream_reco.ranking.policy import RulesConfig
 from stream_reco.storage.redis_store import RedisStore
 
@@ -174,7 +180,7 @@ class LearnerLoop:
             self.learner = None  # another worker learns; take over from its weights later
             if self.fresh is not None:
                 self.fresh.wanted = False
-                self.fresh.waiting.clear()
+                self.fresh.clear()
             return 0
         if self.learner is None:
             # The blend this deployment ranks with: where learning starts, what it must beat.
@@ -185,6 +191,8 @@ class LearnerLoop:
             except ModelFormatError:
                 start = base  # unreadable: start over rather than stop learning
             self.learner = Learner(start, lr=self.settings.model_lr, blend=base)
+            if start is base and raw:
+                self.learner.version = stored_version(raw)
             log.info("learner lease taken: this worker learns the ranker, from v%d", start.version)
         if self.fresh is not None:
             self.fresh.wanted = True  # from now on its ingestion makes examples from the stream

@@ -92,9 +92,10 @@ def _cut(
     """A batch as (before, picked, after): `picked` holds each session's first sampled event
     that has an earlier one; its session's events from it on go `after`, everything else
     `before`. Applying `before` first leaves each picked session just as it was before its
-    pick, while the batch still costs two writes, not one per example. (The global models
-    then hold up to a batch of other sessions' later events: staleness or foresight of one
-    batch either way, as a worker's batches have.)"""
+    pick, while the batch still costs two writes, not one per example. The global models then
+    also hold other sessions' events of the same batch that came later (at most a batch of
+    foresight, where a worker, which makes examples before applying its batch, has a batch of
+    staleness instead)."""
     picks: dict[str, Event] = {}
     for e in batch:
         if (

@@ -134,11 +134,14 @@ def _eligible(
     out: list[tuple[str, float]] = []
     seen: set[str] = set()
     floor = math.inf
+    # A learned model's scores may be negative (a softmax ignores a shift): shift them all so
+    # the lowest is 0, rather than flatten every negative one to 0 and lose its relevance.
+    shift = max(-min((s for _, s in ranked if math.isfinite(s)), default=0.0), 0.0)
     for item_id, score in ranked:
         if item_id in seen or not rules.allowed(item_id, meta, banned, require_catalog, policy):
             continue
         seen.add(item_id)
-        floor = min(floor, max(score, 0.0) if math.isfinite(score) else 0.0)
+        floor = min(floor, max(score + shift, 0.0) if math.isfinite(score) else 0.0)
         out.append((item_id, floor))
     return out
 

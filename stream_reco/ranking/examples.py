@@ -15,7 +15,10 @@ from stream_reco.ranking.feedback import Example
 # Candidates an example lists, best first by the serving order: the softmax learns most from
 # those above the true item, and the evaluation counts the first 20.
 DEPTH = 100
-FRESH_MAX = 2_000  # examples waiting for the learner, in memory: older ones are dropped
+# Examples waiting for the learner, in memory, older ones dropped past either bound: a count,
+# and the feature values they hold (about 100 bytes each in Python), so about 20 MB at most.
+FRESH_MAX = 1_000
+FRESH_VALUES_MAX = 200_000
 
 
 def from_ranked(ranked: Sequence[tuple[Candidate, float]], target: str) -> Example | None:
@@ -43,19 +46,22 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (share is None) == (per_s is None):
-            raise ValueError("give a share or a rate per second, not both")
+            raise ValueError("give exactly one of share= and per_s=")
         self.share, self.per_s, self.clock = share, per_s, clock
+        # Up to a second's worth saved up, and at least one whole example, so a rate below one
+        # a second still makes one now and then.
+        self.burst = max(per_s or 0.0, 1.0)
         self.tokens, self.at = 0.0, clock()
 
     def pick(self, events: Sequence[Event]) -> list[Event]:
         firsts: dict[str, Event] = {}
         for e in events:
             firsts.setdefault(e.session_id, e)
-        if self.share is not None:
-            return [e for e in firsts.values() if sampled(e.event_id, self.share)]
+        share, per_s = self.share, self.per_s or 0.0
+        if share is not None:
+            return [e for e in firsts.values() if sampled(e.event_id, share)]
         now = self.clock()
-        assert self.per_s is not None
-        self.tokens = min(self.tokens + (now - self.at) * self.per_s, self.per_s)
+        self.tokens = min(self.tokens + (now - self.at) * per_s, self.burst)
         self.at = now
         n = int(self.tokens)
         self.tokens -= n
@@ -65,9 +71,12 @@ class Sampler:
 class Fresh:
     """Examples made in this worker, waiting for its learner; bounded, oldest dropped."""
 
-    def __init__(self, sampler: Sampler, limit: int = FRESH_MAX) -> None:
-        self.sampler = sampler
-        self.waiting: deque[Example] = deque(maxlen=limit)
+    def __init__(
+        self, sampler: Sampler, limit: int = FRESH_MAX, values_max: int = FRESH_VALUES_MAX
+    ) -> None:
+        self.sampler, self.limit, self.values_max = sampler, limit, values_max
+        self.waiting: deque[Example] = deque()
+        self.values = 0  # feature values held by the waiting examples
         self.wanted = False  # only the worker that holds the learner lease makes examples
 
     def pick(self, events: Sequence[Event]) -> list[Event]:
@@ -75,13 +84,26 @@ class Fresh:
         return self.sampler.pick(events) if self.wanted else []
 
     def add(self, made: Sequence[Example]) -> None:
-        self.waiting.extend(made)
+        for x in made:
+            self.waiting.append(x)
+            self.values += _values(x)
+        while self.waiting and (len(self.waiting) > self.limit or self.values > self.values_max):
+            self.values -= _values(self.waiting.popleft())
 
     def take(self, n: int) -> list[Example]:
         out: list[Example] = []
         while self.waiting and len(out) < n:
             out.append(self.waiting.popleft())
+            self.values -= _values(out[-1])
         return out
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self.values = 0
+
+
+def _values(x: Example) -> int:
+    return len(x.positive) + sum(len(n) for n in x.negatives)
 
 
 def sampled(event_id: str, share: float) -> bool:

@@ -1,4 +1,4 @@
-"""The learned re-ranker: a river linear model over candidate features, stored as plain data."""
+"""The learned re-ranker: linear weights learned listwise with a river optimiser, as plain data."""
 
 from __future__ import annotations
 
@@ -69,6 +69,16 @@ class Weights:
             if isinstance(exc, ModelFormatError):
                 raise
             raise ModelFormatError(f"unreadable model: {exc}") from exc
+
+
+def stored_version(raw: bytes) -> int:
+    """The version a stored model document claims, even one this code cannot read (0 if none):
+    a learner starting over continues the numbering, so no two models share a version."""
+    try:
+        doc = orjson.loads(raw)
+        return max(int(doc["version"]), 0) if isinstance(doc, dict) else 0
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 0
 
 
 def blend_weights() -> Weights:
@@ -143,5 +153,8 @@ def _reciprocal(
         return (bool(active) and active.isdisjoint(x), -w.score(x))
 
     mine = key(positive)
-    above = sum(key(n) < mine for n in negatives)
+    keys = [key(n) for n in negatives]
+    # A tie is a coin flip when served (ties go by item id): half a place, for both rankers,
+    # or the blend, which weighs no derived feature and ties more often, would gain from it.
+    above = sum(k < mine for k in keys) + 0.5 * sum(k == mine for k in keys)
     return 1.0 / (above + 1) if above < EDGE_AT else 0.0

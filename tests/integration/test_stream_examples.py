@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from stream_reco import pipeline, runtime
+from stream_reco.candidates import Candidate
 from stream_reco.config import Settings
+from stream_reco.errors import ERRORS
 from stream_reco.evaluation import replay
 from stream_reco.evaluation.rankers import model_summary
 from stream_reco.ranking import examples
@@ -103,3 +105,31 @@ def test_the_evaluators_train_phase_runs_the_learner(settings: Settings) -> None
     assert learned["version"] == 1 and learned["examples"] > 50
     assert asyncio.run(go(0.5)) == learned  # the same events sampled, the same model
     assert asyncio.run(go(0.0))["version"] == 0  # no share, no learner
+
+
+def test_a_failing_example_costs_the_examples_not_the_events(run: Run) -> None:
+    st, loop = run
+    gone = dataclasses.replace(st.settings, redis_url="redis://127.0.0.1:1/0")  # nobody there
+    down = RedisStore.connect(gone)
+    before = ERRORS["stream_example_failed"]
+    try:
+        made = loop.run_until_complete(
+            pipeline.stream_examples(down, gone, Runtime(), [ev(800, "me", "X")])
+        )
+    finally:
+        loop.run_until_complete(down.close())
+    assert made == [] and ERRORS["stream_example_failed"] == before + 1
+
+
+def test_a_learner_starting_over_continues_the_version_numbers(run: Run) -> None:
+    st, loop = run
+    old = b'{"format": 1, "version": 41, "examples": 900, "weights": {"seq": 1.0}}'
+    loop.run_until_complete(st.publish(runtime.MODEL, old))
+    x = examples.from_ranked(
+        [(Candidate("a", {"seq": 1.0}), 1.0), (Candidate("b", {"pop": 1.0}), 0.0)], "b"
+    )
+    assert x is not None
+    loop.run_until_complete(st.push_examples([x.to_json()], 10))
+    assert loop.run_until_complete(LearnerLoop(st.settings, "me").step(st)) == 1
+    model = model_summary(loop.run_until_complete(st.read_published(runtime.MODEL)))
+    assert model["version"] == 42 and model["examples"] == 1  # learned afresh, numbered on

@@ -478,3 +478,17 @@ def test_pure_relevance_shortcut_takes_what_the_greedy_pass_takes(seed: int) -> 
     # A cap no list of 10 can reach sends the same request down the greedy path.
     greedy = select(ranked, meta, session, Policy(category_cap=10), 10)
     assert fast == greedy and len(fast) == 10
+
+
+def test_negative_scores_keep_their_relevance() -> None:
+    """A learned model's scores may all be negative: their order still weighs in MMR, rather
+    than every one counting as 0 and diversity alone deciding."""
+    meta = {i: CatalogItem(i, i, category=c) for i, c in (("a1", "A"), ("a2", "A"), ("b", "B"))}
+    ranked = [("a1", -1.0), ("a2", -1.1), ("b", -5.0)]
+    picks = select(ranked, meta, SessionView("s"), Policy(mmr_lambda=0.9), 2, set())
+    assert ids(picks) == ["a1", "a2"]
+    shifted = [(i, s + 10.0) for i, s in ranked]  # the same order, positive: the same picks
+    assert ids(select(shifted, meta, SessionView("s"), Policy(mmr_lambda=0.9), 2, set())) == [
+        "a1",
+        "a2",
+    ]

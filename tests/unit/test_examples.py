@@ -69,3 +69,26 @@ def test_only_a_worker_that_learns_makes_examples_and_keeps_few() -> None:
     fresh.add([x for x in made if x])
     assert len(fresh.waiting) == 3  # bounded: the oldest went
     assert len(fresh.take(2)) == 2 and len(fresh.take(5)) == 1 and fresh.take(5) == []
+
+
+def test_a_rate_below_one_a_second_still_makes_examples() -> None:
+    now = [0.0]
+    sampler = examples.Sampler(per_s=0.5, clock=lambda: now[0])
+    batch = [_ev(n, f"s{n}") for n in range(3)]
+    got = 0
+    for _ in range(20):
+        now[0] += 1.0
+        got += len(sampler.pick(batch))
+    assert got == 10
+
+
+def test_waiting_examples_are_bounded_by_the_values_they_hold() -> None:
+    fresh = examples.Fresh(examples.Sampler(share=1.0), limit=100, values_max=12)
+    x = examples.from_ranked(_ranked(5), "i0")  # 5 values each
+    assert x is not None
+    fresh.add([x, x, x])
+    assert len(fresh.waiting) == 2 and fresh.values == 10
+    fresh.take(1)
+    assert fresh.values == 5
+    fresh.clear()
+    assert fresh.values == 0 and not fresh.waiting

@@ -42,7 +42,9 @@ def test_no_feedback_keeps_the_blend_order_at_a_softmax_scale() -> None:
 def test_identical_candidates_teach_nothing() -> None:
     learner = Learner(blend_weights(), lr=0.5)
     learner.learn({"seq": 0.5}, [{"seq": 0.5}])
-    assert learner.snapshot().weights == pytest.approx(SCALED)
+    taught = learner.snapshot()
+    assert taught.weights == pytest.approx(SCALED)
+    assert taught.edge == 0.0  # a tie is the same half place for the model and the blend
 
 
 def test_a_published_model_is_taken_up_as_it_is() -> None:
@@ -136,3 +138,10 @@ def test_the_model_takes_over_on_a_positive_edge_and_hands_back_on_a_negative_on
         slow.learn(sequel, [popular])
     handed = slow.snapshot()
     assert handed.edge < 0 and not Runtime(model=handed).model_ready(s)
+
+
+def test_a_model_this_code_cannot_read_still_tells_its_version() -> None:
+    from stream_reco.ranking.model import stored_version
+
+    assert stored_version(b'{"format": 1, "version": 41, "examples": 9, "weights": {}}') == 41
+    assert stored_version(b"not json") == 0 and stored_version(b"[1]") == 0
