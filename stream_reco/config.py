@@ -155,7 +155,7 @@ class Settings:
     blend: str = ""
     budget_ms: float = 50.0
     learned_ranker: bool = True
-    model_min_examples: int = 1000
+    model_min_examples: int = 200
     model_lr: float = 0.05
     examples_max: int = 100000
     stream_examples_per_s: float = 20.0

@@ -23,8 +23,11 @@ from stream_reco.storage.redis_store import RedisStore
 
 TRAIN_BATCH = 1000
 # Train events that also become examples for the learner: enough for it to find its weights
-# on every visible data set, few enough to keep the train phase's speed (a candidate gather each).
+# on every visible data set, few enough to keep the train phase's speed (a candidate gather each)
+# ... and at least this many sampled events when the stream is short, so a small shop's
+# learner still sees a few hundred examples (a small stream is quick to train anyway).
 STREAM_SHARE = 0.02
+STREAM_SAMPLED_MIN = 10_000
 LEARN_EVERY = 500  # answers between learner rounds when the ranker learns during a test
 Tick = Callable[[int], None]
 # The placement the protocol measures: it scores the next event, and a second look at the item
@@ -60,11 +63,14 @@ def eval_settings(settings: Settings) -> Settings:
 async def train(
     store: RedisStore, logs: Sequence[SessionLog], tick: Tick, share: float = STREAM_SHARE
 ) -> float:
-    """Ingest train sessions in time order through the real update, and (with a `share` > 0)
-    run the learner over the stream as a worker would: a sampled event first becomes an
-    example of what its session's candidates were just before it. The model is published at
+    """Ingest train sessions in time order through the real update, and (with a `share` > 0,
+    raised to sample at least STREAM_SAMPLED_MIN events) run the learner over the stream as a
+    worker would: a sampled event first becomes an example of what its session's candidates
+    were just before it. The model is published at
     the end, ready for the test. Returns events per second."""
     stream = sorted((e for log in logs for e in events(log, "train")), key=lambda e: e.ts)
+    if share > 0:
+        share = max(share, min(1.0, STREAM_SAMPLED_MIN / max(len(stream), 1)))
     settings = store.settings
     fixed = model.Weights(0, 0, blend.for_settings(settings))
     learner = model.Learner(fixed, lr=settings.model_lr, blend=fixed) if share > 0 else None
