@@ -158,7 +158,7 @@ class Settings:
     model_min_examples: int = 200
     model_lr: float = 0.05
     examples_max: int = 100000
-    stream_examples_per_s: float = 20.0
+    stream_examples_per_s: float = 5.0
     refresh_s: float = 1.0
     role: str = "all"
     answer_max_lag_ms: int = 5000

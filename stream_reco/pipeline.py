@@ -268,7 +268,9 @@ async def stream_examples(
         session, found, seen = await _candidates(store, settings, live, sid, n, fixed, None, a)
         if not session.events:
             return None  # a session's first event: nothing came before it to rank from
-        p = rank.plan(a, session, found, live.model, fixed, model_ready=False, late=False)
+        p = rank.plan(
+            a, session, found, live.model, fixed, model_ready=False, late=False, derive=True
+        )
         head = p.head(a.first_depth)
         if seen:  # a catalogue exists: the head gets its context, as when serving
             context.add(

@@ -111,16 +111,22 @@ def plan(
     *,
     model_ready: bool,
     late: bool,
+    derive: bool = False,
 ) -> Plan:
     """Order the candidates: by the learned model when it is ready and there is time left
-    (`late`: past half the budget, so scoring is the part given up), else by the fixed blend;
+    (`late`: past half the budget, so scoring is the part given up), else by the fixed blend
+    (`derive`: the derived features all the same, for an example of what the model sees);
     blocked items (request, policy, cart, bought, the item in view) leave the list here."""
     block = blocked(a, session)
     candidates = list(found.values())
-    features.derive(candidates, session)  # for the model and for what the learner hears
     use_model, degraded = model_ready, None
     if use_model and late:
         use_model, degraded = False, "blend"
+    if use_model or derive:
+        # Only the model weighs the derived features; a list the blend ranks leaves them out
+        # (its shown list teaches the learner the base weights alone: a feature absent from
+        # every candidate of an example gives its weight no gradient).
+        features.derive(candidates, session)
     weights = current.weights if use_model else fixed
     ordered = blend.order(candidates, weights, session_first=not use_model)
     ranked = [cs for cs in ordered if cs[0].item_id not in block]

@@ -15,7 +15,8 @@ from stream_reco.config import Settings
 from stream_reco.errors import ERRORS
 from stream_reco.evaluation import replay
 from stream_reco.evaluation.rankers import model_summary
-from stream_reco.ranking import examples
+from stream_reco.ranking import blend, examples
+from stream_reco.ranking.model import Weights
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
 from tests.integration.conftest import uid
@@ -48,7 +49,10 @@ def test_an_example_holds_the_features_a_request_would_have_ranked_with(run: Run
     live = Runtime()
     made = loop.run_until_complete(pipeline.stream_examples(st, s, live, [ev(401, "me", "X")]))
     [(_, x)] = made
+    # A request the learned model answers: the candidates it scores carry what it weighs.
+    live.model = Weights(1, s.model_min_examples, dict(blend.DEFAULT), edge=0.01)
     answer = loop.run_until_complete(pipeline.recommend(st, s, "me", s.default_k, live=live))
+    assert answer.model_version == 1
     served = {c.item_id: c.features for c, _ in answer.ranked}
     assert x.positive == served["X"]  # the same features, from the same code
     assert {"seq", "seq0", "seq_rr", "source_recency"} <= set(x.positive)
