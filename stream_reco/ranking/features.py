@@ -20,6 +20,17 @@ SESSION_SOURCES = ("seq", "cooc", "sknn", "in_session", "similar")
 VOTERS = ("seq", "cooc", "sknn", "similar")
 LONG_SESSION = 20  # events at which a session counts as fully long
 SOURCE_RECENCY = 0.5  # each step back in the session halves how recent the source item is
+# Per base feature: its length-scaled name, its rooted name, whether it is an item source, and
+# whether it makes the candidate session-based.
+_PLAN = {
+    name: (
+        f"{name}_long" if name in BY_LENGTH else None,
+        f"{name}_sqrt" if name in ROOTED else None,
+        name in VOTERS,
+        name in SESSION_SOURCES,
+    )
+    for name in (*BY_LENGTH, *ROOTED, *SESSION_SOURCES)
+}
 NAMES = (
     "source_cart",
     "source_recency",
@@ -44,22 +55,23 @@ def derive(candidates: Sequence[Candidate], session: SessionView) -> None:
             c.features[key] = 1.0 / rank
     for c in candidates:
         f = c.features
-        voters = 0
-        for name in VOTERS:
-            voters += name in f
-        if voters or "in_session" in f:
-            f["session_any"] = 1.0
+        voters, session_based, made = 0, False, []
+        for name, v in f.items():  # one pass over what the candidate has: a few features each
+            plan = _PLAN.get(name)
+            if plan is None:
+                continue
+            long_key, root_key, votes, in_session = plan
+            voters += votes
+            session_based = session_based or in_session
+            if long_key and v and length:
+                made.append((long_key, v * length))
+            if root_key and v > 0:
+                made.append((root_key, math.sqrt(v)))
+        if session_based:
+            made.append(("session_any", 1.0))
         if voters:
-            f["n_sources"] = voters / len(VOTERS)
-        if length:
-            for name in BY_LENGTH:
-                v = f.get(name)
-                if v:
-                    f[f"{name}_long"] = v * length
-        for name in ROOTED:
-            v = f.get(name)
-            if v and v > 0:
-                f[f"{name}_sqrt"] = math.sqrt(v)
+            made.append(("n_sources", voters / len(VOTERS)))
+        f.update(made)
 
 
 def _sources(candidates: Sequence[Candidate], session: SessionView) -> None:

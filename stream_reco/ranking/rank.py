@@ -11,7 +11,7 @@ from stream_reco import response
 from stream_reco.candidates import Candidate
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem
-from stream_reco.ranking import blend, context, diversity, features, model
+from stream_reco.ranking import blend, context, diversity, examples, features, model
 from stream_reco.ranking import rules as rules_
 from stream_reco.ranking.policy import Policy
 from stream_reco.response import Answer
@@ -113,23 +113,27 @@ def plan(
     late: bool,
     derive: bool = False,
 ) -> Plan:
-    """Order the candidates: by the learned model when it is ready and there is time left
-    (`late`: past half the budget, so scoring is the part given up), else by the fixed blend
-    (`derive`: the derived features all the same, for an example of what the model sees);
-    blocked items (request, policy, cart, bought, the item in view) leave the list here."""
+    """Order the candidates by the fixed blend, then the first of them by the learned model
+    when it is ready and there is time left (`late`: past half the budget, so scoring is the
+    part given up; `derive`: the derived features all the same, for an example of what the
+    model sees); blocked items (request, policy, cart, bought, the item in view) leave the
+    list here."""
     block = blocked(a, session)
-    candidates = list(found.values())
     use_model, degraded = model_ready, None
     if use_model and late:
         use_model, degraded = False, "blend"
-    if use_model or derive:
-        # Only the model weighs the derived features; a list the blend ranks leaves them out
-        # (its shown list teaches the learner the base weights alone: a feature absent from
-        # every candidate of an example gives its weight no gradient).
-        features.derive(candidates, session)
-    weights = current.weights if use_model else fixed
-    ordered = blend.order(candidates, weights, session_first=not use_model)
+    ordered = blend.order(list(found.values()), fixed)
     ranked = [cs for cs in ordered if cs[0].item_id not in block]
+    if use_model or derive:
+        # The model re-orders the blend's first examples.DEPTH, the lists it learned from;
+        # only it weighs the derived features, so a list the blend ranks leaves them out (its
+        # shown list teaches the learner the base weights alone: a feature absent from every
+        # candidate of an example gives its weight no gradient).
+        head = [c for c, _ in ranked[: examples.DEPTH]]
+        features.derive(head, session)
+        if use_model:
+            ranked = blend.order(head, current.weights, session_first=False) + ranked[len(head) :]
+    weights = current.weights if use_model else fixed
     scorer = current if use_model else model.Weights(0, 0, weights)
     return Plan(ranked, weights, use_model, degraded, block, scorer, current.version)
 
