@@ -253,13 +253,19 @@ async def handle_events(
 
 
 async def stream_examples(
-    store: RedisStore, settings: Settings, live: Runtime, events: Sequence[Event]
+    store: RedisStore,
+    settings: Settings,
+    live: Runtime,
+    events: Sequence[Event],
+    *,
+    timed: bool = True,
 ) -> list[tuple[Event, feedback.Example]]:
     """The learner's examples from the stream itself: what a request for each event's session
     would have ranked just before the event (the serving code's candidates and features, the
     head with its catalogue context), labelled by the event's item. Call before the events are
-    applied. Best effort within the time budget: a failure costs the examples, never the
-    events (counted in `stream_example_failed`)."""
+    applied. Best effort, within the time budget unless not `timed` (a replay, where nobody
+    waits): a failure costs the examples, never the events (counted in
+    `stream_example_failed`)."""
     fixed = blend.for_settings(settings)
     a = rank.Ask(settings.default_k, rank.LEARNING, frozenset())
 
@@ -278,12 +284,12 @@ async def stream_examples(
                 session,
                 await store.read_items(rank.wanted(head, session, a.rules), seen),
             )
-        return examples.from_ranked(p.ranked, e.item_id)
+        return examples.from_ranked(p.ranked, e.item_id, p.learned)
 
     if not events:
         return []
     try:
-        async with asyncio.timeout(settings.budget_ms / 1000):
+        async with asyncio.timeout(settings.budget_ms / 1000 if timed else None):
             made = await asyncio.gather(*(one(e) for e in events))
     except Exception:  # examples are worth less than the events they come before
         ERRORS["stream_example_failed"] += 1

@@ -84,7 +84,7 @@ async def train(
             continue
         before, picked, after = _cut(batch, seen, share)
         await _apply(store, before, tick)  # each picked session exactly as it was before its pick
-        for _, x in await pipeline.stream_examples(store, settings, live, picked):
+        for _, x in await pipeline.stream_examples(store, settings, live, picked, timed=False):
             learner.learn(x.positive, x.negatives)
         await _apply(store, after, tick)
     if learner is not None and learner.examples:

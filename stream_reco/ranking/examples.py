@@ -21,10 +21,12 @@ FRESH_MAX = 1_000
 FRESH_VALUES_MAX = 200_000
 
 
-def from_ranked(ranked: Sequence[tuple[Candidate, float]], target: str) -> Example | None:
-    """The true next item against the other candidates of the first DEPTH; None when the
-    candidates did not hold it (no order of them could have been right)."""
-    head = ranked[:DEPTH]
+def from_ranked(
+    ranked: Sequence[tuple[Candidate, float]], target: str, depth: int = DEPTH
+) -> Example | None:
+    """The true next item against the other candidates of the first `depth` (at most DEPTH);
+    None when the candidates did not hold it (no order of them could have been right)."""
+    head = ranked[: min(depth, DEPTH)]
     hit = next((n for n, (c, _) in enumerate(head) if c.item_id == target), None)
     if hit is None or len(head) < 2:
         return None

@@ -97,6 +97,7 @@ class Plan:
     block: set[str]
     scorer: model.Weights
     version: int
+    learned: int = 0  # the first `learned` of `ranked` carry the derived features (the model's)
 
     def head(self, depth: int) -> list[tuple[Candidate, float]]:
         return self.ranked[:depth]
@@ -123,19 +124,24 @@ def plan(
     if use_model and late:
         use_model, degraded = False, "blend"
     ordered = blend.order(list(found.values()), fixed)
-    ranked = [cs for cs in ordered if cs[0].item_id not in block]
+    learned = 0
     if use_model or derive:
-        # The model re-orders the blend's first examples.DEPTH, the lists it learned from;
-        # only it weighs the derived features, so a list the blend ranks leaves them out (its
-        # shown list teaches the learner the base weights alone: a feature absent from every
-        # candidate of an example gives its weight no gradient).
-        head = [c for c, _ in ranked[: examples.DEPTH]]
-        features.derive(head, session)
+        # The model re-orders the blend's first examples.DEPTH, the lists it learns from;
+        # their derived features are computed before any request's exclusions, so a
+        # candidate's rank within a source reads the same in an example and in an answer.
+        # A list the blend ranks leaves them out: its shown list teaches the learner the base
+        # weights alone (a feature absent from a whole example gives its weight no gradient).
+        features.derive([c for c, _ in ordered[: examples.DEPTH]], session)
+        head = [cs for cs in ordered[: examples.DEPTH] if cs[0].item_id not in block]
+        tail = [cs for cs in ordered[examples.DEPTH :] if cs[0].item_id not in block]
         if use_model:
-            ranked = blend.order(head, current.weights, session_first=False) + ranked[len(head) :]
+            head = blend.order([c for c, _ in head], current.weights, session_first=False)
+        ranked, learned = head + tail, len(head)
+    else:
+        ranked = [cs for cs in ordered if cs[0].item_id not in block]
     weights = current.weights if use_model else fixed
     scorer = current if use_model else model.Weights(0, 0, weights)
-    return Plan(ranked, weights, use_model, degraded, block, scorer, current.version)
+    return Plan(ranked, weights, use_model, degraded, block, scorer, current.version, learned)
 
 
 def wanted(
@@ -159,7 +165,11 @@ def select(
     it), then the rules' choice of slots: (the head as finally ordered, the slots)."""
     context.add((c for c, _ in head), session, meta)
     if blend.uses_context(p.weights):
-        head = blend.order([c for c, _ in head], p.weights, session_first=not p.use_model)
+        # The model re-scores only what it scored in the first stage (the rest lack its
+        # derived features); the blend re-scores the whole head.
+        n = p.learned if p.use_model else len(head)
+        order = blend.order([c for c, _ in head[:n]], p.weights, session_first=not p.use_model)
+        head = order + head[n:]
     slots = diversity.select(
         [(c.item_id, sc) for c, sc in head],
         meta,

@@ -58,7 +58,9 @@ def test_an_example_holds_the_features_a_request_would_have_ranked_with(run: Run
     assert {"seq", "seq0", "seq_rr", "source_recency"} <= set(x.positive)
     # Its negatives are the other candidates, the item in view (A) among them: a second
     # look at it would have been a next event like any other.
-    assert served["P"] in x.negatives and len(x.negatives) == len(served)
+    listed = [x.positive, *x.negatives]
+    assert all(f in listed for f in served.values())  # every candidate, feature for feature
+    assert len(listed) == len(served) + 1
 
 
 def test_no_example_for_a_first_event_or_an_item_no_source_found(run: Run) -> None:

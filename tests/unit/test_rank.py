@@ -147,3 +147,62 @@ def test_the_answer_keeps_the_whole_allowed_candidate_order_for_the_evaluator() 
     head, slots = rank.select(p, a, p.head(a.first_depth), session, meta, SETTINGS)
     out = rank.answer(p, head, slots, meta)
     assert [c.item_id for c, _ in out.ranked] == ["a", "b", "c", "d"]  # beyond k, no blocked
+
+
+def _many(n: int) -> tuple[SessionView, dict[str, Candidate]]:
+    """n candidates by falling co-occurrence (i0 best), some also popular."""
+    session = SessionView("s", recent=(Interaction("v", "view", 1),), events=3, last_ts=1)
+    found = {f"i{k}": cand(f"i{k}", cooc=1.0 - k / (2 * n)) for k in range(n)}
+    found["v"] = cand("v", in_session=1.0, last=1.0, pop=1.0)
+    for k in range(0, n, 3):
+        found[f"i{k}"].features["pop"] = k / n
+    return session, found
+
+
+def test_the_model_reorders_only_the_blends_first_hundred() -> None:
+    session, found = _many(150)
+    a = rank.Ask(10, policy.Policy(), frozenset())
+    # A model that prefers popular items: within the first 100 it brings them up; beyond
+    # them it never looks (it learned from lists of the first 100, with derived features).
+    weights = model.Weights(1, 500, {"cooc": 1.0, "pop": 5.0, "pop_rr": 1.0}, edge=0.1)
+    p = rank.plan(a, session, found, weights, FIXED, model_ready=True, late=False)
+    head, tail = p.ranked[: p.learned], p.ranked[p.learned :]
+    assert p.learned == 100 - 1  # the blend's first 100, less the item in view
+    assert all("cooc_sqrt" in c.features for c, _ in head)
+    assert all(("pop_rr" in c.features) == ("pop" in c.features) for c, _ in head)
+    assert not any("cooc_sqrt" in c.features for c, _ in tail)
+    by_blend = [c.item_id for c, _ in blend.order(list(found.values())) if c.item_id != "v"]
+    assert [c.item_id for c, _ in tail] == by_blend[99:]  # in the blend's order
+    assert head[0][0].item_id != "i0" and "pop" in head[0][0].features
+    # The second stage re-scores only what the model scored first.
+    meta = {c.item_id: CatalogItem(c.item_id, c.item_id, category="x") for c, _ in p.ranked}
+    deep, _ = rank.select(p, a, p.head(len(p.ranked)), session, meta, SETTINGS)
+    assert [c.item_id for c, _ in deep[p.learned :]] == [c.item_id for c, _ in tail]
+
+
+def test_the_blend_derives_nothing_unless_an_example_asks() -> None:
+    a = rank.Ask(10, rank.LEARNING, frozenset())
+    blend_only = model.Weights(0, 0, FIXED)
+    session, found = _many(120)
+    p = rank.plan(a, session, found, blend_only, FIXED, model_ready=False, late=False)
+    assert p.learned == 0 and not any("cooc_sqrt" in c.features for c, _ in p.ranked)
+    plain = [c.item_id for c, _ in p.ranked]
+    session, found = _many(120)
+    p = rank.plan(a, session, found, blend_only, FIXED, model_ready=False, late=False, derive=True)
+    assert p.learned == 100 and [c.item_id for c, _ in p.ranked] == plain  # the blend's order
+    assert all("cooc_sqrt" in c.features for c, _ in p.ranked[:100] if "cooc" in c.features)
+    assert not any("cooc_sqrt" in c.features for c, _ in p.ranked[100:])
+
+
+def test_a_sources_rank_reads_the_same_whatever_a_request_excludes() -> None:
+    a = rank.Ask(10, rank.LEARNING, frozenset())
+    served = rank.Ask(10, policy.Policy(), frozenset({"i3"}))  # the item in view and i3 blocked
+    ranks = []
+    for ask in (a, served):
+        session, found = _many(30)
+        weights = model.Weights(1, 500, {"pop_rr": 1.0}, edge=0.1)
+        p = rank.plan(ask, session, found, weights, FIXED, model_ready=True, late=False)
+        ranks.append({c.item_id: c.features.get("pop_rr") for c, _ in p.ranked})
+    example, answer = ranks
+    assert all(example[i] == r for i, r in answer.items())  # v and i3 only left the list
+    assert set(example) - set(answer) == {"v", "i3"}
