@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +20,8 @@ from stream_reco.ranking import blend, examples
 from stream_reco.ranking.model import Weights
 from stream_reco.runtime import LearnerLoop, Runtime
 from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import uid
+from tests.integration.conftest import Kafka, uid, wait_item, wait_session
+from tests.integration.test_end_to_end import event, item
 from tests.integration.test_evaluation import shop_logs
 from tests.integration.test_hybrid import Run, ev
 
@@ -139,3 +141,34 @@ def test_a_learner_starting_over_continues_the_version_numbers(run: Run) -> None
     assert loop.run_until_complete(LearnerLoop(st.settings, "me").step(st)) == 1
     model = model_summary(loop.run_until_complete(st.read_published(runtime.MODEL)))
     assert model["version"] == 42 and model["examples"] == 1  # learned afresh, numbered on
+
+
+def test_a_running_worker_learns_from_events_no_one_was_shown_anything_for(
+    kafka: Kafka, settings: Settings
+) -> None:
+    """The worker's own wiring: its learner holds the lease, its ingestion makes examples."""
+
+    async def examples_seen() -> int:
+        store = RedisStore.connect(settings)
+        try:
+            return int(model_summary(await store.read_published(runtime.MODEL))["examples"])
+        finally:
+            await store.close()
+
+    a, b = uid("lamp"), uid("shade")
+    for i in (a, b):
+        kafka.send(settings.topic_catalog, i, item(i, i))
+    wait_item(settings, b, True)
+    sessions = [uid("quiet") for _ in range(12)]
+    for sid in sessions:  # views only: no push, no request, so no shown list to learn from
+        kafka.send(settings.topic_events, sid, event(sid, a))
+    for sid in sessions:
+        wait_session(settings, sid, 1)
+    before = asyncio.run(examples_seen())
+    deadline = time.monotonic() + 20
+    for sid in sessions:  # each session's next event, the label of its example
+        kafka.send(settings.topic_events, sid, event(sid, b))
+        time.sleep(0.3)  # the lease holder samples a few events a second
+    while asyncio.run(examples_seen()) <= before:
+        assert time.monotonic() < deadline, "no example from the stream reached the model"
+        time.sleep(0.2)
