@@ -13,7 +13,7 @@ from stream_reco import runtime
 from stream_reco.config import ENV, Settings
 from stream_reco.errors import ConfigError
 from stream_reco.ranking import blend
-from stream_reco.ranking.model import ModelFormatError, Weights
+from stream_reco.ranking.model import SCALE, ModelFormatError, Weights
 from stream_reco.storage.redis_store import RedisStore
 
 
@@ -76,7 +76,8 @@ async def _deployed_model(store: RedisStore, settings: Settings) -> dict[str, ob
     if raw is None:
         return (
             f"no model published yet {where}: the worker holding the learner lease publishes "
-            "one once it has learned from feedback examples; until then the fixed blend ranks"
+            "one once it has learned from examples (from the event stream and from shown "
+            "lists); until then the fixed blend ranks"
         )
     try:
         model = Weights.from_json(raw)
@@ -90,6 +91,9 @@ async def _deployed_model(store: RedisStore, settings: Settings) -> dict[str, ob
         "because": _model_verdict(settings, model),
         "weights": dict(sorted(model.weights.items())),
         "blend": dict(sorted(blend.for_settings(settings).items())),
+        # A model starts from the blend times this (the same order, softmax-ready scores):
+        # compare its weights with the blend's scaled by it.
+        "blend_scale": SCALE,
     }
 
 

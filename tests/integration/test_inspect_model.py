@@ -17,7 +17,7 @@ import pytest
 from stream_reco import runtime
 from stream_reco.config import Settings
 from stream_reco.ranking import blend
-from stream_reco.ranking.model import Weights
+from stream_reco.ranking.model import SCALE, Weights
 from stream_reco.storage.redis_store import RedisStore
 
 
@@ -85,6 +85,7 @@ def test_the_published_model_is_printed_with_whether_workers_rank_with_it(own: S
     doc = orjson.loads(done.stdout)
     assert (doc["version"], doc["examples"], doc["edge"]) == (12, 4200, 0.0312)
     assert doc["weights"] == weights and doc["blend"] == dict(blend.for_settings(own))
+    assert doc["blend_scale"] == SCALE  # what a fresh model multiplies the blend by
     assert doc["ranks"] is True and doc["because"].startswith("workers rank with it")
 
     # The same model, judged by workers whose settings keep it out.
