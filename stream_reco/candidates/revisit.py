@@ -7,21 +7,23 @@ from collections import Counter
 from stream_reco.candidates import Candidate
 from stream_reco.state import SessionView
 
+RECENCY = 0.5  # each distinct item further back halves `revisit_recency`
+
 
 def gather(session: SessionView, into: dict[str, Candidate]) -> None:
     """Each item of the session as a candidate: `in_session`, its share of the session's
-    events (`session_share`), and `last` for the item interacted with most recently."""
+    events (`session_share`), `last` for the item interacted with most recently, and how far
+    back its latest look is (`revisit_recency`)."""
     if not session.recent:
         return
+    # Newest first, each item once at its latest look: the count's order is the recency order.
     counts = Counter(it.item_id for it in session.recent)
     n = len(session.recent)
-    for item_id, c in counts.items():
+    for pos, (item_id, c) in enumerate(counts.items()):
         cand = into.get(item_id)
         if cand is None:
             cand = into[item_id] = Candidate(item_id)
         cand.features["in_session"] = 1.0
         cand.features["session_share"] = c / n
+        cand.features["revisit_recency"] = RECENCY**pos
     into[session.recent[0].item_id].features["last"] = 1.0
-    for pos, it in enumerate(session.strongest()):
-        if it.item_id in into:
-            into[it.item_id].features["revisit_recency"] = 0.5**pos

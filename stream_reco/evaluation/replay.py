@@ -66,8 +66,8 @@ async def train(
     """Ingest train sessions in time order through the real update, and (with a `share` > 0,
     raised to sample at least STREAM_SAMPLED_MIN events) run the learner over the stream as a
     worker would: a sampled event first becomes an example of what its session's candidates
-    were just before it. The model is published at
-    the end, ready for the test. Returns events per second."""
+    were just before it. The model is published at the end, ready for the test. Returns
+    events per second."""
     stream = sorted((e for log in logs for e in events(log, "train")), key=lambda e: e.ts)
     if share > 0:
         share = max(share, min(1.0, STREAM_SAMPLED_MIN / max(len(stream), 1)))

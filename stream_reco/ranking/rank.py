@@ -124,6 +124,7 @@ def plan(
     if use_model and late:
         use_model, degraded = False, "blend"
     ordered = blend.order(list(found.values()), fixed)
+    ranked = [cs for cs in ordered if cs[0].item_id not in block]
     learned = 0
     if use_model or derive:
         # The model re-orders the blend's first examples.DEPTH, the lists it learns from;
@@ -131,14 +132,12 @@ def plan(
         # candidate's rank within a source reads the same in an example and in an answer.
         # A list the blend ranks leaves them out: its shown list teaches the learner the base
         # weights alone (a feature absent from a whole example gives its weight no gradient).
-        features.derive([c for c, _ in ordered[: examples.DEPTH]], session)
-        head = [cs for cs in ordered[: examples.DEPTH] if cs[0].item_id not in block]
-        tail = [cs for cs in ordered[examples.DEPTH :] if cs[0].item_id not in block]
+        top = [c for c, _ in ordered[: examples.DEPTH]]
+        features.derive(top, session)
+        learned = sum(c.item_id not in block for c in top)
         if use_model:
-            head = blend.order([c for c, _ in head], current.weights, session_first=False)
-        ranked, learned = head + tail, len(head)
-    else:
-        ranked = [cs for cs in ordered if cs[0].item_id not in block]
+            head = [c for c, _ in ranked[:learned]]
+            ranked[:learned] = blend.order(head, current.weights, session_first=False)
     weights = current.weights if use_model else fixed
     scorer = current if use_model else model.Weights(0, 0, weights)
     return Plan(ranked, weights, use_model, degraded, block, scorer, current.version, learned)
