@@ -233,3 +233,31 @@ def wait_item(settings: Settings, item_id: str, in_stock: bool | None) -> None:
 
 def uid(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+def inspect(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `stream-reco inspect`, whatever its exit code (run_cli wants 0)."""
+    return subprocess.run(
+        [sys.executable, "-m", "stream_reco.cli", "inspect", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Settings]:
+    """A key prefix of this test's own, emptied afterwards."""
+    mine = settings.isolated(f"own{uuid.uuid4().hex[:6]}")
+    yield mine
+
+    async def clear() -> None:
+        store = RedisStore.connect(mine)
+        try:
+            await store.clear()
+        finally:
+            await store.close()
+
+    asyncio.run(clear())

@@ -3,47 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Event
 from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import cli, uid
-
-
-def inspect(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real `stream-reco inspect`, whatever its exit code (run_cli wants 0)."""
-    return subprocess.run(
-        [sys.executable, "-m", "stream_reco.cli", "inspect", *args],
-        env={**os.environ, **settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """A key prefix of this test's own, emptied afterwards."""
-    mine = settings.isolated(f"inspect{uuid.uuid4().hex[:6]}")
-    yield mine
-
-    async def clear() -> None:
-        store = RedisStore.connect(mine)
-        try:
-            await store.clear()
-        finally:
-            await store.close()
-
-    asyncio.run(clear())
+from tests.integration.conftest import cli, inspect, uid
 
 
 def write(settings: Settings, events: list[Event], items: list[CatalogItem]) -> None:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -19,18 +14,11 @@ from stream_reco.config import Settings
 from stream_reco.ranking import blend
 from stream_reco.ranking.model import SCALE, Weights
 from stream_reco.storage.redis_store import RedisStore
+from tests.integration.conftest import inspect
 
 
 def inspect_model(settings: Settings) -> subprocess.CompletedProcess[str]:
-    """The real `stream-reco inspect --model`, whatever its exit code (run_cli wants 0)."""
-    return subprocess.run(
-        [sys.executable, "-m", "stream_reco.cli", "inspect", "--model"],
-        env={**os.environ, **settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    return inspect(settings, "--model")
 
 
 def publish(settings: Settings, name: str, doc: bytes) -> None:
@@ -47,23 +35,9 @@ def publish(settings: Settings, name: str, doc: bytes) -> None:
 
 
 @pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """A key prefix of this test's own, the learned ranker on, emptied afterwards."""
-    mine = dataclasses.replace(
-        settings.isolated(f"model{uuid.uuid4().hex[:6]}"),
-        learned_ranker=True,
-        model_min_examples=1000,
-    )
-    yield mine
-
-    async def clear() -> None:
-        store = RedisStore.connect(mine)
-        try:
-            await store.clear()
-        finally:
-            await store.close()
-
-    asyncio.run(clear())
+def own(own: Settings) -> Settings:
+    """The conftest's own key prefix, with the learned ranker on."""
+    return dataclasses.replace(own, learned_ranker=True, model_min_examples=1000)
 
 
 def test_nothing_stored_and_no_model_yet_are_told_apart(own: Settings) -> None:
