@@ -1,4 +1,4 @@
-"""Thin command line: stack, worker, topics, inspect, demo, evaluate, split, bench."""
+"""Thin command line: stack, worker, topics, inspect, demo, evaluate, split, bench, soak."""
 
 from __future__ import annotations
 
@@ -143,6 +143,28 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream_reco.bench import plots, soak
+
+    plan = soak.SoakPlan(
+        minutes=args.minutes,
+        window_s=args.window,
+        events_per_s=args.events_per_s,
+        requests_per_s=args.requests_per_s,
+        topology=args.topology,
+        tolerance=args.tolerance,
+    ).check()
+    result = soak.run(settings, plan, start_stack=not args.no_stack)
+    print(soak.table(result))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.plot:
+        print(f"plot: {plots.soak_plot(result, Path(args.plot))}")
+    return 0 if result["drift"]["passed"] else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-reco", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -249,6 +271,32 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
     b.set_defaults(run=_bench)
+    k = sub.add_parser(
+        "soak",
+        help="one steady mixed load for many minutes: does any figure drift?",
+        description=(
+            "Background events and requests over Kafka at fixed rates for --minutes, on "
+            "topics, groups and keys of its own; per window: request->response and "
+            "add_to_cart->push percentiles, events applied/s, backlog, worker RSS, Redis "
+            "memory. Exit 1 when a figure's last third is worse than its first third by more "
+            "than --tolerance, or anything went unanswered."
+        ),
+    )
+    k.add_argument("--minutes", type=float, default=10.0, help="length of the run (10)")
+    k.add_argument("--window", type=float, default=60.0, help="seconds per window (60)")
+    k.add_argument("--events-per-s", type=float, default=2000.0, help="background events (2000)")
+    k.add_argument("--requests-per-s", type=float, default=200.0, help="requests (200)")
+    k.add_argument("--topology", choices=["all", "split"], default="all")
+    k.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.2,
+        help="how much worse (a share) a figure's last third may be than its first (0.2)",
+    )
+    k.add_argument("--json", help="write the report (JSON) here")
+    k.add_argument("--plot", help="write soak.png (figures over time) into this folder")
+    k.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
+    k.set_defaults(run=_soak)
     return p
 
 

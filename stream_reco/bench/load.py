@@ -34,6 +34,14 @@ class Pace:
     lags_s: list[float] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
+    forgotten: int = 0  # lags dropped from the front by forget(): a long run stays bounded
+
+    def forget(self) -> None:
+        """Drop the lags recorded so far (their count stays in `forgotten`). Safe while the
+        paced loop appends: only what was there when called is removed."""
+        n = len(self.lags_s)
+        del self.lags_s[:n]
+        self.forgotten += n
 
     def behind(self) -> dict[str, float]:
         """The generator's own lag behind its schedule; large values mean the load generator,
@@ -154,14 +162,15 @@ class Background:
 
     def mark(self) -> tuple[int, float]:
         """Where the background stands now; `since(mark)` describes the time after it."""
-        return (0 if self.pace is None else len(self.pace.lags_s)), time.monotonic()
+        pace = self.pace
+        return (0 if pace is None else pace.forgotten + len(pace.lags_s)), time.monotonic()
 
     def since(self, mark: tuple[int, float]) -> dict[str, float]:
         """Events/s really sent and the lag behind schedule since `mark`."""
         if self.pace is None:
             return {}
         start, at = mark
-        lags = self.pace.lags_s[start:]
+        lags = self.pace.lags_s[max(start - self.pace.forgotten, 0) :]
         span = time.monotonic() - at
         return {
             "ingest_sent_per_s": round(len(lags) / span, 1) if span > 0 else 0.0,

@@ -1,4 +1,4 @@
-"""The bench report's PNGs: latency percentiles against request rate, per topology."""
+"""The bench's PNGs: latency against request rate per topology, and a soak's figures over time."""
 
 from __future__ import annotations
 
@@ -53,3 +53,47 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def rate_of(entry: dict[str, Any]) -> float:
     return float(entry["rate"])
+
+
+def soak_plot(result: dict[str, Any], out_dir: Path) -> Path:
+    """soak.png: latency, throughput and memory against time, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stream_reco.bench.soak import series
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = result["windows"]
+    t = [r["t_s"] / 60 for r in rows]
+    s = series(rows)
+    fig, (lat, rate, mem) = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
+    for name, style in (
+        ("request_p50_ms", "o-"),
+        ("request_p99_ms", "^-"),
+        ("push_p50_ms", "o--"),
+        ("push_p99_ms", "^--"),
+    ):
+        lat.plot(t, s[name], style, label=name)
+    lat.set_ylabel("latency (ms)")
+    lat.legend(fontsize=7)
+    rate.plot(t, s["applied_per_s"], "o-", label="events applied/s")
+    rate.plot(t, [r["backlog_events"] for r in rows], "s--", label="backlog (events)")
+    rate.legend(fontsize=7)
+    mem.plot(t, s["worker_rss_mb"], "o-", label="worker RSS (MB, all workers)")
+    mem.plot(t, [r["redis_used_mb"] for r in rows], "s-", label="Redis used memory (MB)")
+    mem.set_xlabel("minutes")
+    mem.legend(fontsize=7)
+    for ax in (lat, rate, mem):
+        ax.grid(alpha=0.3)
+    plan = result["plan"]
+    fig.suptitle(
+        f"soak: {plan['events_per_s']:g} events/s + {plan['requests_per_s']:g} requests/s, "
+        f"{plan['topology']}"
+    )
+    fig.tight_layout()
+    path = out_dir / "soak.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

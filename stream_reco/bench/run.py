@@ -9,6 +9,7 @@ import itertools
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,7 @@ class Plan:
         return tuple(sorted({*self.request_rates, *self.http_rates}))
 
 
-def _say(started: float) -> Say:
+def say_from(started: float) -> Say:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
@@ -100,7 +101,7 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     or SIGTERM (which then raise `Stopped`, a KeyboardInterrupt)."""
     t0 = time.monotonic()
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    say = _say(t0)
+    say = say_from(t0)
     with StopSignals() as signals:
         if start_stack:
             stack.up(base, say=say)
@@ -108,7 +109,7 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
         fleet.hold = signals.hold
         say(f"bench {fleet.tag}: on topics, consumer groups and Redis keys of its own")
         facts = machine.machine(fleet.settings, dataclasses.asdict(plan))
-        parts = _measure_then_close(fleet, plan, say, signals)
+        parts = measure_then_close(fleet, lambda: _measure(fleet, plan, say), say, signals)
     facts["topology"] = plan.topology
     facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
     facts["workers"] = [
@@ -117,8 +118,10 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     return report.build(facts, started=started, elapsed_s=time.monotonic() - t0, **parts)
 
 
-def _measure_then_close(fleet: Fleet, plan: Plan, say: Say, signals: StopSignals) -> dict[str, Any]:
-    """`_measure`, then `fleet.close()` whatever happened; the cleanup is shielded from
+def measure_then_close(
+    fleet: Fleet, measure: Callable[[], dict[str, Any]], say: Say, signals: StopSignals
+) -> dict[str, Any]:
+    """`measure()`, then `fleet.close()` whatever happened; the cleanup is shielded from
     further stop signals, so a second Ctrl-C cannot leave half of the run behind."""
     switch = sys.getswitchinterval()
     # The generator's threads (pacer, background shoppers, the client's poll thread) take
@@ -128,7 +131,7 @@ def _measure_then_close(fleet: Fleet, plan: Plan, say: Say, signals: StopSignals
     gc.disable()  # collected between windows instead (windows.fresh_window)
     measured = False
     try:
-        parts = _measure(fleet, plan, say)
+        parts = measure()
         measured = True
     except KeyboardInterrupt as exc:
         say(f"{exc or 'interrupted'}: stopping")

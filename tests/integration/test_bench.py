@@ -268,3 +268,36 @@ def test_fleet_close_runs_every_step_and_raises_one_summary(settings: Settings) 
         "keys": [],
     }
     fleet.close(raise_errors=False)  # after an earlier error: logged only, never raised
+
+
+def test_a_short_soak_reports_each_window_and_its_drift_and_cleans_up(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "soak.json"
+    args = ("soak", "--minutes", "0.25", "--window", "5", "--events-per-s", "500")
+    stdout = run_cli(
+        # A tolerance no noise reaches: the verdict's logic is unit-tested (test_soak).
+        settings, *args, "--requests-per-s", "20", "--tolerance", "100", "--no-stack",
+        "--json", str(out),
+        "--plot", str(tmp_path), timeout=180,
+    )  # fmt: skip
+    assert "soak PASSED" in stdout and "drift" in stdout
+    doc = orjson.loads(out.read_bytes())
+    rows = doc["windows"]
+    assert len(rows) == 3 and [r["t_s"] for r in rows] == sorted(r["t_s"] for r in rows)
+    for r in rows:
+        assert r["requests"]["sent"] == r["requests"]["answered"] == 100, r["requests"]
+        assert r["pushes"]["answered"] == r["pushes"]["sent"] > 0, r["pushes"]
+        assert r["applied_per_s"] > 0 and r["redis_used_mb"] > 0
+        assert len(r["worker_rss_mb"]) == 1 and r["worker_rss_mb"][0] > 0
+    assert doc["drift"]["windows_per_third"] == 1 and doc["drift"]["unanswered"] == 0
+    assert set(doc["drift"]["figures"]) >= {"request_p99_ms", "push_p99_ms", "worker_rss_mb"}
+    assert doc["machine"]["cores"] >= 1 and doc["plan"]["minutes"] == 0.25
+    assert (tmp_path / "soak.png").exists()
+    tag = doc["machine"]["settings"]["app_id"].rpartition("-")[2]
+    assert tag.startswith("soak")
+    assert _gone(settings, tag, doc["machine"]["settings"]["key_prefix"]) == {
+        "topics": [],
+        "groups": [],
+        "keys": [],
+    }
