@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import statistics
 import time
 import uuid
@@ -25,6 +26,9 @@ from stream_reco.config import Settings
 from stream_reco.errors import ConfigError
 from stream_reco.simulator import make_catalog
 
+MIN_WINDOWS = 3
+MIN_REQUESTS = 50
+SHORT_SHARE = 0.95  # a window whose background sent less than this share of its rate: no verdict
 # Figures judged for drift, and which way is worse. Redis memory is reported, not judged:
 # it grows by design until the session and dedup TTLs start expiring keys.
 HIGHER_IS_WORSE = {
@@ -53,21 +57,30 @@ class SoakPlan:
     warmup_s: float = 5.0
 
     def check(self) -> SoakPlan:
+        numbers = (self.minutes, self.window_s, self.events_per_s, self.requests_per_s)
+        if not all(math.isfinite(x) for x in (*numbers, self.tolerance)):
+            raise ConfigError("--minutes, --window, the rates and --tolerance must be numbers")
         if self.minutes <= 0 or self.window_s <= 0:
             raise ConfigError("--minutes and --window must be > 0")
-        if self.window_s > self.minutes * 60:
-            raise ConfigError("--window must not be longer than the run (--minutes)")
+        if self.minutes * 60 // self.window_s < MIN_WINDOWS:
+            raise ConfigError(
+                f"a soak compares the first third of its windows with the last: it needs at "
+                f"least {MIN_WINDOWS} (--minutes x 60 / --window)"
+            )
         if self.tolerance < 0:
             raise ConfigError("--tolerance must be >= 0")
-        if self.events_per_s <= 0 or self.requests_per_s <= 0:
-            raise ConfigError("--events-per-s and --requests-per-s must be > 0")
+        if self.events_per_s <= 0 or self.requests_per_s * self.window_s < MIN_REQUESTS:
+            raise ConfigError(
+                f"--events-per-s must be > 0, and --requests-per-s x --window at least "
+                f"{MIN_REQUESTS} (requests per window, for its percentiles)"
+            )
         if self.topology not in topologies("both"):  # one topology for the whole run
             raise ConfigError(f"--topology {self.topology!r}: choose all or split")
         return self
 
     @property
     def windows(self) -> int:
-        return max(int(self.minutes * 60 // self.window_s), 1)
+        return int(self.minutes * 60 // self.window_s)
 
 
 def run(base: Settings, plan: SoakPlan, *, start_stack: bool = True) -> dict[str, Any]:
@@ -91,7 +104,7 @@ def run(base: Settings, plan: SoakPlan, *, start_stack: bool = True) -> dict[str
         "elapsed_s": round(time.monotonic() - t0, 1),
         "plan": dataclasses.asdict(plan),
         "windows": rows,
-        "drift": drift(rows, plan.tolerance),
+        "drift": drift(rows, plan),
         "redis_growth": redis_growth(rows),
     }
 
@@ -153,14 +166,15 @@ def _window(
     finally:
         background.on_cart = None
         watches.remove(watch)
-    span = time.monotonic() - mark[1]
+    span = time.monotonic() - mark[1]  # the window and its drain: carts were made in both
     applied = probe.applied()
     assert background.pace is not None
     sent_total = background.pace.sent
+    bg = background.since(mark)
     row = {
-        "requests": requests.entry(plan.requests_per_s, plan.events_per_s, **pace.behind()),
-        "pushes": pushes.entry(round(pushes.sent / plan.window_s, 1), plan.events_per_s),
-        **background.since(mark),
+        "requests": requests.entry(plan.requests_per_s, plan.events_per_s, **pace.behind(), **bg),
+        "pushes": pushes.entry(round(pushes.sent / span, 1), plan.events_per_s, **bg),
+        **bg,
         "applied_per_s": round((applied - applied_before) / span, 1),
         # Sent but not applied yet: a backlog that grows from window to window is a worker
         # that cannot keep up.
@@ -201,36 +215,60 @@ def series(rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:
     }
 
 
-def drift(rows: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+def drift(rows: Sequence[dict[str, Any]], plan: SoakPlan) -> dict[str, Any]:
     """Each figure's median over the first third of the windows against the last third; it
-    degraded when the last is worse by more than `tolerance` (a share). Thirds, not single
-    windows: one window's p99 moves by up to 2x here on its own."""
+    degraded when the last is worse by more than `plan.tolerance` (a share). Thirds, not
+    single windows: one window's p99 moves by up to 2x here on its own. The backlog degrades
+    when it grew by more than that share of a window's events. No verdict passes with a
+    figure missing or a window where the load generator fell short of its rate."""
     third = max(len(rows) // 3, 1)
     figures: dict[str, Any] = {}
     for name, values in series(rows).items():
-        first = _median(values[:third])
-        last = _median(values[-third:])
-        if first is None or last is None or first == 0:
-            figures[name] = {"first": first, "last": last, "ratio": None, "degraded": None}
-            continue
-        ratio = last / first
-        worse = ratio - 1 if HIGHER_IS_WORSE[name] else 1 - ratio
-        figures[name] = {
-            "first": round(first, 3),
-            "last": round(last, 3),
-            "ratio": round(ratio, 3),
-            "degraded": worse > tolerance,
-        }
-    judged = [f["degraded"] for f in figures.values() if f["degraded"] is not None]
+        figures[name] = _compare(name, values[:third], values[-third:], plan.tolerance)
+    backlog = [float(r["backlog_events"]) for r in rows]
+    grew = (_median(backlog[-third:]) or 0.0) - (_median(backlog[:third]) or 0.0)
+    allowed = plan.tolerance * plan.events_per_s * plan.window_s
+    figures["backlog_events"] = {
+        "first": _median(backlog[:third]),
+        "last": _median(backlog[-third:]),
+        "ratio": None,
+        "degraded": grew > allowed,
+    }
+    carts = sum(r["pushes"]["sent"] for r in rows)
+    missing = [n for n, f in figures.items() if f["degraded"] is None]
+    if not carts:  # no cart in the load: no push figure to miss
+        missing = [n for n in missing if not n.startswith("push_")]
+    short = sum(
+        1 for r in rows if r.get("ingest_sent_per_s", 0.0) < SHORT_SHARE * plan.events_per_s
+    )
     lost = sum(r["requests"]["sent"] - r["requests"]["answered"] for r in rows) + sum(
         r["pushes"]["sent"] - r["pushes"]["answered"] for r in rows
     )
+    degraded = any(f["degraded"] for f in figures.values())
     return {
-        "tolerance": tolerance,
+        "tolerance": plan.tolerance,
         "windows_per_third": third,
         "figures": figures,
         "unanswered": lost,
-        "passed": bool(judged) and not any(judged) and lost == 0,
+        "missing": missing,
+        "generator_short_windows": short,
+        "passed": not degraded and not missing and not short and lost == 0,
+    }
+
+
+def _compare(
+    name: str, first_values: Sequence[float | None], last_values: Sequence[float | None], tol: float
+) -> dict[str, Any]:
+    first, last = _median(first_values), _median(last_values)
+    if first is None or last is None or first == 0:
+        return {"first": first, "last": last, "ratio": None, "degraded": None}
+    ratio = last / first
+    worse = ratio - 1 if HIGHER_IS_WORSE[name] else 1 - ratio
+    return {
+        "first": round(first, 3),
+        "last": round(last, 3),
+        "ratio": round(ratio, 3),
+        "degraded": worse > tol,
     }
 
 
@@ -266,13 +304,19 @@ def table(result: dict[str, Any]) -> str:
     d = result["drift"]
     lines.append(f"drift (median of the last {d['windows_per_third']} windows / the first):")
     for name, f in d["figures"].items():
-        verdict = {True: "DEGRADED", False: "ok", None: "n/a"}[f["degraded"]]
-        lines.append(f"  {name:<16} {f['first']} -> {f['last']} (x{f['ratio']}) {verdict}")
+        verdict = {True: "DEGRADED", False: "ok", None: "missing"}[f["degraded"]]
+        ratio = "" if f["ratio"] is None else f" (x{f['ratio']})"
+        lines.append(f"  {name:<16} {f['first']} -> {f['last']}{ratio} {verdict}")
     g = result["redis_growth"]
     lines.append(
         f"  redis memory     +{g['mb_per_minute']} MB/min, {g['bytes_per_event']} bytes per "
         "event applied (not judged: grows until the TTLs expire keys)"
     )
+    if d["generator_short_windows"]:
+        lines.append(
+            f"  the load generator fell short of its rate in {d['generator_short_windows']} "
+            "window(s): the machine, not the engine, may have set the pace"
+        )
     tol = f"{d['tolerance']:.0%}"
     verdict = "PASSED" if d["passed"] else "FAILED"
     lines.append(f"soak {verdict}: figures within {tol}, unanswered {d['unanswered']}")
