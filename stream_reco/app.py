@@ -7,8 +7,8 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import faust
@@ -19,7 +19,7 @@ from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.consumer import TopicLoop
-from stream_reco.errors import StoreError
+from stream_reco.errors import survived
 from stream_reco.guard import ERRORS, guarded
 from stream_reco.kafka_io import Sink
 from stream_reco.messages import Message, Out
@@ -252,6 +252,7 @@ class _Lifecycle(mode.Service):
         self._tasks: list[asyncio.Task[None]] = []
 
     async def on_start(self) -> None:
+        await self.wiring.store().check_format()  # before any event could be mis-applied
         self._tasks = [asyncio.create_task(self._run(loop)) for loop in self.wiring.loops]
         asyncio.get_running_loop().call_later(FREEZE_AFTER_S, gc.freeze)
 
@@ -276,21 +277,13 @@ class _Lifecycle(mode.Service):
         logs.flush()  # what the summaries still hold, before the worker goes quiet
 
 
-@contextmanager
-def _survived(step: str) -> Iterator[None]:
+def _survived(step: str) -> AbstractContextManager[None]:
     """A background step that fails is counted and logged (its first failure with a trace,
     then one line per interval, and when it works again); its timer's next tick tries again."""
     trouble = _STEPS.get(step)
     if trouble is None:
         trouble = _STEPS[step] = logs.Trouble(f"background step {step!r}", log=log)
-    try:
-        yield
-    except Exception as exc:
-        ERRORS[step] += 1
-        # A Redis outage is reported by the store: its trace here would say nothing more.
-        trouble.failed(type(exc).__name__, exc, trace=not isinstance(exc, StoreError))
-    else:
-        trouble.ok()
+    return survived(step, trouble)
 
 
 def _message(event: Any) -> Message:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import sys
 from typing import TYPE_CHECKING
@@ -47,9 +48,20 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, web_port=args.web_port).validate()
     if args.role is not None:
         settings = dataclasses.replace(settings, role=args.role).validate()
+    asyncio.run(_check_store(settings))  # refuse an unreadable store before anything starts
     ensure_topics(settings)
     run_worker(settings, loglevel=args.loglevel)
     return 0
+
+
+async def _check_store(settings: Settings) -> None:
+    from stream_reco.storage.redis_store import RedisStore
+
+    store = RedisStore.connect(settings)
+    try:
+        await store.check_format()
+    finally:
+        await store.close()
 
 
 def _inspect(settings: Settings, args: argparse.Namespace) -> int:

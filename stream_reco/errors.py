@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from stream_reco import logs
 
 # Failures handled without stopping a stream (and answers not given on purpose), by kind:
 # nothing is swallowed uncounted; the metrics endpoint will export these.
@@ -25,9 +29,27 @@ class StoreError(StreamRecoError):
     """The state store (Redis) failed after bounded retries."""
 
 
+class StoreFormatError(StreamRecoError):
+    """The store holds state in a format this version does not read; it is left untouched."""
+
+
 class SnapshotError(StreamRecoError):
     """An index snapshot is missing, unreadable or inconsistent; rebuild the index instead."""
 
 
 class LogTrimmed(StreamRecoError):
     """Changes after a change-log position are gone (trimmed or reset); rebuild from scratch."""
+
+
+@contextmanager
+def survived(kind: str, trouble: logs.Trouble) -> Iterator[None]:
+    """A failure that must go no further (a background step, an effect of events already
+    applied): counted in ERRORS under `kind` and logged by `trouble`, its first time with a
+    trace unless it is a store outage (the store reports those), then rate-limited."""
+    try:
+        yield
+    except Exception as exc:
+        ERRORS[kind] += 1
+        trouble.failed(type(exc).__name__, exc, trace=not isinstance(exc, StoreError))
+    else:
+        trouble.ok()

@@ -14,12 +14,18 @@ log = logging.getLogger(__name__)
 
 Work = Callable[[list[Message]], Awaitable[list[Out]]]
 Reject = Callable[[Message, str], Out]
+MAX_PAUSE_S = 10.0  # an outage is retried at least this often, however long it lasts
 
 
-async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float = 1.0) -> list[Out]:
+async def guarded(
+    msgs: list[Message], work: Work, reject: Reject, pause: float = 0.25
+) -> list[Out]:
     """Run `work` on a batch. A store outage is retried until it passes (the batch is not acked
-    meanwhile, so nothing is lost); any other failure is narrowed down one message at a time
-    and only the message that still fails becomes a dead letter."""
+    meanwhile, so nothing is lost), each pause twice the last up to MAX_PAUSE_S; any other
+    failure is narrowed down one message at a time and only the message that still fails
+    becomes a dead letter. (`work` keeps failures after an event is applied to itself: see
+    pipeline.handle_events.)"""
+    wait = pause
     while True:
         try:
             done = await work(msgs)
@@ -28,7 +34,8 @@ async def guarded(msgs: list[Message], work: Work, reject: Reject, pause: float 
         except StoreError as exc:
             ERRORS["store"] += 1
             logs.REDIS.failed("holding a batch", exc)  # rate-limited: an outage is one line
-            await asyncio.sleep(pause)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, MAX_PAUSE_S)
         except Exception as exc:
             if len(msgs) > 1:
                 outs: list[Out] = []

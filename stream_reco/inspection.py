@@ -27,6 +27,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if not await store.holds_anything():
                 raise ConfigError(_nothing_stored(settings))
+            await store.check_format()
             if args.model:
                 return await _deployed_model(store, settings)
             if not args.session:

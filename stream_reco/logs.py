@@ -282,3 +282,5 @@ DEAD_LETTERS = Tally("dead letters")
 REDIS = Trouble("Redis")
 KAFKA_PRODUCER = Trouble("Kafka producer")
 PROCESSING = Trouble("message processing")
+# What follows an applied event (pushes, feedback): its failures cost only that effect.
+AFTER_APPLY = Trouble("after applying events")

@@ -85,7 +85,6 @@ async def on_event_messages(
     go there as each is ready instead of waiting for the batch's slowest)."""
     outs: list[Out] = []
     good: list[Event] = []
-    origin: dict[str, Message] = {}  # by event_id, to dead-letter what the store refuses
     now = _now_ms()
     latest = now + settings.max_future_s * 1000  # wall clock bounds input, never decay
     late: set[str] = set()  # cart additions that waited too long in Kafka to be worth a push
@@ -94,7 +93,6 @@ async def on_event_messages(
         if isinstance(ev, Rejected):
             outs.append(rejected(settings, m, ev.reason))
             continue
-        origin[ev.event_id] = m
         good.append(ev)
         if _waited(m, now) > settings.answer_max_lag_ms:
             late.add(ev.event_id)
@@ -109,8 +107,7 @@ async def on_event_messages(
         async def on_push(p: dict[str, object]) -> None:
             await send([out(p)])
 
-    pushes, refused = await handle_events(store, settings, good, live, late, on_push)
-    outs += [rejected(settings, origin[e.event_id], why) for e, why in refused]
+    pushes = await handle_events(store, settings, good, live, late, on_push)
     outs += [out(p) for p in pushes]
     return outs
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from stream_reco import response
+from stream_reco import logs, response
 from stream_reco.candidates import (
     Candidate,
     cooccurrence,
@@ -19,7 +19,7 @@ from stream_reco.candidates import (
     similar,
 )
 from stream_reco.config import Settings
-from stream_reco.errors import ERRORS, StoreError
+from stream_reco.errors import ERRORS, StoreError, survived
 from stream_reco.events import CatalogItem, Event, Request
 from stream_reco.ranking import blend, context, examples, feedback, rank
 from stream_reco.ranking import rules as rules_
@@ -35,23 +35,15 @@ COOC_SOURCES = 3  # at most this many session items' co-occurrence lists are rea
 POPULAR_EXTRA = 20  # popular candidates beyond k: room for blocked and unavailable ones
 
 
-async def ingest(
-    store: RedisStore, events: Sequence[Event], *, learn: bool = True
-) -> tuple[list[Event], list[tuple[Event, str]]]:
-    """Apply a batch of valid events: (the new ones, the refused ones with a reason).
-    Redeliveries are in neither: they change nothing.
+async def ingest(store: RedisStore, events: Sequence[Event], *, learn: bool = True) -> list[Event]:
+    """Apply a batch of valid events; the new ones. Redeliveries are not among them: they
+    change nothing.
 
     `learn=False` updates only each session's own state, never the global models: frozen
     evaluation and untrusted traffic use it.
     """
-    new: list[Event] = []
-    refused: list[tuple[Event, str]] = []
-    for e, result in zip(events, await store.apply_events(events, learn=learn), strict=True):
-        if isinstance(result, str):
-            refused.append((e, result))
-        elif result:
-            new.append(e)
-    return new, refused
+    applied = await store.apply_events(events, learn=learn)
+    return [e for e, new in zip(events, applied, strict=True) if new]
 
 
 async def recommend(
@@ -221,35 +213,40 @@ async def handle_events(
     live: Runtime | None = None,
     no_push: Collection[str] = (),
     on_push: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-) -> tuple[list[dict[str, Any]], list[tuple[Event, str]]]:
+) -> list[dict[str, Any]]:
     """Ingest a batch, turn each session's next event into feedback on what it was shown,
     then one fresh push per session that added to cart (not for the event ids in `no_push`:
-    those the shopper has long moved on from). Returns (pushes, refused events); with
+    those the shopper has long moved on from). Returns the pushes; with
     `on_push`, each push goes there the moment it is ready instead, not after the slowest."""
     live = live or Runtime()
     picked = live.fresh.pick(events) if live.fresh else []
     made = await stream_examples(store, settings, live, picked)  # before the events change them
-    new, refused = await ingest(store, events)
+    new = await ingest(store, events)
     if made and live.fresh:  # a redelivered event taught its lesson the first time
         applied = {e.event_id for e in new}
         live.fresh.add([x for e, x in made if e.event_id in applied])
-    await learn_from(store, settings, new)
+    # From here on the events are applied: a failure costs only its own effect (counted and
+    # logged), never the batch, which would be redone as duplicates or dead-lettered.
+    with survived("feedback_failed", logs.AFTER_APPLY):
+        await learn_from(store, settings, new)
     # One push per session, naming its latest cart addition so a client can match it.
     carts = [e for e in new if e.type == "add_to_cart"]
     carted = {e.session_id: e.event_id for e in carts if e.event_id not in no_push}
     ERRORS["late_push"] += sum(1 for e in carts if e.event_id in no_push)
 
-    def push(sid: str, eid: str) -> Awaitable[dict[str, Any]]:
+    async def push(sid: str, eid: str) -> dict[str, Any] | None:
         k, trigger = settings.default_k, "add_to_cart"
-        return answer_session(
-            store, settings, live, sid, k, trigger=trigger, event_id=eid, on_ready=on_push
-        )
+        with survived("push_failed", logs.AFTER_APPLY):
+            return await answer_session(
+                store, settings, live, sid, k, trigger=trigger, event_id=eid, on_ready=on_push
+            )
+        return None
 
     # Sessions are independent: their reads overlap on the pool. Each push is sent the moment
     # it is ready (`on_push`); the batch still waits for all of them, so every shown list is
     # stored before the session's next event is applied, and the batch's offsets after its pushes.
     pushes = await asyncio.gather(*(push(sid, eid) for sid, eid in carted.items()))
-    return ([] if on_push is not None else list(pushes)), refused
+    return [] if on_push is not None else [p for p in pushes if p is not None]
 
 
 async def stream_examples(

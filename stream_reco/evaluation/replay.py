@@ -170,7 +170,7 @@ async def test(
                         answered += 1
                         step = answered % LEARN_EVERY == 0
                         await _feedback(store, live, learner, ev.session_id, answer, step)
-                new, _ = await pipeline.ingest(store, [ev], learn=online)
+                new = await pipeline.ingest(store, [ev], learn=online)
                 if learner is not None:
                     await pipeline.learn_from(store, settings, new)
 

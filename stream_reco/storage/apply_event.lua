@@ -9,8 +9,9 @@
 --         co, next, sessions, meta}: key names and the
 --         pieces that wrap an id into a key, all made by storage/keys.py (the one key builder)
 -- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
---         user_id ('' = none), learn (1/0), pair weight x cooc forward factor,
---         weight x pop forward factor, session-list entry ("item\31type\31ts")], ...]
+--         user_id ('' = none), learn (1/0), log2 of the pair weight at the epoch for the
+--         co-occurrence half-life, the same for popularity (null: adds nothing; decay.py),
+--         session-list entry ("item\31type\31ts")], ...]
 -- Returns one number per event: 1 applied, 0 seen before.
 -- (Keys are built here, so on Redis Cluster this script must be split: see DESIGN.md.)
 
@@ -18,15 +19,26 @@ local cfg = cjson.decode(ARGV[1])
 local events = cjson.decode(ARGV[2])
 local max_events, ttl = cfg.max_events, cfg.ttl
 
-local function capped_incr(key, by, member, cap)
-  local score = tonumber(redis.call('ZINCRBY', key, by, member))
-  -- Only a new member can push the set over its cap (its score is just `by`): count then.
-  if score <= by * 1.0000001 then
-    local n = redis.call('ZCARD', key)
-    if n > cap then
-      -- Lowest forward-decayed score = lowest decayed value now: that neighbour goes.
-      redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
-    end
+local LN2 = math.log(2)
+
+-- Decayed sums are stored as log2 of their value at the epoch (decay.py): adding is a
+-- log-sum-exp, which never overflows whatever the event times and their order.
+local function capped_add(key, log_w, member, cap)
+  local old = redis.call('ZSCORE', key, member)
+  if old then
+    local hi, lo = tonumber(old), log_w
+    if lo > hi then hi, lo = lo, hi end
+    -- %.17g: every digit of the sum, whatever the conversion redis.call applies.
+    local sum = hi + math.log(1 + 2 ^ (lo - hi)) / LN2
+    redis.call('ZADD', key, string.format('%.17g', sum), member)
+    return
+  end
+  redis.call('ZADD', key, string.format('%.17g', log_w), member)
+  -- Only a new member can push the set over its cap: count then.
+  local n = redis.call('ZCARD', key)
+  if n > cap then
+    -- Lowest stored score = lowest decayed value at any time: that neighbour goes.
+    redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
   end
 end
 
@@ -87,15 +99,15 @@ end
 
 -- Global learning (skipped in frozen evaluation and for untrusted traffic).
 local function learn(item, previous, pair_inc, pop_inc)
-  if pop_inc > 0 then
-    capped_incr(cfg.pop, pop_inc, item, cfg.popular_max)
+  if pop_inc ~= cjson.null then
+    capped_add(cfg.pop, pop_inc, item, cfg.popular_max)
     -- Trending per category: the catalogue's category as it is when the event arrives.
     local category = redis.call('HGET', key(cfg.meta, item), 'category')
     if category and category ~= '' then
-      capped_incr(cfg.catpop .. category, pop_inc, item, cfg.popular_max)
+      capped_add(cfg.catpop .. category, pop_inc, item, cfg.popular_max)
     end
   end
-  if pair_inc <= 0 then
+  if pair_inc == cjson.null then
     return
   end
   local seen, paired = {}, 0
@@ -104,12 +116,12 @@ local function learn(item, previous, pair_inc, pop_inc)
     if steps <= cfg.seq_window then
       -- Sequence: `item` came `steps` events after `other` (repeats included, as people do
       -- view an item again); nearer follow-ups count more.
-      capped_incr(key(cfg.next, other), pair_inc / steps, item, cfg.neighbours_max)
+      capped_add(key(cfg.next, other), pair_inc - math.log(steps) / LN2, item, cfg.neighbours_max)
     end
     if paired < cfg.window and other ~= item and not seen[other] then
       seen[other] = true
-      capped_incr(key(cfg.co, other), pair_inc, item, cfg.neighbours_max)
-      capped_incr(key(cfg.co, item), pair_inc, other, cfg.neighbours_max)
+      capped_add(key(cfg.co, other), pair_inc, item, cfg.neighbours_max)
+      capped_add(key(cfg.co, item), pair_inc, other, cfg.neighbours_max)
       paired = paired + 1
     end
     if paired >= cfg.window and steps >= cfg.seq_window then

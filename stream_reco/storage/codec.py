@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from stream_reco.decay import relative
 from stream_reco.events import CatalogItem
 
 Scored = list[tuple[str, float]]
@@ -58,6 +59,13 @@ def pairs(flat: list[bytes]) -> Scored:
         raise ValueError("a scored list has a member without a score")
     # map() keeps the per-row work in C: these lists are most of what a request parses.
     return list(zip(map(bytes.decode, flat[::2]), map(float, flat[1::2]), strict=True))
+
+
+def decayed(flat: list[bytes]) -> Scored:
+    """A best-first list of decayed sums (stored as log-sums, decay.py) as values relative to
+    its top item, which is how every reader weighs a list."""
+    rows = pairs(flat)
+    return list(zip([i for i, _ in rows], relative([v for _, v in rows]), strict=True))
 
 
 def hash_fields(flat: list[bytes]) -> dict[bytes, bytes]:

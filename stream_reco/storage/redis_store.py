@@ -17,12 +17,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream_reco import logs
 from stream_reco.candidates import newest
 from stream_reco.config import Settings
-from stream_reco.decay import LandmarkTooOld, forward_weight, value_at
-from stream_reco.errors import StoreError
+from stream_reco.decay import log_weight, value_at
+from stream_reco.errors import StoreError, StoreFormatError
 from stream_reco.events import Event
 from stream_reco.state import SessionView, entry, parse_session
 from stream_reco.storage.catalog import CatalogCache, CatalogState
-from stream_reco.storage.codec import Scored, hash_fields, meta_json, pairs
+from stream_reco.storage.codec import Scored, decayed, hash_fields, meta_json, pairs
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.shared import SharedState
 from stream_reco.storage.vector_log import VectorLog
@@ -110,7 +110,6 @@ class RedisStore(SharedState, CatalogState):
                 "catpop": self.keys.global_("pop:cat:"),
             }
         )
-        self._landmark: int | None = None
 
     @classmethod
     def connect(cls, settings: Settings) -> RedisStore:
@@ -145,40 +144,31 @@ class RedisStore(SharedState, CatalogState):
                 return result
         raise AssertionError("unreachable")
 
-    async def landmark(self, ts_hint: int) -> int:
-        """The forward-decay landmark: the first event time this store ever saw, fixed after."""
-        if self._landmark is None:
-            key = self.keys.global_("landmark")
+    async def check_format(self) -> None:
+        """Refuse a store whose decayed scores an older version wrote: linear sums from a
+        landmark (its key says so), which log-space scores would silently mis-rank."""
+        legacy = self.keys.global_("landmark")
+        if await self._retry("check_format", lambda: self.client.exists(legacy)):
+            raise StoreFormatError(
+                f"{legacy} exists: this store's decayed scores were written by a version "
+                "before log-space decay and cannot be read as they are; start from a fresh "
+                "store (a new STREAM_RECO_KEY_PREFIX, or delete the prefix's keys)"
+            )
 
-            async def fix() -> int:
-                await self.client.set(key, ts_hint, nx=True)
-                return int(await self.client.get(key))
-
-            self._landmark = await self._retry("landmark", fix)
-        return self._landmark
-
-    async def apply_events(
-        self, events: Sequence[Event], *, learn: bool = True
-    ) -> list[bool | str]:
-        """Apply a batch in one pipeline: per event True (new), False (duplicate) or a reason
-        it could not be applied."""
+    async def apply_events(self, events: Sequence[Event], *, learn: bool = True) -> list[bool]:
+        """Apply a batch in one pipeline: per event True (new) or False (applied before). Any
+        event time is applied, in any order (decay.py)."""
         if not events:
             return []
         s = self.settings
-        # The first event ever applied fixes it: the same for any batching of the same stream.
-        landmark = await self.landmark(events[0].ts)
         learn_flag = 1 if learn else 0
 
         rows: list[bytes] = []
-        refused: dict[int, str] = {}
-        for n, e in enumerate(events):
+        for e in events:
             w = s.weight(e.type)
-            try:
-                cooc_w = forward_weight(w, e.ts, landmark, s.cooc_half_life_s)
-                pop_w = forward_weight(w, e.ts, landmark, s.pop_half_life_s)
-            except LandmarkTooOld as exc:
-                refused[n] = str(exc)
-                continue
+            # Any event time works, in any order: decayed sums are kept in log space.
+            cooc_w = log_weight(w, e.ts, s.cooc_half_life_s)
+            pop_w = log_weight(w, e.ts, s.pop_half_life_s)
             rows.append(
                 orjson.dumps(
                     [
@@ -197,13 +187,12 @@ class RedisStore(SharedState, CatalogState):
                 )
             )
 
-        async def run() -> list[bool | str]:
+        async def run() -> list[bool]:
             pipe = self.client.pipeline(transaction=False)
             for n in range(0, len(rows), EVENTS_PER_CALL):
                 run_json = b"[" + b",".join(rows[n : n + EVENTS_PER_CALL]) + b"]"
                 await self._apply(keys=[], args=[self._script_config, run_json], client=pipe)
-            done = iter(flag for call in await pipe.execute() for flag in call)
-            return [refused[n] if n in refused else bool(next(done)) for n in range(len(events))]
+            return [bool(flag) for call in await pipe.execute() for flag in call]
 
         return await self._retry("apply_events", run)
 
@@ -220,7 +209,7 @@ class RedisStore(SharedState, CatalogState):
         key). `inspect` tells a wrong prefix from an unknown id with it."""
         g = self.keys.global_
         # "rules" and "model": runtime.RULES and runtime.MODEL, the published documents.
-        marks = [g("applied"), g("landmark"), self.catalog_log, g("rules"), g("model")]
+        marks = [g("applied"), g("clock"), self.catalog_log, g("rules"), g("model")]
 
         async def run() -> bool:
             pipe = self.client.pipeline(transaction=False)
@@ -247,15 +236,15 @@ class RedisStore(SharedState, CatalogState):
     async def read_neighbours(
         self, item_ids: Sequence[str], n: int, kind: str = "co"
     ) -> dict[str, Scored]:
-        """Each item's top-n neighbours with forward-decayed scores: `co` (seen together in a
-        session) or `next` (seen after it)."""
+        """Each item's top-n neighbours, scores decayed and relative to the first: `co` (seen
+        together in a session) or `next` (seen after it)."""
         if not item_ids:
             return {}
 
         async def run() -> dict[str, Scored]:
             keys = [self.keys.item(item, kind) for item in item_ids]
             rows = await self._multi_read(keys=keys, args=["zrev", n])
-            return {item: pairs(row) for item, row in zip(item_ids, rows, strict=True)}
+            return {item: decayed(row) for item, row in zip(item_ids, rows, strict=True)}
 
         return await self._retry("read_neighbours", run)
 
@@ -281,11 +270,11 @@ class RedisStore(SharedState, CatalogState):
                 parse_session(
                     session_id, recent, hash_fields(cart), set(bought), hash_fields(info)
                 ),
-                pairs(popular),
-                {co[i].decode(): pairs(co[i + 1]) for i in range(0, len(co), 2)},
-                {nxt[i].decode(): pairs(nxt[i + 1]) for i in range(0, len(nxt), 2)},
+                decayed(popular),
+                {co[i].decode(): decayed(co[i + 1]) for i in range(0, len(co), 2)},
+                {nxt[i].decode(): decayed(nxt[i + 1]) for i in range(0, len(nxt), 2)},
                 _best_votes(votes),
-                pairs(trend),
+                decayed(trend),
                 at.decode() if isinstance(at, bytes) else "",
             )
 
@@ -297,7 +286,7 @@ class RedisStore(SharedState, CatalogState):
 
         async def run() -> Scored:
             [row] = await self._multi_read(keys=[key], args=["zrev", n])
-            return pairs(row)
+            return decayed(row)
 
         return await self._retry("read_popular", run)
 
@@ -308,16 +297,14 @@ class RedisStore(SharedState, CatalogState):
         """An item's metadata, decayed popularity and top neighbours, as plain JSON data."""
         s = self.settings
         meta = (await self.read_items([item_id])).get(item_id)
-        neighbours = (await self.read_neighbours([item_id], n))[item_id]
+        [row] = await self._multi_read(keys=[self.keys.item(item_id, "co")], args=["zrev", n])
+        neighbours = pairs(row)  # stored log-sums: read as values at the event clock below
         pop = await self.client.zscore(self.keys.global_("pop"), item_id)
         clock = await self.client.get(self.keys.global_("clock"))
-        landmark = await self.client.get(self.keys.global_("landmark"))
         now = int(clock) if clock else None
 
         def decayed(stored: float, half_life: float) -> float:
-            if now is None or landmark is None:
-                return stored
-            return round(value_at(stored, now, int(landmark), half_life), 6)
+            return 0.0 if now is None else round(value_at(stored, now, half_life), 6)
 
         return {
             "item_id": item_id,
@@ -337,7 +324,6 @@ class RedisStore(SharedState, CatalogState):
             self.client.scan_iter(match=self.keys.all_pattern(), count=1000)
         ):
             deleted += await self.client.unlink(*batch)
-        self._landmark = None
         self.catalog.reset()
         return deleted
 

@@ -72,7 +72,7 @@ def test_feedback_teaches_the_model_and_changes_the_order(run: Run) -> None:
         loop.run_until_complete(pipeline.ingest(st, [ev(400 + n, sid, "A")], learn=False))
         loop.run_until_complete(pipeline.answer_session(st, s, live, sid, 5))
         went = ev(500 + n, sid, "P")
-        new, _ = loop.run_until_complete(pipeline.ingest(st, [went], learn=False))
+        new = loop.run_until_complete(pipeline.ingest(st, [went], learn=False))
         loop.run_until_complete(pipeline.learn_from(st, s, new))
     learned = loop.run_until_complete(LearnerLoop(s, "me").step(st))
     assert learned == 12
@@ -105,7 +105,7 @@ def test_feedback_on_session_context_teaches_the_model(run: Run) -> None:
         sid = f"c{n}"
         loop.run_until_complete(pipeline.ingest(st, [ev(500 + n, sid, "A")], learn=False))
         loop.run_until_complete(pipeline.answer_session(st, s, live, sid, 5))
-        new, _ = loop.run_until_complete(pipeline.ingest(st, [ev(600 + n, sid, "Y")], learn=False))
+        new = loop.run_until_complete(pipeline.ingest(st, [ev(600 + n, sid, "Y")], learn=False))
         loop.run_until_complete(pipeline.learn_from(st, s, new))
     assert loop.run_until_complete(LearnerLoop(s, "me").step(st)) == 12
     loop.run_until_complete(runtime.refresh(st, s, live))

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import os
+import random
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import orjson
 import pytest
+import redis
 
 from stream_reco import pipeline
 from stream_reco.config import Settings
-from stream_reco.events import CatalogItem, Event, Tombstone
+from stream_reco.decay import add, log_weight, value_at
+from stream_reco.errors import StoreFormatError
+from stream_reco.events import CatalogItem, Event, Tombstone, decode_event
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import uid
+from tests.integration.conftest import inspect, uid
 
 TS = 1_700_000_000_000
 
@@ -96,8 +105,8 @@ def test_frozen_mode_updates_the_session_only(
     before_pop = loop.run_until_complete(st.read_popular(100))
     before_nb = loop.run_until_complete(st.read_neighbours(["A", "B", "X"], 100))
     frozen = [ev(2, "f", "A"), ev(3, "f", "X", "add_to_cart"), ev(4, "f", "B", "purchase")]
-    new, refused = loop.run_until_complete(pipeline.ingest(st, frozen, learn=False))
-    assert len(new) == 3 and not refused
+    new = loop.run_until_complete(pipeline.ingest(st, frozen, learn=False))
+    assert len(new) == 3
     assert loop.run_until_complete(st.read_popular(100)) == before_pop
     assert loop.run_until_complete(st.read_neighbours(["A", "B", "X"], 100)) == before_nb
     session = loop.run_until_complete(st.read_session("f"))
@@ -196,3 +205,122 @@ def test_sequence_reason_names_its_source_by_title(
     picks = loop.run_until_complete(pipeline.recommend(st, s, "me2", 5, exclude=["V"])).picks
     assert picks[0].item_id == "X"
     assert "next after Lamp (V)" in picks[0].reason
+
+
+def test_an_event_years_old_first_never_freezes_ingestion(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    # Issue 12: the first event once fixed a decay landmark, and one dated years back made
+    # every current event dead-letter ("half-lives past the decay landmark") for good.
+    st, loop = store
+    ten_years = 10 * 365 * 86_400_000
+    assert loop.run_until_complete(st.apply_events([ev(0, "old", "OLD", ts=TS - ten_years)]))
+    now = [ev(n, f"s{n % 3}", f"NEW{n % 4}", ts=TS + n) for n in range(1, 13)]
+    assert loop.run_until_complete(st.apply_events(now)) == [True] * 12
+    far = [ev(20, "later", "LATER", ts=TS + ten_years), ev(21, "later", "NEW0", ts=TS + 1)]
+    assert loop.run_until_complete(st.apply_events(far)) == [True, True]
+    popular = [i for i, _ in loop.run_until_complete(st.read_popular(10))]
+    assert popular[0] == "LATER" and popular[-1] == "OLD"  # newest weighs most
+    seen = loop.run_until_complete(st.inspect_item("LATER"))
+    assert seen["popularity"] == pytest.approx(st.settings.weight("view"))  # at its own time
+    assert loop.run_until_complete(st.inspect_item("OLD"))["popularity"] == 0.0
+
+
+def test_the_same_events_in_any_order_and_batching_give_the_same_scores(settings: Settings) -> None:
+    catalog = make_catalog(30, seed=4)
+    shop = Storefront(catalog, seed=5, run_id="order", start_ms=TS).stream(concurrency=20)
+    decoded = [decode_event(orjson.dumps(e)) for e in itertools.islice(shop, 400)]
+    events = [e for e in decoded if isinstance(e, Event)]
+    # Sessions interleaved otherwise, each in its own order: as partitions may arrive.
+    queues: dict[str, list[Event]] = {}
+    for e in events:
+        queues.setdefault(e.session_id, []).append(e)
+    rng, shuffled = random.Random(6), []
+    while queues:
+        sid = rng.choice(sorted(queues))
+        shuffled.append(queues[sid].pop(0))
+        if not queues[sid]:
+            del queues[sid]
+    loop = asyncio.new_event_loop()
+    stores = [RedisStore.connect(settings.isolated(uid(f"order{n}"))) for n in range(2)]
+    try:
+        read = []
+        for st, stream, size in ((stores[0], events, 400), (stores[1], shuffled, 7)):
+            for n in range(0, len(stream), size):
+                loop.run_until_complete(st.apply_events(stream[n : n + size]))
+            items = [c["item_id"] for c in catalog]
+            read.append(
+                (
+                    loop.run_until_complete(st.read_popular(100)),
+                    loop.run_until_complete(st.read_neighbours(items, 100)),
+                    loop.run_until_complete(st.read_neighbours(items, 100, kind="next")),
+                )
+            )
+        (pop_a, co_a, next_a), (pop_b, co_b, next_b) = read
+        assert len(pop_a) > 10
+
+        def same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
+            assert dict(a) == pytest.approx(dict(b), rel=1e-9)
+
+        same(pop_a, pop_b)
+        for item in co_a:
+            same(co_a[item], co_b[item])
+            same(next_a[item], next_b[item])
+    finally:
+        for st in stores:
+            loop.run_until_complete(st.clear())
+            loop.run_until_complete(st.close())
+        loop.close()
+
+
+def test_a_store_written_with_a_decay_landmark_is_refused(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    st, loop = store
+    loop.run_until_complete(st.check_format())  # a fresh store is fine
+    loop.run_until_complete(st.client.set(st.keys.global_("landmark"), TS))
+    with pytest.raises(StoreFormatError, match="fresh store"):
+        loop.run_until_complete(st.check_format())
+
+
+def test_the_worker_and_inspect_refuse_a_store_of_the_old_format(own: Settings) -> None:
+    client = redis.Redis.from_url(own.redis_url)
+    try:
+        client.set(f"{own.key_prefix}:g:landmark", TS)  # what an older version wrote
+        client.set(f"{own.key_prefix}:g:applied", 1)
+    finally:
+        client.close()
+    worker = subprocess.run(
+        [sys.executable, "-m", "stream_reco.cli", "worker"],
+        env={**os.environ, **own.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 2 and "fresh store" in worker.stderr, worker.stderr[-2000:]
+    looked = inspect(own, "--item", "A")
+    assert looked.returncode == 2 and "fresh store" in looked.stderr
+
+
+def test_the_apply_script_adds_as_decay_py_says(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    st, loop = store
+    s, day = st.settings, 86_400_000
+    times = [TS - 3 * day, TS - day // 3, TS, TS - 2 * day]  # out of order on purpose
+    events = [ev(n, f"v{n}", "A", ts=t) for n, t in enumerate(times)]
+    events.append(dataclasses.replace(ev(9, "v9", "A", "add_to_cart", ts=TS), quantity=2))
+    loop.run_until_complete(st.apply_events(events))
+    expected: float | None = None
+    for e in events:
+        lw = log_weight(s.weight(e.type), e.ts, s.pop_half_life_s)
+        assert lw is not None
+        expected = add(expected, lw)
+    assert expected is not None
+    seen = loop.run_until_complete(st.inspect_item("A"))
+    assert seen["event_clock_ts"] == TS
+    assert seen["popularity"] == pytest.approx(value_at(expected, TS, s.pop_half_life_s), abs=1e-6)
+    by_hand = sum(
+        s.weight(e.type) * 2 ** ((e.ts - TS) / (s.pop_half_life_s * 1000)) for e in events
+    )
+    assert seen["popularity"] == pytest.approx(by_hand, abs=1e-6)  # inspect rounds to 6 places

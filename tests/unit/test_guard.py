@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from stream_reco import guard
 from stream_reco.errors import StoreError
 from stream_reco.guard import ERRORS, guarded
 from stream_reco.messages import Message, Out
@@ -47,3 +50,26 @@ def test_store_outage_is_waited_out_without_losing_or_rejecting() -> None:
     outs = asyncio.run(guarded([msg(1, b"x"), msg(2, b"y")], work, reject, pause=0))
     assert [o.value for o in outs] == [b"x", b"y"]
     assert calls == 4 and ERRORS["store"] == before + 3
+
+
+def test_an_outage_is_retried_with_growing_pauses_up_to_a_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(guard.asyncio, "sleep", sleep)
+    calls = 0
+
+    async def work(batch: list[Message]) -> list[Out]:
+        nonlocal calls
+        calls += 1
+        if calls <= 10:
+            raise StoreError("redis down")
+        return []
+
+    asyncio.run(guarded([msg(1, b"x")], work, reject, pause=0.25))
+    assert pauses[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert max(pauses) == guard.MAX_PAUSE_S and len(pauses) == 10
