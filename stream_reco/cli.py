@@ -60,8 +60,16 @@ async def _check_store(settings: Settings) -> None:
     store = RedisStore.connect(settings)
     try:
         await store.check_format()
+        policy = await store.eviction_policy()
     finally:
         await store.close()
+    if policy is not None:
+        raise ConfigError(
+            f"Redis evicts keys under memory pressure (maxmemory-policy {policy}): an evicted "
+            "dedup mark would apply a redelivered event twice, an evicted session would vanish. "
+            "Set `maxmemory-policy noeviction` (CONFIG SET or redis.conf) and size maxmemory "
+            'for the state (docs/contract.md, "Redis memory")'
+        )
 
 
 def _inspect(settings: Settings, args: argparse.Namespace) -> int:

@@ -157,7 +157,7 @@ class Settings:
     learned_ranker: bool = True
     model_min_examples: int = 200
     model_lr: float = 0.05
-    examples_max: int = 100000
+    examples_max: int = 5000
     stream_examples_per_s: float = 5.0
     refresh_s: float = 1.0
     role: str = "all"

@@ -15,6 +15,9 @@ from stream_reco.config import EVENT_TYPES
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in an id: stored entries use \x1f as separator
+# Nor braces: Redis keys wrap an id in them (storage/keys.py), so an id with one could make two
+# sessions share a key (a dedup key, say) or move a session's keys to another cluster slot.
+BRACES = re.compile(r"[{}]")
 MAX_DEADLETTER_BYTES = 64 * 1024
 MAX_EMBEDDING = 4096
 MAX_ATTRIBUTES_BYTES = 4096
@@ -125,6 +128,8 @@ def _id(doc: dict[str, Any], name: str, *, optional: bool = False) -> str | None
         raise _Invalid(f"{name} is longer than {MAX_ID_LEN} characters")
     if CONTROL.search(value):
         raise _Invalid(f"{name} contains control characters")
+    if BRACES.search(value):
+        raise _Invalid(f"{name} contains {{ or }}, which Redis keys wrap ids in")
     return value
 
 

@@ -15,7 +15,7 @@ from multidict import MultiMapping
 from stream_reco import events, openapi, pipeline
 from stream_reco.config import Settings
 from stream_reco.errors import StreamRecoError
-from stream_reco.events import CONTROL, MAX_ID_LEN, Rejected, decode_request
+from stream_reco.events import BRACES, CONTROL, MAX_ID_LEN, Rejected, decode_request
 from stream_reco.openapi import DEFAULT_REQUEST_ID, MAX_RANK_ITEMS, QUERY_PARAMS, RANK_FIELDS
 from stream_reco.runtime import Runtime
 from stream_reco.storage.redis_store import RedisStore
@@ -150,9 +150,10 @@ def _item_ids(value: Any) -> list[str]:
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_RANK_ITEMS:
         raise BadInput(f"items must be a list of 1..{MAX_RANK_ITEMS} item ids")
     for n, x in enumerate(value):
-        if not isinstance(x, str) or not 1 <= len(x) <= MAX_ID_LEN or CONTROL.search(x):
+        bad = not isinstance(x, str) or not 1 <= len(x) <= MAX_ID_LEN
+        if bad or CONTROL.search(x) or BRACES.search(x):
             raise BadInput(
                 f"items[{n}] must be an item id: a string of 1..{MAX_ID_LEN} characters "
-                "without control characters"
+                "without control characters or braces"
             )
     return list(dict.fromkeys(value))  # a repeated id is one item: k counts distinct ones

@@ -23,7 +23,7 @@ local LN2 = math.log(2)
 
 -- Decayed sums are stored as log2 of their value at the epoch (decay.py): adding is a
 -- log-sum-exp, which never overflows whatever the event times and their order.
-local function capped_add(key, log_w, member, cap)
+local function capped_add(key, log_w, member, cap, ttl)
   local old = redis.call('ZSCORE', key, member)
   if old then
     local hi, lo = tonumber(old), log_w
@@ -36,6 +36,11 @@ local function capped_add(key, log_w, member, cap)
   redis.call('ZADD', key, string.format('%.17g', log_w), member)
   -- Only a new member can push the set over its cap: count then.
   local n = redis.call('ZCARD', key)
+  if n == 1 and ttl then
+    -- Just made (by whichever session): it expires even if its item is never seen again;
+    -- the item's own events renew it.
+    redis.call('EXPIRE', key, ttl)
+  end
   if n > cap then
     -- Lowest stored score = lowest decayed value at any time: that neighbour goes.
     redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
@@ -55,14 +60,21 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
   local previous = redis.call('LRANGE', recent, 0, math.min(max_events, 3 * cfg.window) - 1)
   redis.call('LPUSH', recent, entry)
   redis.call('LTRIM', recent, 0, max_events - 1)
+  -- The cart and the purchases hold at most max_events distinct items: past that, a new item
+  -- joins the session's recent events only (one abusive session cannot make every answer for
+  -- it read thousands of items).
   if etype == 'add_to_cart' then
-    redis.call('HINCRBY', cart, item, qty)
+    if redis.call('HEXISTS', cart, item) == 1 or redis.call('HLEN', cart) < max_events then
+      redis.call('HINCRBY', cart, item, qty)
+    end
   elseif etype == 'remove_from_cart' then
     if redis.call('HINCRBY', cart, item, -qty) <= 0 then
       redis.call('HDEL', cart, item)
     end
   elseif etype == 'purchase' then
-    redis.call('SADD', bought, item)
+    if redis.call('SCARD', bought) < max_events then
+      redis.call('SADD', bought, item)
+    end
     redis.call('HDEL', cart, item)
   end
   local last = tonumber(redis.call('HGET', info, 'last_ts') or '0')
@@ -116,12 +128,13 @@ local function learn(item, previous, pair_inc, pop_inc)
     if steps <= cfg.seq_window then
       -- Sequence: `item` came `steps` events after `other` (repeats included, as people do
       -- view an item again); nearer follow-ups count more.
-      capped_add(key(cfg.next, other), pair_inc - math.log(steps) / LN2, item, cfg.neighbours_max)
+      capped_add(key(cfg.next, other), pair_inc - math.log(steps) / LN2, item,
+        cfg.neighbours_max, cfg.item_ttl)
     end
     if paired < cfg.window and other ~= item and not seen[other] then
       seen[other] = true
-      capped_add(key(cfg.co, other), pair_inc, item, cfg.neighbours_max)
-      capped_add(key(cfg.co, item), pair_inc, other, cfg.neighbours_max)
+      capped_add(key(cfg.co, other), pair_inc, item, cfg.neighbours_max, cfg.item_ttl)
+      capped_add(key(cfg.co, item), pair_inc, other, cfg.neighbours_max, cfg.item_ttl)
       paired = paired + 1
     end
     if paired >= cfg.window and steps >= cfg.seq_window then
@@ -142,6 +155,11 @@ for n, ev in ipairs(events) do
     if ev[8] == 1 then
       learn(item, previous, ev[9], ev[10])
       remember_session(sid, item, ts_text)
+      -- An item's own events renew its lists' lifetime: an item nobody views any more leaves
+      -- no keys behind.
+      for _, name in ipairs({cfg.co, cfg.next, cfg.sessions}) do
+        redis.call('EXPIRE', key(name, item), cfg.item_ttl)
+      end
     end
     if tonumber(ts_text) > clock then
       clock, clock_text = tonumber(ts_text), ts_text

@@ -54,6 +54,7 @@ RETRIES = 5
 # Events per script call: one packed command instead of one per event, while each call stays
 # short (~5 ms at most) because Redis answers no query while a script runs.
 EVENTS_PER_CALL = 64
+ITEM_TTL_HALF_LIVES = 10  # 2^-10: an item unseen this long has faded from every list
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
 # waited out like an outage instead of failing valid events.
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
@@ -105,6 +106,7 @@ class RedisStore(SharedState, CatalogState):
                 "seq_window": settings.seq_window,
                 "sknn_per_item": settings.sknn_sessions_per_item,
                 "sknn_ttl": settings.sknn_ttl_s,
+                "item_ttl": item_ttl_s(settings),
                 "sessions": self.keys.item_pattern("sessions"),
                 "meta": self.keys.item_pattern("meta"),
                 "catpop": self.keys.global_("pop:cat:"),
@@ -154,6 +156,19 @@ class RedisStore(SharedState, CatalogState):
                 "before log-space decay and cannot be read as they are; start from a fresh "
                 "store (a new STREAM_RECO_KEY_PREFIX, or delete the prefix's keys)"
             )
+
+    async def eviction_policy(self) -> str | None:
+        """The server's `maxmemory-policy` when it may evict keys, None when it never does or
+        does not say (a managed Redis without CONFIG). Evicted dedup marks would let a
+        redelivered event apply twice, an evicted session or list would vanish unnoticed."""
+        try:
+            got = await self._retry(
+                "eviction_policy", lambda: self.client.config_get("maxmemory-policy")
+            )
+        except ResponseError:
+            return None
+        policy = got.get("maxmemory-policy")
+        return None if policy in (None, "noeviction") else str(policy)
 
     async def apply_events(self, events: Sequence[Event], *, learn: bool = True) -> list[bool]:
         """Apply a batch in one pipeline: per event True (new) or False (applied before). Any
@@ -326,6 +341,13 @@ class RedisStore(SharedState, CatalogState):
             deleted += await self.client.unlink(*batch)
         self.catalog.reset()
         return deleted
+
+
+def item_ttl_s(settings: Settings) -> int:
+    """How long an item's learned lists (co-occurrence, follow-ups, recent sessions) outlive
+    the item's last event: ITEM_TTL_HALF_LIVES co-occurrence half-lives, when what they hold
+    weighs a thousandth of what it did (and never less than the session index keeps them)."""
+    return max(int(ITEM_TTL_HALF_LIVES * settings.cooc_half_life_s), settings.sknn_ttl_s)
 
 
 def _best_votes(flat: list[Any]) -> Scored:

@@ -9,9 +9,13 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 
 from stream_reco.config import Settings
+from stream_reco.errors import ERRORS
 from stream_reco.storage.keys import Keys
 
 T = TypeVar("T")
+# One queued example at most: a shown list with its features is a few kB; anything far larger
+# is not a list the worker made. With STREAM_RECO_EXAMPLES_MAX it bounds the queue in bytes.
+EXAMPLE_MAX_BYTES = 32 * 1024
 
 
 class SharedState:
@@ -46,7 +50,11 @@ class SharedState:
         return await self._retry("take_shown", run)
 
     async def push_examples(self, examples: Sequence[bytes], cap: int) -> None:
-        """Queue training examples for the one learner; the oldest go first past `cap`."""
+        """Queue training examples for the one learner; the oldest go first past `cap`, and one
+        over EXAMPLE_MAX_BYTES is dropped (counted): the queue holds at most cap x that."""
+        fit = [x for x in examples if len(x) <= EXAMPLE_MAX_BYTES]
+        ERRORS["example_too_big"] += len(examples) - len(fit)
+        examples = fit
         if not examples:
             return
         key = self.keys.global_("examples")

@@ -18,10 +18,11 @@ import redis
 from stream_reco import pipeline
 from stream_reco.config import Settings
 from stream_reco.decay import add, log_weight, value_at
-from stream_reco.errors import StoreFormatError
+from stream_reco.errors import ERRORS, StoreFormatError
 from stream_reco.events import CatalogItem, Event, Tombstone, decode_event
 from stream_reco.simulator import Storefront, make_catalog
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.redis_store import RedisStore, item_ttl_s
+from stream_reco.storage.shared import EXAMPLE_MAX_BYTES
 from tests.integration.conftest import inspect, uid
 
 TS = 1_700_000_000_000
@@ -290,13 +291,7 @@ def test_the_worker_and_inspect_refuse_a_store_of_the_old_format(own: Settings) 
         client.set(f"{own.key_prefix}:g:applied", 1)
     finally:
         client.close()
-    worker = subprocess.run(
-        [sys.executable, "-m", "stream_reco.cli", "worker"],
-        env={**os.environ, **own.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    worker = _start_worker(own)
     assert worker.returncode == 2 and "fresh store" in worker.stderr, worker.stderr[-2000:]
     looked = inspect(own, "--item", "A")
     assert looked.returncode == 2 and "fresh store" in looked.stderr
@@ -324,3 +319,61 @@ def test_the_apply_script_adds_as_decay_py_says(
         s.weight(e.type) * 2 ** ((e.ts - TS) / (s.pop_half_life_s * 1000)) for e in events
     )
     assert seen["popularity"] == pytest.approx(by_hand, abs=1e-6)  # inspect rounds to 6 places
+
+
+def test_cart_and_purchases_are_capped_and_item_lists_expire(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    st, loop = store
+    cap = st.settings.session_max_events
+    adds = [ev(n, "hoarder", f"I{n}", "add_to_cart") for n in range(cap + 6)]
+    buys = [ev(100 + n, "hoarder", f"B{n}", "purchase") for n in range(cap + 6)]
+    assert all(loop.run_until_complete(st.apply_events(adds + buys)))
+    session = loop.run_until_complete(st.read_session("hoarder"))
+    assert len(session.cart) == cap and len(session.purchased) == cap
+    more = [ev(300, "hoarder", "I0", "add_to_cart")]  # an item already in it still counts up
+    loop.run_until_complete(st.apply_events(more))
+    assert loop.run_until_complete(st.read_session("hoarder")).cart.get("I0", 0) >= 1
+    loop.run_until_complete(st.apply_events([ev(400, "pair", "X"), ev(401, "pair", "Y")]))
+    for name in ("co", "sessions"):
+        ttl = loop.run_until_complete(st.client.ttl(st.keys.item("Y", name)))
+        assert 0 < ttl <= item_ttl_s(st.settings), name
+    made_by_partner = loop.run_until_complete(st.client.ttl(st.keys.item("X", "next")))
+    assert 0 < made_by_partner <= item_ttl_s(st.settings)  # written on Y's event, still expires
+
+
+def test_the_learners_queue_is_bounded_in_bytes_as_well_as_count(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop],
+) -> None:
+    st, loop = store
+    before = ERRORS["example_too_big"]
+    huge, fine = b"x" * (EXAMPLE_MAX_BYTES + 1), b'{"ok": 1}'
+    loop.run_until_complete(st.push_examples([huge, fine, fine, fine], cap=2))
+    assert ERRORS["example_too_big"] == before + 1
+    queued = loop.run_until_complete(st.pop_examples(10))
+    assert queued == [fine, fine]  # the cap by count, without the oversized one
+
+
+def test_the_worker_refuses_a_redis_that_may_evict_keys(own: Settings) -> None:
+    client = redis.Redis.from_url(own.redis_url)
+    was = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        # maxmemory stays 0 (no limit), so nothing is evicted while the policy is set.
+        client.config_set("maxmemory-policy", "volatile-lru")
+        worker = _start_worker(own)
+    finally:
+        client.config_set("maxmemory-policy", was)
+        client.close()
+    assert worker.returncode == 2, worker.stderr[-2000:]
+    assert "maxmemory-policy volatile-lru" in worker.stderr and "noeviction" in worker.stderr
+
+
+def _start_worker(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """`stream-reco worker` run to its end: for the checks that refuse to start it."""
+    return subprocess.run(
+        [sys.executable, "-m", "stream_reco.cli", "worker"],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

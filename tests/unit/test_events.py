@@ -423,6 +423,14 @@ def test_dead_letter_of_a_huge_message_is_cut_but_identifies_it() -> None:
     assert small["value_truncated"] is False and small["key_b64"] is None
 
 
+@pytest.mark.parametrize("field", ["session_id", "event_id", "item_id", "user_id"])
+@pytest.mark.parametrize("bad", ["x}:y", "{tag}", "a{"])
+def test_ids_with_braces_are_rejected(field: str, bad: str) -> None:
+    # Keys wrap ids in braces: session "x}:y" with event "z" and session "x" with event "y}:z"
+    # once shared one dedup key, so the second event was dropped as a duplicate.
+    rejected(decode_event(event(**{field: bad})), field, "{ or }")
+
+
 @pytest.mark.parametrize("bad", ["a\x1fb", "tab\there", "nl\n", "del\x7f"])
 def test_ids_with_control_characters_are_rejected(bad: str) -> None:
     rejected(decode_event(event(item_id=bad)), "item_id", "control")

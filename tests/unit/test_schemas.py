@@ -319,6 +319,14 @@ def test_no_control_character_in_an_id(char: str) -> None:
     assert valid("event", EVENT | {"item_id": "a\u0080é\u2028"})  # only C0 and DEL are controls
 
 
+@pytest.mark.parametrize("name", ["event", "catalog", "request"])
+@pytest.mark.parametrize("char", ["{", "}"])
+def test_no_brace_in_an_id(name: str, char: str) -> None:
+    doc = BASE[name] | {"item_id": f"a{char}b"}
+    assert not valid(name, doc)
+    assert "item_id" in rejected_by_decoder(name, doc)
+
+
 # -- what a schema cannot say, it says in words ------------------------------------------------
 
 
