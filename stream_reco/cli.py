@@ -185,6 +185,26 @@ def _soak(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result["drift"]["passed"] else 1
 
 
+def _digest(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream_reco import digest
+
+    if not 0 <= args.agreement <= 1:  # also refuses nan
+        raise ConfigError(f"--agreement {args.agreement}: give a share from 0 to 1")
+    if args.compare:
+        a, b = (orjson.loads(Path(f).read_bytes()) for f in args.compare)
+        result = digest.compare(a, b, args.agreement)
+        print(digest.table(result))
+        return 0 if result["passed"] else 1
+    doc = digest.take(settings, say=lambda text: print(text, file=sys.stderr))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(doc))
+    for kind, entry in sorted(doc["kinds"].items()):
+        print(f"{kind:<12} {entry['keys']:>10,} keys  {'exact' if entry['exact'] else 'top'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-reco", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -317,6 +337,25 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--plot", help="write soak.png (figures over time) into this folder")
     k.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
     k.set_defaults(run=_soak)
+    g = sub.add_parser(
+        "digest",
+        help="what the store holds, per kind of state; compare two replays",
+        description=(
+            "Digest the state under STREAM_RECO_KEY_PREFIX (per kind: key count, and a hash of "
+            "its content or each key's top members), or compare two digests: exit 0 when every "
+            "order-independent kind is identical and every order-dependent kind agrees within "
+            "--agreement, 1 otherwise (docs/reliability.md)."
+        ),
+    )
+    g.add_argument("--json", help="write the digest here")
+    g.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two digest files")
+    g.add_argument(
+        "--agreement",
+        type=float,
+        default=0.98,
+        help="mean top-20 overlap order-dependent kinds need (0.98)",
+    )
+    g.set_defaults(run=_digest)
     return p
 
 

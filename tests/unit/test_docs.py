@@ -153,3 +153,13 @@ def test_rules_doc_quotes_the_unknown_field_error_as_the_code_writes_it() -> Non
     assert isinstance(why, Rejected)
     quoted = why.reason.removeprefix("invalid rules message: ")
     assert quoted in _rules(), f"docs/rules.md should quote: {quoted}"
+
+
+def test_reliability_doc_explains_every_kind_the_digest_compares() -> None:
+    from stream_reco.digest import KINDS
+
+    text = (DOCS / "reliability.md").read_text()
+    for kind, spec in KINDS.items():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{kind}` |")), None)
+        assert row is not None, kind
+        assert ("exact" if spec.exact else "top-20 overlap") in row, kind
