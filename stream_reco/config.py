@@ -132,6 +132,7 @@ class Settings:
     session_ttl_s: int = 1800
     dedup_ttl_s: int = 86400
     session_max_events: int = 50
+    session_max_items: int = 500
     neighbours_max: int = 100
     popular_max: int = 10000
     cooc_window: int = 5
@@ -187,8 +188,9 @@ class Settings:
         """Check ranges and shapes; raise ConfigError naming the env variable to fix."""
         problems: list[str] = []
         positive = (
-            "partitions session_ttl_s dedup_ttl_s session_max_events neighbours_max "
-            "popular_max cooc_window seq_window sknn_sessions_per_item sknn_neighbours sknn_ttl_s "
+            "partitions session_ttl_s dedup_ttl_s session_max_events session_max_items "
+            "neighbours_max popular_max cooc_window seq_window sknn_sessions_per_item "
+            "sknn_neighbours sknn_ttl_s "
             "default_k max_k batch_max cooc_half_life_s "
             "pop_half_life_s "
             "max_future_s budget_ms model_min_examples model_lr examples_max refresh_s "

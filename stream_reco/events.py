@@ -15,8 +15,8 @@ from stream_reco.config import EVENT_TYPES
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in an id: stored entries use \x1f as separator
-# Nor braces: Redis keys wrap an id in them (storage/keys.py), so an id with one could make two
-# sessions share a key (a dedup key, say) or move a session's keys to another cluster slot.
+# Nor braces, in the ids keys are made of (session, event and item ids): Redis keys wrap an id
+# in them (storage/keys.py), so a session id with one could share another session's dedup key.
 BRACES = re.compile(r"[{}]")
 MAX_DEADLETTER_BYTES = 64 * 1024
 MAX_EMBEDDING = 4096
@@ -118,7 +118,7 @@ def _load(raw: bytes | None) -> dict[str, Any]:
     return doc
 
 
-def _id(doc: dict[str, Any], name: str, *, optional: bool = False) -> str | None:
+def _id(doc: dict[str, Any], name: str, *, optional: bool = False, key: bool = False) -> str | None:
     value = doc.get(name)
     if value is None and optional:
         return None
@@ -128,7 +128,7 @@ def _id(doc: dict[str, Any], name: str, *, optional: bool = False) -> str | None
         raise _Invalid(f"{name} is longer than {MAX_ID_LEN} characters")
     if CONTROL.search(value):
         raise _Invalid(f"{name} contains control characters")
-    if BRACES.search(value):
+    if key and BRACES.search(value):
         raise _Invalid(f"{name} contains {{ or }}, which Redis keys wrap ids in")
     return value
 
@@ -218,10 +218,10 @@ def decode_event(raw: bytes | None, latest_ts: int = MAX_TS_MS) -> Event | Rejec
             raise _Invalid(f"type must be one of {list(EVENT_TYPES)}, got {kind!r}")
         _context(doc)
         return Event(
-            event_id=_id(doc, "event_id"),  # type: ignore[arg-type]
+            event_id=_id(doc, "event_id", key=True),  # type: ignore[arg-type]
             type=kind,
-            session_id=_id(doc, "session_id"),  # type: ignore[arg-type]
-            item_id=_id(doc, "item_id"),  # type: ignore[arg-type]
+            session_id=_id(doc, "session_id", key=True),  # type: ignore[arg-type]
+            item_id=_id(doc, "item_id", key=True),  # type: ignore[arg-type]
             ts=_ts(doc, latest_ts),
             user_id=_id(doc, "user_id", optional=True),
             quantity=_int(doc, "quantity", 1, MAX_QUANTITY, default=1),
@@ -255,7 +255,7 @@ def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombst
             raise _Invalid("in_stock must be true or false")
         _embedding(doc)
         _object(doc, "attributes", MAX_ATTRIBUTES_BYTES)
-        item_id: str = _id(doc, "item_id")  # type: ignore[assignment]
+        item_id: str = _id(doc, "item_id", key=True)  # type: ignore[assignment]
         if key and key != item_id.encode():
             # Compaction and tombstones act on the key: a mismatch would orphan the item.
             raise _Invalid(f"key {key[:MAX_ID_LEN]!r} does not match item_id {item_id!r}")
@@ -290,12 +290,12 @@ def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | R
         k = doc.get("k")
         return Request(
             request_id=_id(doc, "request_id"),  # type: ignore[arg-type]
-            session_id=_id(doc, "session_id"),  # type: ignore[arg-type]
+            session_id=_id(doc, "session_id", key=True),  # type: ignore[arg-type]
             k=default_k if k is None else _int(doc, "k", 1, max_k),
             user_id=_id(doc, "user_id", optional=True),
             placement=_id(doc, "placement", optional=True),
             exclude=frozenset(exclude),
-            item_id=_id(doc, "item_id", optional=True),
+            item_id=_id(doc, "item_id", optional=True, key=True),
         )
     except _Invalid as exc:
         return Rejected(f"invalid request: {exc}")

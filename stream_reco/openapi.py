@@ -14,6 +14,9 @@ MAX_RANK_ITEMS = 1000
 DEFAULT_REQUEST_ID = {"/recommendations": "http", "/rank": "rank"}
 # An id as the decoders accept it: 1..128 characters, none of them a control character.
 ID_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
+KEY_ID_PATTERN = (
+    r"^[^\u0000-\u001f\u007f{}]*$"  # session and item ids: Redis keys wrap them in braces
+)
 # Each name is a field of the reco-requests document (docs/contract.md), except `items`.
 QUERY_PARAMS: dict[str, str] = {
     "session_id": "the shopper's session",
@@ -76,9 +79,9 @@ def document(settings: Settings) -> dict[str, Any]:
     }
 
 
-def id_schema(description: str = "") -> dict[str, Any]:
+def id_schema(description: str = "", *, key: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN}
-    out["pattern"] = ID_PATTERN
+    out["pattern"] = KEY_ID_PATTERN if key else ID_PATTERN
     return {**out, "description": description} if description else out
 
 
@@ -136,7 +139,7 @@ def _query_schema(name: str, settings: Settings) -> dict[str, Any]:
         return {"type": "array", "maxItems": MAX_EXCLUDE, "items": id_schema()}
     if name == "request_id":
         return {**id_schema(), "default": DEFAULT_REQUEST_ID["/recommendations"]}
-    return id_schema()
+    return id_schema(key=name in ("session_id", "item_id"))
 
 
 def _recommendations(settings: Settings) -> dict[str, Any]:
@@ -164,13 +167,18 @@ def _recommendations(settings: Settings) -> dict[str, Any]:
 def _rank_body(settings: Settings) -> dict[str, Any]:
     ids = {"type": "array", "items": id_schema()}
     props: dict[str, Any] = {
-        "items": {**ids, "minItems": 1, "maxItems": MAX_RANK_ITEMS},
-        "session_id": id_schema(),
+        "items": {
+            "type": "array",
+            "items": id_schema(key=True),
+            "minItems": 1,
+            "maxItems": MAX_RANK_ITEMS,
+        },
+        "session_id": id_schema(key=True),
         "k": {"type": ["integer", "null"], "minimum": 1, "maximum": settings.max_k},
         "exclude": {**ids, "type": ["array", "null"], "maxItems": MAX_EXCLUDE},
     }
     for name in ("placement", "item_id", "user_id", "request_id"):
-        props[name] = {**id_schema(), "type": ["string", "null"]}
+        props[name] = {**id_schema(key=name == "item_id"), "type": ["string", "null"]}
     props["request_id"]["default"] = DEFAULT_REQUEST_ID["/rank"]
     return {
         "type": "object",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stream_reco.config import EVENT_TYPES
 from stream_reco.errors import StreamRecoError
-from stream_reco.events import CONTROL
+from stream_reco.events import BRACES, CONTROL
 
 # Files without timestamps: file order is time order, one synthetic second per row from here.
 SYNTHETIC_START_MS = 1_577_836_800_000  # 2020-01-01
@@ -81,6 +81,10 @@ def _rows(
             raise DataError(f"{path}:{line}: empty session_id or item_id")
         if CONTROL.search(sid) or CONTROL.search(item):
             raise DataError(f"{path}:{line}: control characters in session_id or item_id")
+        if BRACES.search(sid) or BRACES.search(item):
+            raise DataError(
+                f"{path}:{line}: {{ or }} in session_id or item_id (keys wrap ids in them)"
+            )
         if kind not in EVENT_TYPES:
             raise DataError(f"{path}:{line}: type {kind!r} is not one of {EVENT_TYPES}")
         yield Row(sid, item, ts, kind)

@@ -3,7 +3,7 @@
 -- global-model updates move together or not at all; every structure stays within its cap.
 -- One call carries several events so the client packs one command, not one per event; the
 -- caller keeps runs short (Redis serves nobody else while a script runs).
--- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, window, neighbours_max,
+-- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, max_items, window, neighbours_max,
 --         popular_max, seq_window, sknn_per_item, sknn_ttl, pop, catpop, clock, applied, session,
 --         dedup,
 --         co, next, sessions, meta}: key names and the
@@ -60,11 +60,11 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
   local previous = redis.call('LRANGE', recent, 0, math.min(max_events, 3 * cfg.window) - 1)
   redis.call('LPUSH', recent, entry)
   redis.call('LTRIM', recent, 0, max_events - 1)
-  -- The cart and the purchases hold at most max_events distinct items: past that, a new item
+  -- The cart and the purchases hold at most max_items distinct items: past that, a new item
   -- joins the session's recent events only (one abusive session cannot make every answer for
   -- it read thousands of items).
   if etype == 'add_to_cart' then
-    if redis.call('HEXISTS', cart, item) == 1 or redis.call('HLEN', cart) < max_events then
+    if redis.call('HEXISTS', cart, item) == 1 or redis.call('HLEN', cart) < cfg.max_items then
       redis.call('HINCRBY', cart, item, qty)
     end
   elseif etype == 'remove_from_cart' then
@@ -72,7 +72,7 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
       redis.call('HDEL', cart, item)
     end
   elseif etype == 'purchase' then
-    if redis.call('SCARD', bought) < max_events then
+    if redis.call('SCARD', bought) < cfg.max_items then
       redis.call('SADD', bought, item)
     end
     redis.call('HDEL', cart, item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -11,7 +12,13 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_reco import logs
@@ -58,6 +65,10 @@ ITEM_TTL_HALF_LIVES = 10  # 2^-10: an item unseen this long has faded from every
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
 # waited out like an outage instead of failing valid events.
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+# redis-py turns some of them into classes and cuts the word off; inside a pipeline the word
+# follows "... caused error: " (the async client quotes it in a tuple).
+_TRANSIENT_CLASSES = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
+_TRANSIENT_TEXT = re.compile(rf"""(?:^|error: \(?["']?)(?:{"|".join(TRANSIENT)})\b""")
 
 
 class RedisStore(SharedState, CatalogState):
@@ -93,6 +104,7 @@ class RedisStore(SharedState, CatalogState):
                 "ttl": settings.session_ttl_s,
                 "dedup_ttl": settings.dedup_ttl_s,
                 "max_events": settings.session_max_events,
+                "max_items": settings.session_max_items,
                 "window": settings.cooc_window,
                 "neighbours_max": settings.neighbours_max,
                 "popular_max": settings.popular_max,
@@ -132,7 +144,7 @@ class RedisStore(SharedState, CatalogState):
             try:
                 result = await call()
             except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
-                if isinstance(exc, ResponseError) and not str(exc).startswith(TRANSIENT):
+                if isinstance(exc, ResponseError) and not transient(exc):
                     raise
                 # Every worker's calls fail together in an outage: one line per interval.
                 logs.REDIS.failed(what, exc)
@@ -341,6 +353,11 @@ class RedisStore(SharedState, CatalogState):
             deleted += await self.client.unlink(*batch)
         self.catalog.reset()
         return deleted
+
+
+def transient(exc: ResponseError) -> bool:
+    """An error reply that passes (memory freed, failover done, script ended): waited out."""
+    return isinstance(exc, _TRANSIENT_CLASSES) or bool(_TRANSIENT_TEXT.search(str(exc)))
 
 
 def item_ttl_s(settings: Settings) -> int:

@@ -9,13 +9,16 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
 from stream_reco import pipeline
+from stream_reco.bench.fleet import free_port
 from stream_reco.config import Settings
 from stream_reco.decay import add, log_weight, value_at
 from stream_reco.errors import ERRORS, StoreFormatError
@@ -42,6 +45,7 @@ def store(settings: Settings) -> Iterator[tuple[RedisStore, asyncio.AbstractEven
         neighbours_max=5,
         popular_max=8,
         session_max_events=4,
+        session_max_items=4,
         require_catalog=False,
     )
     st = RedisStore.connect(s)
@@ -325,7 +329,7 @@ def test_cart_and_purchases_are_capped_and_item_lists_expire(
     store: tuple[RedisStore, asyncio.AbstractEventLoop],
 ) -> None:
     st, loop = store
-    cap = st.settings.session_max_events
+    cap = st.settings.session_max_items
     adds = [ev(n, "hoarder", f"I{n}", "add_to_cart") for n in range(cap + 6)]
     buys = [ev(100 + n, "hoarder", f"B{n}", "purchase") for n in range(cap + 6)]
     assert all(loop.run_until_complete(st.apply_events(adds + buys)))
@@ -333,7 +337,7 @@ def test_cart_and_purchases_are_capped_and_item_lists_expire(
     assert len(session.cart) == cap and len(session.purchased) == cap
     more = [ev(300, "hoarder", "I0", "add_to_cart")]  # an item already in it still counts up
     loop.run_until_complete(st.apply_events(more))
-    assert loop.run_until_complete(st.read_session("hoarder")).cart.get("I0", 0) >= 1
+    assert loop.run_until_complete(st.read_session("hoarder")).cart.get("I0") == 2
     loop.run_until_complete(st.apply_events([ev(400, "pair", "X"), ev(401, "pair", "Y")]))
     for name in ("co", "sessions"):
         ttl = loop.run_until_complete(st.client.ttl(st.keys.item("Y", name)))
@@ -354,16 +358,29 @@ def test_the_learners_queue_is_bounded_in_bytes_as_well_as_count(
     assert queued == [fine, fine]  # the cap by count, without the oversized one
 
 
-def test_the_worker_refuses_a_redis_that_may_evict_keys(own: Settings) -> None:
-    client = redis.Redis.from_url(own.redis_url)
-    was = client.config_get("maxmemory-policy")["maxmemory-policy"]
+def test_the_worker_refuses_a_redis_that_may_evict_keys(own: Settings, tmp_path: Path) -> None:
+    # A Redis of its own: the shared one's policy is never touched.
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory-policy", "volatile-lru"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
-        # maxmemory stays 0 (no limit), so nothing is evicted while the policy is set.
-        client.config_set("maxmemory-policy", "volatile-lru")
-        worker = _start_worker(own)
-    finally:
-        client.config_set("maxmemory-policy", was)
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "the throwaway redis-server did not start"
+                time.sleep(0.05)
         client.close()
+        worker = _start_worker(dataclasses.replace(own, redis_url=f"redis://127.0.0.1:{port}/0"))
+    finally:
+        server.terminate()
+        server.wait(10)
     assert worker.returncode == 2, worker.stderr[-2000:]
     assert "maxmemory-policy volatile-lru" in worker.stderr and "noeviction" in worker.stderr
 
@@ -377,3 +394,35 @@ def _start_worker(settings: Settings) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
+        "BUSY Redis is busy running a script.",
+    ],
+)
+def test_a_full_or_busy_redis_is_waited_out_even_inside_a_pipeline(
+    store: tuple[RedisStore, asyncio.AbstractEventLoop], reply: str
+) -> None:
+    # redis-py makes OOM an OutOfMemoryError without the word, and a pipeline wraps the text:
+    # both must still read as "wait", or a full Redis would dead-letter every event.
+    st, loop = store
+    script = "return redis.error_reply(ARGV[1])"
+    calls = 0
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        pipe = st.client.pipeline(transaction=False)
+        pipe.eval(script, 0, reply if calls < 3 else "")
+        if calls < 3:
+            await pipe.execute()
+        return "applied"
+
+    assert loop.run_until_complete(st._retry("test", call)) == "applied"
+    assert calls == 3
+    with pytest.raises(redis.exceptions.ResponseError):  # a real error is not retried
+        loop.run_until_complete(st._retry("test", lambda: st.client.eval(script, 0, "ERR no")))

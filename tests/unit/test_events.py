@@ -423,12 +423,18 @@ def test_dead_letter_of_a_huge_message_is_cut_but_identifies_it() -> None:
     assert small["value_truncated"] is False and small["key_b64"] is None
 
 
-@pytest.mark.parametrize("field", ["session_id", "event_id", "item_id", "user_id"])
+@pytest.mark.parametrize("field", ["session_id", "event_id", "item_id"])
 @pytest.mark.parametrize("bad", ["x}:y", "{tag}", "a{"])
 def test_ids_with_braces_are_rejected(field: str, bad: str) -> None:
     # Keys wrap ids in braces: session "x}:y" with event "z" and session "x" with event "y}:z"
     # once shared one dedup key, so the second event was dropped as a duplicate.
     rejected(decode_event(event(**{field: bad})), field, "{ or }")
+
+
+def test_ids_that_are_no_key_material_may_hold_braces() -> None:
+    # A braced GUID as user_id or recommendation_id becomes no Redis key: accepted.
+    got = decode_event(event(user_id="{3F25-04E1}", recommendation_id="{r}"))
+    assert not isinstance(got, Rejected), got
 
 
 @pytest.mark.parametrize("bad", ["a\x1fb", "tab\there", "nl\n", "del\x7f"])

@@ -216,3 +216,24 @@ def test_rank_defaults_are_the_documented_ones() -> None:
 def test_a_bad_rank_body_is_refused_with_what_is_allowed(body: dict[str, Any], says: str) -> None:
     with pytest.raises(web.BadInput, match=re.escape(says)):
         web.rank_request(orjson.dumps(body), SETTINGS)
+
+
+def test_the_document_refuses_braces_exactly_where_the_worker_does() -> None:
+    import re
+
+    from stream_reco.schemas import load
+
+    params = {
+        p["name"]: p["schema"] for p in SPEC["paths"]["/recommendations"]["get"]["parameters"]
+    }
+    body = SPEC["components"]["schemas"]["RankRequest"]["properties"]
+    key_pattern = load("request")["$defs"]["key_id"]["not"]["pattern"]
+    for schema in (
+        params["session_id"],
+        params["item_id"],
+        body["session_id"],
+        body["items"]["items"],
+    ):
+        assert not re.fullmatch(schema["pattern"], "a{b") and re.search(key_pattern, "a{b")
+    for schema in (params["placement"], params["user_id"], body["user_id"]):
+        assert re.fullmatch(schema["pattern"], "{3F25}")
