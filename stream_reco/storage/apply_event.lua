@@ -23,7 +23,7 @@ local LN2 = math.log(2)
 
 -- Decayed sums are stored as log2 of their value at the epoch (decay.py): adding is a
 -- log-sum-exp, which never overflows whatever the event times and their order.
-local function capped_add(key, log_w, member, cap, ttl)
+local function capped_add(key, log_w, member, cap, lifetime)
   local old = redis.call('ZSCORE', key, member)
   if old then
     local hi, lo = tonumber(old), log_w
@@ -36,10 +36,10 @@ local function capped_add(key, log_w, member, cap, ttl)
   redis.call('ZADD', key, string.format('%.17g', log_w), member)
   -- Only a new member can push the set over its cap: count then.
   local n = redis.call('ZCARD', key)
-  if n == 1 and ttl then
+  if n == 1 and lifetime then
     -- Just made (by whichever session): it expires even if its item is never seen again;
     -- the item's own events renew it.
-    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', key, lifetime)
   end
   if n > cap then
     -- Lowest stored score = lowest decayed value at any time: that neighbour goes.

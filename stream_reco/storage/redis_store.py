@@ -62,6 +62,7 @@ RETRIES = 5
 # short (~5 ms at most) because Redis answers no query while a script runs.
 EVENTS_PER_CALL = 64
 ITEM_TTL_HALF_LIVES = 10  # 2^-10: an item unseen this long has faded from every list
+MAX_TTL_S = 10 * 365 * 86400
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
 # waited out like an outage instead of failing valid events.
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
@@ -364,7 +365,8 @@ def item_ttl_s(settings: Settings) -> int:
     """How long an item's learned lists (co-occurrence, follow-ups, recent sessions) outlive
     the item's last event: ITEM_TTL_HALF_LIVES co-occurrence half-lives, when what they hold
     weighs a thousandth of what it did (and never less than the session index keeps them)."""
-    return max(int(ITEM_TTL_HALF_LIVES * settings.cooc_half_life_s), settings.sknn_ttl_s)
+    wanted = max(ITEM_TTL_HALF_LIVES * settings.cooc_half_life_s, settings.sknn_ttl_s)
+    return int(min(wanted, MAX_TTL_S))  # a half-life meant as "never" must not break EXPIRE
 
 
 def _best_votes(flat: list[Any]) -> Scored:

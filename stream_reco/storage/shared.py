@@ -53,7 +53,8 @@ class SharedState:
         """Queue training examples for the one learner; the oldest go first past `cap`, and one
         over EXAMPLE_MAX_BYTES is dropped (counted): the queue holds at most cap x that."""
         fit = [x for x in examples if len(x) <= EXAMPLE_MAX_BYTES]
-        ERRORS["example_too_big"] += len(examples) - len(fit)
+        if len(fit) < len(examples):
+            ERRORS["example_too_big"] += len(examples) - len(fit)
         examples = fit
         if not examples:
             return
