@@ -36,15 +36,19 @@ KINDS: dict[str, Kind] = {
     "s:recent": Kind("list", True, "a session's events in its own order, capped by count"),
     "s:cart": Kind("hash", True, "sums of quantities"),
     "s:bought": Kind("set", True, "a set"),
-    "s:info": Kind("hash", True, "event count, last time, user: order-free"),
+    "s:info": Kind("hash", True, "event count, newest time, user (the session's last)"),
     "s:items": Kind("set", True, "a set, capped by count in the session's own order"),
     "d": Kind("none", True, "one mark per applied event: counted, not read"),
     "i:co": Kind("zset", False, "capped: which neighbour is trimmed depends on arrival order"),
     "i:next": Kind("zset", False, "capped like i:co"),
-    "i:sessions": Kind("zset", False, "the most recent sessions, capped like i:co"),
+    "i:sessions": Kind(
+        "zset_all", True, "the most recent sessions by their newest time: the same in any order"
+    ),
     "i:meta": Kind("hash", True, "the latest catalogue record (compacted topic)"),
     "g:pop": Kind("zset", False, "capped: the tail depends on arrival order"),
-    "g:pop:cat": Kind("zset", False, "capped like g:pop"),
+    "g:pop:cat": Kind(
+        "zset", False, "capped like g:pop; an event counts for its item's category when applied"
+    ),
     "g:clock": Kind("string", True, "the newest event time"),
     "g:applied": Kind("string", True, "events applied, each once"),
 }
@@ -72,25 +76,32 @@ def take(settings: Settings, say: Any = None) -> dict[str, Any]:
     """The digest of everything under the settings' key prefix: per kind, its key count, a
     hash of its content (exact kinds) or each key's top members (order-dependent kinds)."""
     client = redis.Redis.from_url(settings.redis_url, protocol=2)
+    # By key: SCAN may return a key twice. Exact kinds keep a hash per key, not its content.
+    exact: dict[str, dict[str, bytes]] = {}
+    tops: dict[str, dict[str, str]] = {}
     try:
-        kinds: dict[str, dict[str, Any]] = {}
-        hashes: dict[str, list[tuple[str, bytes]]] = {}
         for n, (key, kind, content) in enumerate(_read(client, settings.key_prefix), 1):
-            entry = kinds.setdefault(kind, {"keys": 0, "exact": KINDS[kind].exact})
-            entry["keys"] += 1
             if KINDS[kind].exact:
-                hashes.setdefault(kind, []).append((key, content))
+                exact.setdefault(kind, {})[key] = hashlib.sha256(content).digest()
             else:
-                entry.setdefault("top", {})[key] = _top_members(content)
+                tops.setdefault(kind, {})[key] = content.decode()
             if say is not None and n % 100_000 == 0:
                 say(f"digest: {n:,} keys read")
-        for kind, rows in hashes.items():
-            h = hashlib.sha256()
-            for key, content in sorted(rows):
-                h.update(key.encode() + b"\0" + content + b"\n")
-            kinds[kind]["sha256"] = h.hexdigest()
     finally:
         client.close()
+    if not exact and not tops:
+        raise ConfigError(
+            f"nothing to digest under STREAM_RECO_KEY_PREFIX={settings.key_prefix!r}: "
+            "a wrong prefix, or a store that applied no event"
+        )
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind, by_key in exact.items():
+        h = hashlib.sha256()
+        for key in sorted(by_key):
+            h.update(key.encode() + b"\0" + by_key[key])
+        kinds[kind] = {"keys": len(by_key), "exact": True, "sha256": h.hexdigest()}
+    for kind, top in tops.items():
+        kinds[kind] = {"keys": len(top), "exact": False, "top": top}
     return {"format": FORMAT, "key_prefix": settings.key_prefix, "kinds": kinds}
 
 
@@ -122,6 +133,8 @@ def _contents(
             pipe.smembers(key)
         elif t == "zset":
             pipe.zrevrange(key, 0, TOP - 1)
+        elif t == "zset_all":
+            pipe.zrange(key, 0, -1, withscores=True)
         elif t == "string":
             pipe.get(key)
         else:
@@ -136,15 +149,11 @@ def _canonical(value: Any) -> bytes:
         return b"\x1e".join(k + b"=" + v for k, v in sorted(value.items()))
     if isinstance(value, set):
         return b"\x1e".join(sorted(value))
-    if isinstance(value, list):
-        return b"\x1e".join(value)
+    if isinstance(value, list):  # a list, or a whole sorted set as (member, score) pairs
+        return b"\x1e".join(v if isinstance(v, bytes) else b"%s=%r" % (v[0], v[1]) for v in value)
     if isinstance(value, bytes):
         return value
     return str(value).encode()
-
-
-def _top_members(content: bytes) -> list[str]:
-    return [m.decode() for m in content.split(b"\x1e")] if content else []
 
 
 def compare(a: Mapping[str, Any], b: Mapping[str, Any], agreement: float) -> dict[str, Any]:
@@ -154,6 +163,8 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any], agreement: float) -> dic
     for d in (a, b):
         if d.get("format") != FORMAT:
             raise ConfigError(f"digest format {d.get('format')!r}, expected {FORMAT}")
+        if not d.get("kinds"):
+            raise ConfigError("a digest with no state in it: compare two stores that hold some")
     out: dict[str, Any] = {}
     for kind in sorted(set(a["kinds"]) | set(b["kinds"])):
         x, y = a["kinds"].get(kind), b["kinds"].get(kind)
@@ -169,13 +180,17 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any], agreement: float) -> dic
     return {"kinds": out, "agreement": agreement, "passed": all(k["agree"] for k in out.values())}
 
 
-def overlap(a: Mapping[str, list[str]], b: Mapping[str, list[str]]) -> float:
+def overlap(a: Mapping[str, str], b: Mapping[str, str]) -> float:
     """Mean share of top members two digests' keys have in common (1.0 with no key)."""
     shares = []
     for key in set(a) | set(b):
-        x, y = set(a.get(key, [])), set(b.get(key, []))
+        x, y = _members(a.get(key, "")), _members(b.get(key, ""))
         shares.append(len(x & y) / max(len(x), len(y)) if x or y else 1.0)
     return sum(shares) / len(shares) if shares else 1.0
+
+
+def _members(joined: str) -> set[str]:
+    return set(joined.split("\x1e")) if joined else set()
 
 
 def table(result: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from stream_reco import digest
 from stream_reco.config import Settings
+from stream_reco.errors import ConfigError
 from stream_reco.events import Event, decode_event
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.storage.redis_store import RedisStore
@@ -121,3 +122,10 @@ def test_the_command_writes_and_compares_digests(settings: Settings, tmp_path: P
         loop.run_until_complete(st.clear())
         loop.run_until_complete(st.close())
         loop.close()
+
+
+def test_an_empty_or_mistyped_prefix_is_no_digest(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="nothing to digest"):
+        digest.take(settings.isolated(uid("nothing")))
+    with pytest.raises(ConfigError, match="no state"):
+        digest.compare({"format": 1, "kinds": {}}, {"format": 1, "kinds": {}}, 0.98)

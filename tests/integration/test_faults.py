@@ -31,7 +31,9 @@ DONE_S = 300.0
 
 
 def _produce(s: Settings, n: int) -> None:
-    start = int(time.time() * 1000) - 6 * 3600_000  # hours ago: within any replay window
+    # Far enough back that the last of them is still in the past (the simulator spans about
+    # 35,000 events an hour here), and within any replay window.
+    start = int(time.time() * 1000) - (n // 20_000 + 1) * 3600_000
     shop = Storefront(make_catalog(500, seed=5), seed=6, run_id="faults", start_ms=start)
     producer = kafka_io.producer(s, **{"linger.ms": 5, "queue.buffering.max.messages": 500_000})
     for n_, ev in enumerate(shop.stream(concurrency=300)):
@@ -51,20 +53,23 @@ def _applied(s: Settings) -> int:
         client.close()
 
 
-def _until_applied(s: Settings, n: int) -> None:
+def _until_applied(s: Settings, n: int, poll_s: float = 0.2) -> None:
     deadline = time.monotonic() + DONE_S
     while (got := _applied(s)) < n:
         assert time.monotonic() < deadline, f"{got} of {n} events applied"
-        time.sleep(0.2)
+        time.sleep(poll_s)
 
 
 def test_kill_9_during_a_replay_loses_and_doubles_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
     tag = uid("faults")
-    base = dataclasses.replace(settings.isolated(tag), require_catalog=False)
-    kafka_io.ensure_topics(base)
+    # A web port of its own: the session's worker holds the default one.
+    base = dataclasses.replace(
+        settings.isolated(tag), require_catalog=False, web_port=settings.web_port + 40
+    )
     try:
+        kafka_io.ensure_topics(base)
         _produce(base, EVENTS)
         clean = dataclasses.replace(
             base, app_id=f"{base.app_id}-a", key_prefix=f"{base.key_prefix}-a"
@@ -82,27 +87,36 @@ def test_kill_9_during_a_replay_loses_and_doubles_nothing(
             stop_worker(proc)
         clean_s = time.monotonic() - t0
 
+        # Kill when the store has applied a random share of the events, so every kill lands
+        # mid-replay however fast this machine is.
         rng, at_kill, ready_s = random.Random(9), [], []
+        targets = sorted(int(rng.uniform(0.05, 0.8) * EVENTS) for _ in range(KILLS))
         log = tmp_path / "killed.log"
         t0 = time.monotonic()
-        for _ in range(KILLS):
-            since = log.stat().st_size if log.exists() else 0
-            started = time.monotonic()
-            proc = start_worker(killed, log)
-            wait_worker_ready(proc, log, since)
-            ready_s.append(round(time.monotonic() - started, 1))
-            time.sleep(rng.uniform(0.3, 1.5))
-            at_kill.append(_applied(killed))
-            proc.kill()  # SIGKILL: no shutdown, no commit, a batch perhaps half applied
-            proc.wait(30)
-        proc = start_worker(killed, log)
+        proc = None
         try:
+            for target in targets:
+                since = log.stat().st_size if log.exists() else 0
+                started = time.monotonic()
+                proc = start_worker(killed, log)
+                wait_worker_ready(proc, log, since)
+                ready_s.append(round(time.monotonic() - started, 1))
+                # Some progress past the last kill, so each kill interrupts new work.
+                _until_applied(killed, max(target, (at_kill or [0])[-1] + EVENTS // 50), 0.01)
+                at_kill.append(_applied(killed))
+                proc.kill()  # SIGKILL: no shutdown, no commit, a batch perhaps half applied
+                proc.wait(30)
+            proc = start_worker(killed, log)
             wait_worker_ready(proc, log, log.stat().st_size)
             _until_applied(killed, EVENTS)
             time.sleep(2)  # anything redelivered after the last apply would show as more
-        finally:
             stop_worker(proc)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
         assert all(0 < a < EVENTS for a in at_kill), f"kills at applied counts {at_kill}"
+        assert at_kill == sorted(set(at_kill)), f"each kill after more was applied: {at_kill}"
         assert _applied(killed) == _applied(clean) == EVENTS
 
         killed_s = time.monotonic() - t0
