@@ -99,23 +99,57 @@ def run(base: Settings, plan: Plan, *, start_stack: bool = True) -> dict[str, An
     """Every scenario of `plan` on the run's own topics, group and keys; the report. The run's
     topics, group, keys and workers are removed at the end, also on failure, Ctrl-C, SIGINT
     or SIGTERM (which then raise `Stopped`, a KeyboardInterrupt)."""
+    done = on_own_fleet(
+        base,
+        "bench",
+        dataclasses.asdict(plan),
+        lambda fleet, say: _measure(fleet, plan, say),
+        intro="on topics, consumer groups and Redis keys of its own",
+        start_stack=start_stack,
+    )
+    facts, parts = done.facts, done.parts
+    facts["topology"] = plan.topology
+    facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
+    facts["workers"] = [
+        {k: w[k] for k in ("worker", "role", "topology")} for w in parts["memory"]["workers"]
+    ]
+    return report.build(facts, started=done.started, elapsed_s=done.elapsed_s, **parts)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run on its own fleet measured, with the machine it ran on."""
+
+    facts: dict[str, Any]
+    parts: dict[str, Any]
+    started: str  # UTC, ISO 8601
+    elapsed_s: float
+
+
+def on_own_fleet(
+    base: Settings,
+    name: str,
+    plan: dict[str, Any],
+    measure: Callable[[Fleet, Say], dict[str, Any]],
+    *,
+    intro: str,
+    start_stack: bool,
+) -> Measured:
+    """The frame every load run shares: the stack up, a fleet of workers on topics, groups and
+    keys of its own, the machine's facts, `measure(fleet, say)`, then the fleet removed
+    whatever happened (Ctrl-C, SIGINT and SIGTERM raise `Stopped` after the cleanup)."""
     t0 = time.monotonic()
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     say = say_from(t0)
     with StopSignals() as signals:
         if start_stack:
             stack.up(base, say=say)
-        fleet = Fleet(base, f"bench{uuid.uuid4().hex[:8]}")
+        fleet = Fleet(base, f"{name}{uuid.uuid4().hex[:8]}")
         fleet.hold = signals.hold
-        say(f"bench {fleet.tag}: on topics, consumer groups and Redis keys of its own")
-        facts = machine.machine(fleet.settings, dataclasses.asdict(plan))
-        parts = measure_then_close(fleet, lambda: _measure(fleet, plan, say), say, signals)
-    facts["topology"] = plan.topology
-    facts["topologies"] = {t: list(LATENCY_ROLES[t]) for t in topologies(plan.topology)}
-    facts["workers"] = [
-        {k: w[k] for k in ("worker", "role", "topology")} for w in parts["memory"]["workers"]
-    ]
-    return report.build(facts, started=started, elapsed_s=time.monotonic() - t0, **parts)
+        say(f"{name} {fleet.tag}: {intro}")
+        facts = machine.machine(fleet.settings, plan)
+        parts = measure_then_close(fleet, lambda: measure(fleet, say), say, signals)
+    return Measured(facts, parts, started, time.monotonic() - t0)
 
 
 def measure_then_close(

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import statistics
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream_reco import stack
-from stream_reco.bench import machine, memory
+from stream_reco.bench import memory
 from stream_reco.bench.fleet import Fleet, StoreProbe
-from stream_reco.bench.interrupt import StopSignals
 from stream_reco.bench.load import Background
-from stream_reco.bench.run import measure_then_close, say_from
+from stream_reco.bench.run import on_own_fleet
 from stream_reco.bench.scenarios import Say
 from stream_reco.bench.topology import topologies
 from stream_reco.bench.windows import K, PushWatch, fresh_window, kafka_requests
@@ -86,22 +82,19 @@ class SoakPlan:
 def run(base: Settings, plan: SoakPlan, *, start_stack: bool = True) -> dict[str, Any]:
     """The soak on topics, groups and keys of its own (removed at the end, also on a stop)."""
     plan.check()
-    t0 = time.monotonic()
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    say = say_from(t0)
-    with StopSignals() as signals:
-        if start_stack:
-            stack.up(base, say=say)
-        fleet = Fleet(base, f"soak{uuid.uuid4().hex[:8]}")
-        fleet.hold = signals.hold
-        say(f"soak {fleet.tag}: {plan.windows} windows of {plan.window_s:g} s")
-        facts = machine.machine(fleet.settings, dataclasses.asdict(plan))
-        windows = measure_then_close(fleet, lambda: _measure(fleet, plan, say), say, signals)
-    rows = windows["windows"]
+    done = on_own_fleet(
+        base,
+        "soak",
+        dataclasses.asdict(plan),
+        lambda fleet, say: _measure(fleet, plan, say),
+        intro=f"{plan.windows} windows of {plan.window_s:g} s",
+        start_stack=start_stack,
+    )
+    rows = done.parts["windows"]
     return {
-        "machine": facts,
-        "started": started,
-        "elapsed_s": round(time.monotonic() - t0, 1),
+        "machine": done.facts,
+        "started": done.started,
+        "elapsed_s": round(done.elapsed_s, 1),
         "plan": dataclasses.asdict(plan),
         "windows": rows,
         "drift": drift(rows, plan),
