@@ -6,10 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Any
 
 import faust
 import mode
@@ -18,15 +15,14 @@ from stream_reco import logs, messages, runtime
 from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
-from stream_reco.consumer import TopicLoop
+from stream_reco.consumer import SESSION_TIMEOUT_S, TopicLoop
 from stream_reco.errors import survived
-from stream_reco.guard import ERRORS, guarded
-from stream_reco.kafka_io import Sink
+from stream_reco.kafka_io import stream_name
 from stream_reco.messages import Message, Out
-from stream_reco.ranking.examples import Fresh, Sampler
-from stream_reco.runtime import LearnerLoop, Runtime
+from stream_reco.storage.apply import resume_at
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.web import FAUST_BUILTINS_OFF, add_views
+from stream_reco.wiring import Handler, Wiring
 
 log = logging.getLogger(__name__)
 BEHAVIOUR_EVERY_S = 60.0  # behavioural vectors change slowly; one worker (a lease) redoes them
@@ -39,89 +35,11 @@ FREEZE_AFTER_S = 5.0
 LEARN_SHARE = 0.1  # of a worker's time the learner may take: answers come first
 STOP_GRACE_S = 10.0  # how long a stopping worker lets its batches in flight finish
 LOG_EVERY_S = 1.0  # how late a held-back log summary may be written after its interval
-Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
 _STEPS: dict[str, logs.Trouble] = {}  # each background step's failures, for the log
 
 
 def _broker_url(servers: str) -> list[str]:
     return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
-
-
-class Wiring:
-    """What every agent and timer of one worker shares: the store, live state, the sink."""
-
-    def __init__(self, app: faust.App, settings: Settings) -> None:
-        self.app, self.settings = app, settings
-        self.live = Runtime.start(settings)
-        self.owner = uuid.uuid4().hex
-        if settings.stream_examples_per_s > 0:
-            self.live.fresh = Fresh(Sampler(per_s=settings.stream_examples_per_s))
-        self.learner = LearnerLoop(settings, owner=self.owner, fresh=self.live.fresh)
-        self.sink = Sink(settings, ERRORS)
-        self._store: RedisStore | None = None
-        self.saved = time.monotonic()
-        self.loops: list[TopicLoop] = []  # the hot paths this worker's role consumes
-
-    def store(self) -> RedisStore:
-        # Created lazily on the worker's own event loop.
-        if self._store is None:
-            self._store = RedisStore.connect(self.settings)
-        return self._store
-
-    def guard(self, handler: Handler) -> Callable[[list[Message]], Awaitable[list[Out]]]:
-        """`handler` under the processing-error policy (guard.py), on this worker's store."""
-        s = self.settings
-
-        def reject(m: Message, why: str) -> Out:
-            return messages.rejected(s, m, why)
-
-        def work(part: list[Message]) -> Awaitable[list[Out]]:
-            return handler(self.store(), s, part)
-
-        return lambda msgs: guarded(msgs, work, reject)
-
-    def loop(self, name: str, topic: str, group: str, handler: Handler, *, ordered: bool) -> None:
-        """A librdkafka consumer of a hot topic. `ordered` (events, state): batches in order,
-        each partition's part guarded on its own, side by side (one part's failure and retry
-        never costs another its outputs), and a new group reads from the start of retention.
-        Otherwise (requests, independent): each message on its own, and a new group starts
-        `answer_max_lag_ms` back: older requests are not worth answering."""
-        s, guarded_ = self.settings, self.guard(handler)
-
-        async def handle(msgs: list[Message]) -> list[Out]:
-            if not ordered:
-                return await guarded_(msgs)
-            done = await asyncio.gather(*map(guarded_, messages.by_partition(msgs)))
-            return [o for outs in done for o in outs]
-
-        start = "earliest" if ordered else "latest"
-        # Requests up to the answer deadline old are still worth answering: a worker that is
-        # still joining its group when a request arrives must not skip it.
-        lookback = None if ordered else s.answer_max_lag_ms
-        loop = TopicLoop(
-            s,
-            name,
-            topic,
-            group,
-            handle,
-            self.sink,
-            start=start,
-            ordered=ordered,
-            lookback_ms=lookback,
-        )
-        self.loops.append(loop)
-
-    def batch_agent(self, topic: faust.TopicT, handler: Handler, name: str) -> None:
-        """An agent that takes batches from `topic` and hands them to `handler`, guarded."""
-        s, guarded_ = self.settings, self.guard(handler)
-        within = max(s.batch_within_ms, 1) / 1000.0  # 0 would mean "wait forever" in Faust
-
-        async def agent(stream: faust.StreamT[Any]) -> None:
-            async for batch in stream.take_events(s.batch_max, within=within):
-                await self.sink.send(await guarded_([_message(e) for e in batch]))
-
-        agent.__name__ = agent.__qualname__ = name  # Faust names agents after their function
-        self.app.agent(topic)(agent)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -160,6 +78,8 @@ def _faust_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # Request/response wants small waits; Faust's defaults favour throughput.
         broker_commit_interval=1.0,
+        # A crashed worker's partitions move after this long, not Faust's 60 s (consumer.py).
+        broker_session_timeout=SESSION_TIMEOUT_S,
         producer_linger=0.001,
         stream_buffer_maxsize=max(settings.batch_max * 2, 1000),
     )
@@ -170,10 +90,18 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     timers, which one worker at a time runs by lease."""
     s = w.settings
 
-    async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
-        return await messages.on_event_messages(st, s, msgs, w.live, emit=w.sink.send)
+    # Resolved once, before anything is consumed: every worker files offsets under one name.
+    stream = stream_name(s, s.topic_events)
 
-    w.loop("events", s.topic_events, s.events_group, on_events, ordered=True)
+    async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+        return await messages.on_event_messages(
+            st, s, msgs, w.live, emit=w.sink.send, stream=stream
+        )
+
+    def resume(partitions: list[int]) -> dict[int, int]:
+        return resume_at(s, stream, partitions)
+
+    w.loop("events", s.topic_events, s.events_group, on_events, ordered=True, resume=resume)
     w.batch_agent(app.topic(s.topic_catalog), messages.on_catalog_messages, "update_catalog")
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(s.topic_config, partitions=1, compacting=True)
@@ -284,11 +212,6 @@ def _survived(step: str) -> AbstractContextManager[None]:
     if trouble is None:
         trouble = _STEPS[step] = logs.Trouble(f"background step {step!r}", log=log)
     return survived(step, trouble)
-
-
-def _message(event: Any) -> Message:
-    m = event.message
-    return Message(m.topic, m.partition, m.offset, m.key, m.value)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -66,7 +66,7 @@ async def _check_store(settings: Settings) -> None:
     if policy is not None:
         raise ConfigError(
             f"Redis evicts keys under memory pressure (maxmemory-policy {policy}): an evicted "
-            "dedup mark would apply a redelivered event twice, an evicted session would vanish. "
+            "offset mark would apply a redelivered event twice, an evicted session would vanish. "
             "Set `maxmemory-policy noeviction` (CONFIG SET or redis.conf) and size maxmemory "
             'for the state (docs/contract.md, "Redis memory")'
         )

@@ -113,6 +113,16 @@ def _bool(text: str) -> bool:
     return low in ("1", "true", "yes", "on")
 
 
+# Variables an earlier version read: refused, so nobody believes a setting still acts.
+RETIRED = {
+    "STREAM_RECO_DEDUP_TTL_S": (
+        "a redelivery is known by its Kafka offset, from anywhere in the topic's retention, and "
+        "a re-sent event by its id among its session's last events (docs/contract.md, "
+        "Deduplication)"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of stream-reco; `ENV` maps each field to its environment variable."""
@@ -130,7 +140,6 @@ class Settings:
     key_prefix: str = "reco"
     web_port: int = 6066
     session_ttl_s: int = 1800
-    dedup_ttl_s: int = 86400
     session_max_events: int = 50
     session_max_items: int = 500
     neighbours_max: int = 100
@@ -172,6 +181,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `env` (default: os.environ); unknown values fail with a fix hint."""
         env = os.environ if env is None else env
+        for name, why in RETIRED.items():
+            if name in env:
+                raise ConfigError(f"{name} is no longer read: {why}; remove it")
         kwargs: dict[str, object] = {}
         for f in dataclasses.fields(cls):
             name = ENV[f.name]
@@ -188,7 +200,7 @@ class Settings:
         """Check ranges and shapes; raise ConfigError naming the env variable to fix."""
         problems: list[str] = []
         positive = (
-            "partitions session_ttl_s dedup_ttl_s session_max_events session_max_items "
+            "partitions session_ttl_s session_max_events session_max_items "
             "neighbours_max popular_max cooc_window seq_window sknn_sessions_per_item "
             "sknn_neighbours sknn_ttl_s "
             "default_k max_k batch_max cooc_half_life_s "
@@ -212,10 +224,6 @@ class Settings:
             problems.append(f"{ENV['max_k']} must be <= {MAX_K}")
         if self.default_k > self.max_k:
             problems.append(f"{ENV['default_k']} must be <= {ENV['max_k']}")
-        if self.dedup_ttl_s < self.session_ttl_s:
-            # The dedup window must outlast the longest redelivery (consumer restart, rebalance,
-            # replay), or a redelivered event is applied twice; a session is the least it can be.
-            problems.append(f"{ENV['dedup_ttl_s']} must be >= {ENV['session_ttl_s']}")
         if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             problems.append(f"{ENV['redis_url']} must look like redis://host:port/db")
         if not all(

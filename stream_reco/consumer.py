@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_END,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -18,9 +16,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from stream_reco import logs
+from stream_reco import logs, positions
 from stream_reco.config import Settings
-from stream_reco.errors import ERRORS, StackError
+from stream_reco.errors import ERRORS, StackError, StoreRewound
 from stream_reco.kafka_io import QUIET, Sink
 from stream_reco.messages import Message, Out
 
@@ -33,7 +31,11 @@ REVOKE_WAIT_S = 30.0
 # surge queues here, in arrival order, rather than in the Redis pool and its timeouts.
 MAX_IN_FLIGHT = 32
 POLL_S = 0.1  # how long one fetch blocks when the topic is quiet: bounds how late stop() acts
-LOOKUP_TIMEOUT_S = 10.0  # committed offsets and offsets by time, on (re)assignment only
+# How long a group waits for a member that stopped heartbeating before giving its partitions
+# to the others: after a crash, a restarted worker waits this long to be assigned. Heartbeats
+# come from librdkafka's own thread (and, for Faust's group, from a task every 3 s), so a
+# busy event loop does not make a live worker look dead; Kafka's default is 45 s.
+SESSION_TIMEOUT_S = 10.0
 
 
 class TopicLoop:
@@ -47,7 +49,7 @@ class TopicLoop:
     arrived by then, up to `batch_max`: nothing waits to fill a batch, and under load batches
     grow on their own. An offset is stored only after its batch was handled and its outputs
     handed to the sink, and librdkafka commits stored offsets every second and on rebalance:
-    at-least-once, and the store's dedup makes a redelivered event change nothing.
+    at-least-once, and the store's offset marks make a redelivered event change nothing.
     """
 
     def __init__(
@@ -62,11 +64,16 @@ class TopicLoop:
         start: str = "earliest",
         ordered: bool = True,
         lookback_ms: int | None = None,
+        resume: positions.Resume | None = None,
     ) -> None:
         self.settings, self.name, self.topic = settings, name, topic
         # A partition the group has no offset for begins this far back in time (not at
         # `start`): requests sent while a new worker was still joining are answered.
         self.lookback_ms = lookback_ms
+        # Where the store says each partition's events were applied up to: a partition taken
+        # over starts there, not at the group's commit (which a restored store may be behind).
+        self.resume = resume
+        self._rewound = False  # the store lost writes: read again from its offsets
         self.handle, self.sink = handle, sink
         self.consumed = 0
         self._stop = threading.Event()
@@ -96,6 +103,7 @@ class TopicLoop:
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,  # stored by us, after the effects
                 "auto.commit.interval.ms": 1000,
+                "session.timeout.ms": int(SESSION_TIMEOUT_S * 1000),
                 "fetch.wait.max.ms": max(settings.batch_within_ms, 1),
                 "error_cb": self._client_error,
                 **QUIET,
@@ -117,6 +125,9 @@ class TopicLoop:
                 if in_flight is not None:
                     await in_flight  # batch N before batch N+1: order per session
                     in_flight = None
+                if self._rewound:  # what was fetched after the rewound batch is read again
+                    self._rewound, batch = False, []
+                    await asyncio.to_thread(self._rewind)
                 if batch:
                     self._idle.clear()
                     in_flight = asyncio.create_task(self._handle(batch))
@@ -180,7 +191,16 @@ class TopicLoop:
 
     async def _handle(self, batch: list[Message]) -> None:
         try:
-            await self.sink.send(await self.handle(batch))
+            try:
+                outs = await self.handle(batch)
+            except StoreRewound as exc:
+                if self.resume is None:
+                    raise
+                ERRORS["store_rewound"] += 1
+                log.warning("%s: %s; reading again from the store's offsets", self.name, exc)
+                self._rewound = True  # this batch is not done: nothing of it is stored
+                return
+            await self.sink.send(outs)
             with self._done_lock:  # handled: the fetching thread stores these offsets next
                 for m in batch:
                     if m.partition is not None and m.offset is not None:
@@ -241,35 +261,22 @@ class TopicLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.lookback_ms is not None:
-            self._look_back(consumer, partitions, self.lookback_ms)
+            positions.look_back(consumer, partitions, self.lookback_ms, self.name)
+        if self.resume is not None:
+            positions.from_store(consumer, partitions, self.resume, self.name)
         self._generation += 1
         self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
         owned = sorted(self._owned)
         log.info("%s partitions assigned: %s of %s", self.name, owned, self.topic)
         self.trouble.ok()  # joined the group: the brokers answer again
 
-    def _look_back(
-        self, consumer: Consumer, partitions: list[TopicPartition], lookback_ms: int
-    ) -> None:
-        """Start each partition without a committed offset at its first message of the last
-        `lookback_ms` (its end if there is none), instead of `auto.offset.reset`."""
-        try:
-            committed = consumer.committed(partitions, timeout=LOOKUP_TIMEOUT_S)
-            since = int(time.time() * 1000) - lookback_ms  # Kafka timestamps are wall clock
-            fresh = [
-                TopicPartition(tp.topic, tp.partition, since) for tp in committed if tp.offset < 0
-            ]
-            if not fresh:
-                return
-            found = consumer.offsets_for_times(fresh, timeout=LOOKUP_TIMEOUT_S)
-        except KafkaException as exc:  # the group's start reset applies instead
-            ERRORS["kafka_lookback"] += 1
-            log.warning("%s: no look-back start (%s); starting at the end", self.name, exc)
-            return
-        start = {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_END for tp in found}
-        for tp in partitions:
-            tp.offset = start.get(tp.partition, tp.offset)
-        consumer.assign(partitions)
+    def _rewind(self) -> None:
+        # Not while a fetch runs: the consumer's calls wait for each other anyway.
+        self._not_fetching.wait()
+        with self._done_lock:
+            self._done = {}
+        if self.resume is not None:
+            positions.rewind(self._consumer, self.topic, self.resume, self.name)
 
     def _client_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors (on the fetching thread): all brokers down, or a

@@ -13,7 +13,7 @@ import redis
 from stream_reco.config import Settings
 from stream_reco.errors import ConfigError
 
-FORMAT = 1
+FORMAT = 2  # 2: a session's event ids replace the per-event dedup marks
 TOP = 20  # members compared per key of an order-dependent kind
 SCAN_COUNT = 1000
 # Order-dependent kinds agree when their keys' top members overlap this much on average.
@@ -29,16 +29,17 @@ class Kind:
     why: str
 
 
-# Keyed by `<scope>:<name>` (scope s: session, d: dedup, i: item, g: global). Kinds not
-# listed (shown lists, examples, leases, the model, vectors, the catalogue log) depend on
-# requests, timing or which worker held a lease, not on the events: not digested.
+# Keyed by `<scope>:<name>` (scope s: session, i: item, g: global). Kinds not listed (shown
+# lists, examples, leases, the model, vectors, the catalogue log, each partition's last applied
+# offset) depend on requests, timing, which worker held a lease or which topic the events
+# came through, not on the events: not digested.
 KINDS: dict[str, Kind] = {
     "s:recent": Kind("list", True, "a session's events in its own order, capped by count"),
     "s:cart": Kind("hash", True, "sums of quantities"),
     "s:bought": Kind("set", True, "a set"),
     "s:info": Kind("hash", True, "event count, newest time, user (the session's last)"),
     "s:items": Kind("set", True, "a set, capped by count in the session's own order"),
-    "d": Kind("none", True, "one mark per applied event: counted, not read"),
+    "s:ids": Kind("list", True, "a session's last event ids, in its own order, capped by count"),
     "i:co": Kind("zset", False, "capped: which neighbour is trimmed depends on arrival order"),
     "i:next": Kind("zset", False, "capped like i:co"),
     "i:sessions": Kind(
@@ -52,7 +53,7 @@ KINDS: dict[str, Kind] = {
     "g:clock": Kind("string", True, "the newest event time"),
     "g:applied": Kind("string", True, "events applied, each once"),
 }
-_KEY = re.compile(r"^(?P<scope>[sdi]):\{(?P<id>[^}]*)\}:(?P<name>.*)$")
+_KEY = re.compile(r"^(?P<scope>[si]):\{(?P<id>[^}]*)\}:(?P<name>.*)$")
 
 
 def kind_of(key: str, prefix: str) -> str | None:
@@ -67,8 +68,7 @@ def kind_of(key: str, prefix: str) -> str | None:
         found = _KEY.match(rest)
         if found is None:
             return None
-        scope, name = found["scope"], found["name"]
-        kind = "d" if scope == "d" else f"{scope}:{name}"
+        kind = f"{found['scope']}:{found['name']}"
     return kind if kind in KINDS else None
 
 

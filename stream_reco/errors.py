@@ -29,6 +29,11 @@ class StoreError(StreamRecoError):
     """The state store (Redis) failed after bounded retries."""
 
 
+class StoreRewound(StreamRecoError):
+    """The store holds less than it acknowledged (restarted from an older snapshot): its
+    partitions must be read again from the store's own offsets before anything is applied."""
+
+
 class StoreFormatError(StreamRecoError):
     """The store holds state in a format this version does not read; it is left untouched."""
 

@@ -16,7 +16,7 @@ from stream_reco.config import EVENT_TYPES
 MAX_MESSAGE_BYTES = 64 * 1024
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in an id: stored entries use \x1f as separator
 # Nor braces, in the ids keys are made of (session, event and item ids): Redis keys wrap an id
-# in them (storage/keys.py), so a session id with one could share another session's dedup key.
+# in them (storage/keys.py), so a session id with one could share another session's keys.
 BRACES = re.compile(r"[{}]")
 MAX_DEADLETTER_BYTES = 64 * 1024
 MAX_EMBEDDING = 4096

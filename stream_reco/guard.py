@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from stream_reco import logs
-from stream_reco.errors import ERRORS, StoreError
+from stream_reco.errors import ERRORS, StoreError, StoreRewound
 from stream_reco.messages import Message, Out
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ async def guarded(
             done = await work(msgs)
             logs.PROCESSING.ok()  # one attribute check while all is well
             return done
+        except StoreRewound:
+            raise  # not this batch's fault: its consumer reads again from the store's offsets
         except StoreError as exc:
             ERRORS["store"] += 1
             logs.REDIS.failed("holding a batch", exc)  # rate-limited: an outage is one line
@@ -39,7 +41,7 @@ async def guarded(
         except Exception as exc:
             if len(msgs) > 1:
                 outs: list[Out] = []
-                for m in msgs:  # redoing events already applied is safe: they dedup
+                for m in msgs:  # redoing applied events is safe: their offsets say so
                     outs += await guarded([m], work, reject, pause)
                 return outs
             ERRORS["internal"] += 1

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_reco import logs
@@ -20,6 +20,7 @@ QUEUE_FULL_TRIES = 100  # x 10 ms: how long an output waits for room in the prod
 # librdkafka logs transient states (coordinator loading, purged queues) as warnings on stderr;
 # errors still surface as exceptions and delivery failures.
 QUIET = {"log_level": 3}
+NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # Kafka's zero UUID, base64: the broker has none
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
@@ -54,6 +55,24 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a concurrent creator won the race
                 raise StackError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+def stream_name(settings: Settings, topic: str, timeout: float = 30.0) -> str:
+    """The topic by name and Kafka's id for it (`<name>:<id>`): what the store files each
+    partition's last applied offset under, so a topic deleted and made again under the same
+    name starts over instead of looking already applied. A broker without topic ids (before
+    Kafka 2.8) gives the name alone."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **QUIET})
+    try:
+        found = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+        described = found[topic].result(timeout)
+    except KafkaException as exc:
+        raise StackError(
+            f"cannot describe topic {topic} at {settings.kafka_bootstrap_servers}: {exc} "
+            "(is Kafka up? `stream-reco stack status`; does the topic exist? `stream-reco topics`)"
+        ) from exc
+    topic_id = str(described.topic_id or "")
+    return f"{topic}:{topic_id}" if topic_id and topic_id != NO_TOPIC_ID else topic
 
 
 def producer(settings: Settings, **extra: object) -> Producer:

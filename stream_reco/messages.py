@@ -29,6 +29,7 @@ from stream_reco.events import (
 from stream_reco.pipeline import handle_events, handle_request
 from stream_reco.ranking import policy
 from stream_reco.runtime import Runtime
+from stream_reco.storage.apply import Position
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.storage.vector_log import Change
 
@@ -80,11 +81,15 @@ async def on_event_messages(
     msgs: Sequence[Message],
     live: Runtime | None = None,
     emit: Emit | None = None,
+    stream: str | None = None,
 ) -> list[Out]:
     """Decode, apply and push for a batch of events; returns the outputs (with `emit`, pushes
-    go there as each is ready instead of waiting for the batch's slowest)."""
+    go there as each is ready instead of waiting for the batch's slowest). `stream`: the
+    events topic by name and id (kafka_io.stream_name): the store then knows a redelivery by
+    its offset, whenever it comes."""
     outs: list[Out] = []
     good: list[Event] = []
+    positions: list[Position | None] = []
     now = _now_ms()
     latest = now + settings.max_future_s * 1000  # wall clock bounds input, never decay
     late: set[str] = set()  # cart additions that waited too long in Kafka to be worth a push
@@ -94,6 +99,7 @@ async def on_event_messages(
             outs.append(rejected(settings, m, ev.reason))
             continue
         good.append(ev)
+        positions.append(_position(stream, m))
         if _waited(m, now) > settings.answer_max_lag_ms:
             late.add(ev.event_id)
 
@@ -107,9 +113,15 @@ async def on_event_messages(
         async def on_push(p: dict[str, object]) -> None:
             await send([out(p)])
 
-    pushes = await handle_events(store, settings, good, live, late, on_push)
+    pushes = await handle_events(store, settings, good, live, late, on_push, positions)
     outs += [out(p) for p in pushes]
     return outs
+
+
+def _position(stream: str | None, m: Message) -> Position | None:
+    if stream is None or m.partition is None or m.offset is None:
+        return None
+    return Position(stream, m.partition, m.offset)
 
 
 async def on_catalog_messages(

@@ -26,6 +26,7 @@ from stream_reco.ranking import rules as rules_
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
+from stream_reco.storage.apply import Position
 from stream_reco.storage.redis_store import RedisStore
 
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
@@ -35,14 +36,20 @@ COOC_SOURCES = 3  # at most this many session items' co-occurrence lists are rea
 POPULAR_EXTRA = 20  # popular candidates beyond k: room for blocked and unavailable ones
 
 
-async def ingest(store: RedisStore, events: Sequence[Event], *, learn: bool = True) -> list[Event]:
+async def ingest(
+    store: RedisStore,
+    events: Sequence[Event],
+    *,
+    learn: bool = True,
+    positions: Sequence[Position | None] | None = None,
+) -> list[Event]:
     """Apply a batch of valid events; the new ones. Redeliveries are not among them: they
-    change nothing.
+    change nothing (`positions`: where each was read in Kafka, if it was).
 
     `learn=False` updates only each session's own state, never the global models: frozen
     evaluation and untrusted traffic use it.
     """
-    applied = await store.apply_events(events, learn=learn)
+    applied = await store.apply_events(events, learn=learn, positions=positions)
     return [e for e, new in zip(events, applied, strict=True) if new]
 
 
@@ -213,15 +220,17 @@ async def handle_events(
     live: Runtime | None = None,
     no_push: Collection[str] = (),
     on_push: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    positions: Sequence[Position | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest a batch, turn each session's next event into feedback on what it was shown,
     then one fresh push per session that added to cart (not for the event ids in `no_push`:
     those the shopper has long moved on from). Returns the pushes; with
-    `on_push`, each push goes there the moment it is ready instead, not after the slowest."""
+    `on_push`, each push goes there the moment it is ready instead, not after the slowest.
+    `positions`: where each event was read in Kafka (a redelivery is known by it)."""
     live = live or Runtime()
     picked = live.fresh.pick(events) if live.fresh else []
     made = await stream_examples(store, settings, live, picked)  # before the events change them
-    new = await ingest(store, events)
+    new = await ingest(store, events, positions=positions)
     if made and live.fresh:  # a redelivered event taught its lesson the first time
         applied = {e.event_id for e in new}
         live.fresh.add([x for e, x in made if e.event_id in applied])

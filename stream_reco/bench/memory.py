@@ -35,7 +35,7 @@ def used_memory(settings: Settings) -> int:
 
 
 def redis_memory(settings: Settings, used_before: int, seed: int = 0) -> dict[str, Any]:
-    """Bytes per session (its keys and dedup marks) and per item (its keys), from MEMORY USAGE
+    """Bytes per session (its keys) and per item (its keys), from MEMORY USAGE
     of sampled keys scaled by the key counts; also the server-wide used_memory delta, which
     other users of the same Redis move too."""
     client = redis.Redis.from_url(settings.redis_url)
@@ -48,7 +48,7 @@ def redis_memory(settings: Settings, used_before: int, seed: int = 0) -> dict[st
         client.close()
     sessions = len(_ids(scopes.get("s", []), settings.key_prefix))
     items = len(_ids(scopes.get("i", []), settings.key_prefix))
-    session_bytes = bytes_by_scope.get("s", 0) + bytes_by_scope.get("d", 0)
+    session_bytes = bytes_by_scope.get("s", 0)
     return {
         "sessions": sessions,
         "items": items,

@@ -26,7 +26,7 @@ MIN_WINDOWS = 3
 MIN_REQUESTS = 50
 SHORT_SHARE = 0.95  # a window whose background sent less than this share of its rate: no verdict
 # Figures judged for drift, and which way is worse. Redis memory is reported, not judged:
-# it grows by design until the session and dedup TTLs start expiring keys.
+# it grows by design until the sessions' lifetimes start expiring keys.
 HIGHER_IS_WORSE = {
     "request_p50_ms": True,
     "request_p99_ms": True,

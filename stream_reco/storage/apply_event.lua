@@ -1,17 +1,28 @@
--- Apply a short run of clickstream events in order, each at most once (dedup per session and
--- event_id). Guarantees: a redelivered event changes nothing; an event's session state and its
--- global-model updates move together or not at all; every structure stays within its cap.
+-- Apply a short run of clickstream events in order, each at most once. Guarantees: a
+-- redelivered event changes nothing; every structure stays within its cap. An event's offset
+-- and id are recorded after its effects, so one whose effects failed midway (a command error
+-- stops the script, keeping the commands before it) is not taken for applied when retried.
+-- At most once, by two memories that both stay the size of the state, not of the traffic:
+-- * per Kafka partition, the last offset applied, written with the effects it covers: a
+--   redelivery from any point of the topic's retention (a restart, a rebalance, a group reset
+--   to `earliest`) is recognised by its offset;
+-- * per session, the ids of its last `max_events` events, living as long as the session: a
+--   storefront that re-sends an event (a new offset) is recognised by its id.
 -- One call carries several events so the client packs one command, not one per event; the
 -- caller keeps runs short (Redis serves nobody else while a script runs).
--- ARGV 1: the store's static config, JSON {ttl, dedup_ttl, max_events, max_items, window, neighbours_max,
---         popular_max, seq_window, sknn_per_item, sknn_ttl, pop, catpop, clock, applied, session,
---         dedup,
---         co, next, sessions, meta}: key names and the
---         pieces that wrap an id into a key, all made by storage/keys.py (the one key builder)
+-- ARGV 1: the store's static config, JSON {ttl, max_events, max_items, window, neighbours_max,
+--         popular_max, seq_window, sknn_per_item, sknn_ttl, item_ttl, pop, catpop, clock,
+--         applied, offsets, session, co, next, sessions, meta}: key names and the pieces that
+--         wrap an id into a key, all made by storage/keys.py (the one key builder)
 -- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
 --         user_id ('' = none), learn (1/0), log2 of the pair weight at the epoch for the
 --         co-occurrence half-life, the same for popularity (null: adds nothing; decay.py),
---         session-list entry ("item\31type\31ts")], ...]
+--         session-list entry ("item\31type\31ts"), position ('' = none: "<topic>:<topic id>:
+--         <partition>"), offset (string: exact)], ...], each partition's in offset order
+-- ARGV 3: JSON {position: offset}: what the calls before this one in the same pipeline were to
+--         apply; the call refuses to run (error GAP) when one of them did not get that far.
+-- ARGV 4: JSON {position: offset}: how far the caller knows it applied each position before;
+--         a store behind that lost acknowledged writes: the call refuses (error REWOUND).
 -- Returns one number per event: 1 applied, 0 seen before.
 -- (Keys are built here, so on Redis Cluster this script must be split: see DESIGN.md.)
 
@@ -85,8 +96,8 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
     redis.call('HSET', info, 'user_id', user)
   end
   redis.call('HINCRBY', info, 'events', 1)
-  for _, key in ipairs({recent, cart, bought, info}) do
-    redis.call('EXPIRE', key, ttl)
+  for _, k in ipairs({recent, cart, bought, info}) do
+    redis.call('EXPIRE', k, ttl)
   end
   return previous
 end
@@ -143,38 +154,98 @@ local function learn(item, previous, pair_inc, pop_inc)
   end
 end
 
-local clock = tonumber(redis.call('GET', cfg.clock) or '0')
-local clock_text = nil  -- the newest event time seen, written once per call
-local results = {}
-local applied = 0
-for n, ev in ipairs(events) do
-  local event_id, sid, etype, item, ts_text = ev[1], ev[2], ev[3], ev[4], ev[5]
-  local dedup = key(cfg.dedup, sid, event_id)
-  if redis.call('SET', dedup, '1', 'NX', 'EX', cfg.dedup_ttl) then
-    local previous = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
-    if ev[8] == 1 then
-      learn(item, previous, ev[9], ev[10])
-      remember_session(sid, item, ts_text)
-      -- An item's own events renew its lists' lifetime: an item nobody views any more leaves
-      -- no keys behind.
-      for _, name in ipairs({cfg.co, cfg.next, cfg.sessions}) do
-        redis.call('EXPIRE', key(name, item), cfg.item_ttl)
-      end
+-- A pipeline runs every call even when one fails: were this call to go on after an earlier
+-- one failed, its offsets would mark that one's events applied, and they would be lost. And a
+-- store that went back in time (restored from an older snapshot) must be caught up from Kafka
+-- before anything newer is applied on top of it.
+for n, why in ipairs({'GAP an earlier call of this batch stopped short of', 'REWOUND'}) do
+  for position, offset in pairs(cjson.decode(ARGV[2 + n])) do
+    local last = redis.call('HGET', cfg.offsets, position) or '-1'
+    if tonumber(last) < tonumber(offset) then
+      return redis.error_reply(string.format('%s %s: at %s, had reached %s', why, position,
+        last, offset))
     end
-    if tonumber(ts_text) > clock then
-      clock, clock_text = tonumber(ts_text), ts_text
-    end
-    results[n] = 1
-    applied = applied + 1
-  else
-    results[n] = 0
   end
 end
+
+local clock = tonumber(redis.call('GET', cfg.clock) or '0')
+local clock_text = nil  -- the newest event time seen, written once per call
+local done = {}  -- position -> last offset applied there, read once per call
+local results = {}
+local applied = 0
+
+-- Whether an event was applied before: by its position (redelivered), else by its id among
+-- its session's last events (re-sent).
+local function seen_before(sid, event_id, position, offset_text)
+  if position ~= '' then
+    local last = done[position]
+    if last == nil then
+      last = tonumber(redis.call('HGET', cfg.offsets, position) or '-1')
+      done[position] = last
+    end
+    if tonumber(offset_text) <= last then
+      return true
+    end
+  end
+  return redis.call('LPOS', key(cfg.session, sid, 'ids'), event_id) ~= false
+end
+
+-- After the event's effects (or its recognition as a re-send): how far its partition got,
+-- and, if applied, its id among the session's last ones.
+local function record(sid, event_id, position, offset_text, applied_now)
+  if position ~= '' and tonumber(offset_text) > done[position] then
+    redis.call('HSET', cfg.offsets, position, offset_text)
+    done[position] = tonumber(offset_text)
+  end
+  if applied_now then
+    local ids = key(cfg.session, sid, 'ids')
+    redis.call('LPUSH', ids, event_id)
+    redis.call('LTRIM', ids, 0, max_events - 1)
+    redis.call('EXPIRE', ids, ttl)
+  end
+end
+
+local function apply_all()
+  for n, ev in ipairs(events) do
+    local event_id, sid, etype, item, ts_text = ev[1], ev[2], ev[3], ev[4], ev[5]
+    local again = seen_before(sid, event_id, ev[12], ev[13])
+    if not again then
+      local previous = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
+      if ev[8] == 1 then
+        learn(item, previous, ev[9], ev[10])
+        remember_session(sid, item, ts_text)
+        -- An item's own events renew its lists' lifetime: an item nobody views any more
+        -- leaves no keys behind.
+        for _, name in ipairs({cfg.co, cfg.next, cfg.sessions}) do
+          redis.call('EXPIRE', key(name, item), cfg.item_ttl)
+        end
+      end
+      if tonumber(ts_text) > clock then
+        clock, clock_text = tonumber(ts_text), ts_text
+      end
+      results[n] = 1
+      applied = applied + 1
+    else
+      results[n] = 0
+    end
+    record(sid, event_id, ev[12], ev[13], not again)
+  end
+end
+
+-- A failing command stops the script but keeps what it already wrote: the clock and the
+-- count of applied events still cover the events before it.
+local ok, failure = pcall(apply_all)
 if clock_text then
   redis.call('SET', cfg.clock, clock_text)
 end
 if applied > 0 then
   -- How far ingestion has got, counted by the store itself (benchmarks and metrics read it).
   redis.call('INCRBY', cfg.applied, applied)
+end
+if not ok then
+  if type(failure) == 'table' and failure.err then
+    return redis.error_reply(failure.err)
+  end
+  return redis.error_reply(tostring(failure))
 end
 return results

@@ -15,10 +15,6 @@ class Keys:
     def session(self, session_id: str, name: str) -> str:
         return f"{self.prefix}:s:{{{session_id}}}:{name}"
 
-    def dedup(self, session_id: str, event_id: str) -> str:
-        # In the session's slot: the dedup check and the session update share one script.
-        return f"{self.prefix}:d:{{{session_id}}}:{event_id}"
-
     def item(self, item_id: str, name: str) -> str:
         return f"{self.prefix}:i:{{{item_id}}}:{name}"
 
@@ -29,10 +25,6 @@ class Keys:
     def session_pattern(self) -> tuple[str, str]:
         """What wraps a session id; a script appends the name (`recent`, `cart`, ...)."""
         return f"{self.prefix}:s:{{", "}:"
-
-    def dedup_pattern(self) -> tuple[str, str]:
-        """What wraps a session id; a script appends the event id."""
-        return f"{self.prefix}:d:{{", "}:"
 
     def global_(self, name: str) -> str:
         return f"{self.prefix}:g:{name}"

@@ -24,10 +24,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream_reco import logs
 from stream_reco.candidates import newest
 from stream_reco.config import Settings
-from stream_reco.decay import log_weight, value_at
+from stream_reco.decay import value_at
 from stream_reco.errors import StoreError, StoreFormatError
 from stream_reco.events import Event
-from stream_reco.state import SessionView, entry, parse_session
+from stream_reco.state import SessionView, parse_session
+from stream_reco.storage import apply
+from stream_reco.storage.apply import Position
 from stream_reco.storage.catalog import CatalogCache, CatalogState
 from stream_reco.storage.codec import Scored, decayed, hash_fields, meta_json, pairs
 from stream_reco.storage.keys import Keys
@@ -58,9 +60,6 @@ class Gathered:
 
 
 RETRIES = 5
-# Events per script call: one packed command instead of one per event, while each call stays
-# short (~5 ms at most) because Redis answers no query while a script runs.
-EVENTS_PER_CALL = 64
 ITEM_TTL_HALF_LIVES = 10  # 2^-10: an item unseen this long has faded from every list
 MAX_TTL_S = 10 * 365 * 86400
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
@@ -80,6 +79,9 @@ class RedisStore(SharedState, CatalogState):
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._apply = client.register_script(APPLY_EVENT)
+        # Per Kafka partition, the last offset this worker applied: a store found behind it
+        # lost acknowledged writes (apply.calls).
+        self._reached: dict[str, int] = {}
         self._multi_read = client.register_script(MULTI_READ)
         self._gather = client.register_script(GATHER)
         ipre, _ = self.keys.item_pattern("")
@@ -103,7 +105,6 @@ class RedisStore(SharedState, CatalogState):
         self._script_config = orjson.dumps(
             {
                 "ttl": settings.session_ttl_s,
-                "dedup_ttl": settings.dedup_ttl_s,
                 "max_events": settings.session_max_events,
                 "max_items": settings.session_max_items,
                 "window": settings.cooc_window,
@@ -113,7 +114,7 @@ class RedisStore(SharedState, CatalogState):
                 "clock": self.keys.global_("clock"),
                 "applied": self.keys.global_("applied"),
                 "session": self.keys.session_pattern(),
-                "dedup": self.keys.dedup_pattern(),
+                "offsets": self.keys.global_("offsets"),
                 "co": self.keys.item_pattern("co"),
                 "next": self.keys.item_pattern("next"),
                 "seq_window": settings.seq_window,
@@ -172,7 +173,7 @@ class RedisStore(SharedState, CatalogState):
 
     async def eviction_policy(self) -> str | None:
         """The server's `maxmemory-policy` when it may evict keys, None when it never does or
-        does not say (a managed Redis without CONFIG). Evicted dedup marks would let a
+        does not say (a managed Redis without CONFIG). Evicted offset marks would let a
         redelivered event apply twice, an evicted session or list would vanish unnoticed."""
         try:
             got = await self._retry(
@@ -183,46 +184,41 @@ class RedisStore(SharedState, CatalogState):
         policy = got.get("maxmemory-policy")
         return None if policy in (None, "noeviction") else str(policy)
 
-    async def apply_events(self, events: Sequence[Event], *, learn: bool = True) -> list[bool]:
+    async def apply_events(
+        self,
+        events: Sequence[Event],
+        *,
+        learn: bool = True,
+        positions: Sequence[Position | None] | None = None,
+    ) -> list[bool]:
         """Apply a batch in one pipeline: per event True (new) or False (applied before). Any
-        event time is applied, in any order (decay.py)."""
+        event time is applied, in any order (decay.py). `positions`: where each event was
+        read (None: not from Kafka), each partition's in offset order; an event at or before
+        its partition's last applied offset is a redelivery. An event whose id its session
+        already holds is one too (apply_event.lua says how long each memory lasts)."""
         if not events:
             return []
-        s = self.settings
-        learn_flag = 1 if learn else 0
-
-        rows: list[bytes] = []
-        for e in events:
-            w = s.weight(e.type)
-            # Any event time works, in any order: decayed sums are kept in log space.
-            cooc_w = log_weight(w, e.ts, s.cooc_half_life_s)
-            pop_w = log_weight(w, e.ts, s.pop_half_life_s)
-            rows.append(
-                orjson.dumps(
-                    [
-                        e.event_id,
-                        e.session_id,
-                        e.type,
-                        e.item_id,
-                        str(e.ts),
-                        e.quantity,
-                        e.user_id or "",
-                        learn_flag,
-                        cooc_w,
-                        pop_w,
-                        entry(e.item_id, e.type, e.ts).decode(),
-                    ]
-                )
-            )
+        at = positions if positions is not None else [None] * len(events)
+        calls = apply.calls(apply.rows(self.settings, events, at, learn), at, self._reached)
 
         async def run() -> list[bool]:
             pipe = self.client.pipeline(transaction=False)
-            for n in range(0, len(rows), EVENTS_PER_CALL):
-                run_json = b"[" + b",".join(rows[n : n + EVENTS_PER_CALL]) + b"]"
-                await self._apply(keys=[], args=[self._script_config, run_json], client=pipe)
+            for args in calls:
+                await self._apply(keys=[], args=[self._script_config, *args], client=pipe)
             return [bool(flag) for call in await pipe.execute() for flag in call]
 
-        return await self._retry("apply_events", run)
+        try:
+            done = await self._retry("apply_events", run)
+        except ResponseError as exc:
+            behind = apply.rewound(exc)
+            if behind is None:
+                raise
+            self._reached.clear()  # the store's offsets are where to resume from now
+            raise behind from exc
+        for p in at:
+            if p is not None and p.offset > self._reached.get(p.marker, -1):
+                self._reached[p.marker] = p.offset
+        return done
 
     async def applied_count(self) -> int:
         """Events this store has applied so far (redeliveries not counted): ingestion progress

@@ -231,6 +231,28 @@ def wait_item(settings: Settings, item_id: str, in_stock: bool | None) -> None:
     )
 
 
+TOPIC_FIELDS = [
+    f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter", "config")
+]
+
+
+def forget_isolated(settings: Settings, base: Settings, *prefixes: str) -> None:
+    """Remove what a test's `isolated` settings made (topics, groups and keys are named from
+    different prefixes, so each goes by its own), plus any extra key or group prefixes."""
+    topics = [getattr(base, f) for f in TOPIC_FIELDS]
+    for prefix in (base.app_id, base.key_prefix, *prefixes, *topics):
+        _forget_run(settings, prefix)
+
+
+def applied_count(settings: Settings) -> int:
+    """Events the store under these settings has applied, as it counts them itself."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.get(f"{settings.key_prefix}:g:applied") or 0)
+    finally:
+        client.close()
+
+
 def uid(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}"
 

@@ -75,13 +75,13 @@ def test_replays_in_another_order_agree_and_a_lost_or_doubled_event_does_not(rep
     b = replay(_interleaved(events, 1), 7)
     same = digest.compare(a, b, 0.9)
     assert same["passed"], digest.table(same)
-    assert {"s:recent", "s:info", "d", "i:co", "g:pop"} <= set(same["kinds"])
+    assert {"s:recent", "s:info", "s:ids", "i:co", "g:pop"} <= set(same["kinds"])
     assert any(not k.get("exact") for k in same["kinds"].values())  # both kinds are compared
 
     lost = replay([e for n, e in enumerate(events) if n != 1234], 500)
     dropped = digest.compare(a, lost, 0.9)
     assert not dropped["passed"]
-    assert not dropped["kinds"]["d"]["agree"] and not dropped["kinds"]["s:info"]["agree"]
+    assert not dropped["kinds"]["s:ids"]["agree"] and not dropped["kinds"]["s:info"]["agree"]
 
     twice = events[:]
     twice.insert(2000, dataclasses.replace(events[1999], event_id="again"))  # applied twice
@@ -128,4 +128,6 @@ def test_an_empty_or_mistyped_prefix_is_no_digest(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="nothing to digest"):
         digest.take(settings.isolated(uid("nothing")))
     with pytest.raises(ConfigError, match="no state"):
-        digest.compare({"format": 1, "kinds": {}}, {"format": 1, "kinds": {}}, 0.98)
+        digest.compare(
+            {"format": digest.FORMAT, "kinds": {}}, {"format": digest.FORMAT, "kinds": {}}, 0.98
+        )

@@ -136,7 +136,6 @@ def test_unparseable_env_names_variable_once(name: str, raw: str, hint: str) -> 
         {"STREAM_RECO_BATCH_WITHIN_MS": "-1"},
         {"STREAM_RECO_MAX_K": "1001"},
         {"STREAM_RECO_DEFAULT_K": "20", "STREAM_RECO_MAX_K": "10"},
-        {"STREAM_RECO_DEDUP_TTL_S": "60"},
         {"REDIS_URL": "http://127.0.0.1:6379"},
         {"KAFKA_BOOTSTRAP_SERVERS": " "},
         {"STREAM_RECO_TOPIC_EVENTS": ""},
@@ -161,11 +160,9 @@ def test_each_validation_error_names_its_variable(env: dict[str, str]) -> None:
     assert list(env)[-1] in message
 
 
-def test_dedup_window_may_equal_session_length() -> None:
-    s = Settings.from_env({"STREAM_RECO_DEDUP_TTL_S": "1800", "STREAM_RECO_SESSION_TTL_S": "1800"})
-    assert s.dedup_ttl_s == s.session_ttl_s
-    with pytest.raises(ConfigError, match="STREAM_RECO_DEDUP_TTL_S must be >= "):
-        Settings(dedup_ttl_s=1799).validate()
+def test_a_retired_variable_is_refused_with_what_replaced_it() -> None:
+    with pytest.raises(ConfigError, match="STREAM_RECO_DEDUP_TTL_S is no longer read: .*offset"):
+        Settings.from_env({"STREAM_RECO_DEDUP_TTL_S": "86400"})
 
 
 def test_ports_at_the_edges_are_valid() -> None:

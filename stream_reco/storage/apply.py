@@ -1,0 +1,119 @@
+"""A batch of events as apply-script calls, and how far the store applied each partition."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from stream_reco.config import Settings
+from stream_reco.decay import log_weight
+from stream_reco.errors import StoreRewound
+from stream_reco.events import Event
+from stream_reco.state import entry
+from stream_reco.storage.keys import Keys
+
+# Events per script call: one packed command instead of one per event, while each call stays
+# short because Redis answers no query while a script runs.
+EVENTS_PER_CALL = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where an event was read: the store remembers each partition's last applied offset, so
+    a redelivery from anywhere in the topic's retention changes nothing."""
+
+    stream: str  # the topic by name and id: a topic deleted and made again starts over
+    partition: int
+    offset: int
+
+    @property
+    def marker(self) -> str:
+        return marker(self.stream, self.partition)
+
+
+def marker(stream: str, partition: int) -> str:
+    """The field a partition's last applied offset is kept under."""
+    return f"{stream}:{partition}"
+
+
+def rows(
+    settings: Settings, events: Sequence[Event], at: Sequence[Position | None], learn: bool
+) -> list[bytes]:
+    """One JSON row per event, as apply_event.lua reads them."""
+    flag = 1 if learn else 0
+    out: list[bytes] = []
+    for e, p in zip(events, at, strict=True):
+        w = settings.weight(e.type)
+        out.append(
+            orjson.dumps(
+                [
+                    e.event_id,
+                    e.session_id,
+                    e.type,
+                    e.item_id,
+                    str(e.ts),
+                    e.quantity,
+                    e.user_id or "",
+                    flag,
+                    # Any event time works, in any order: decayed sums are kept in log space.
+                    log_weight(w, e.ts, settings.cooc_half_life_s),
+                    log_weight(w, e.ts, settings.pop_half_life_s),
+                    entry(e.item_id, e.type, e.ts).decode(),
+                    p.marker if p is not None else "",
+                    str(p.offset) if p is not None else "",
+                ]
+            )
+        )
+    return out
+
+
+def calls(
+    events: Sequence[bytes], at: Sequence[Position | None], reached: Mapping[str, int]
+) -> list[list[bytes]]:
+    """The script calls of one batch: per call its events, what the calls before it in the
+    same pipeline were to apply per partition (Redis runs every call of a pipeline even when
+    one fails: a later call must not move an offset past events never applied), and, for the
+    first, how far this worker had applied each of its partitions (`reached`): a store behind
+    that lost acknowledged writes (a restart from an older snapshot)."""
+    out: list[list[bytes]] = []
+    before: dict[str, int] = {}
+    for n in range(0, len(events), EVENTS_PER_CALL):
+        mine = {p.marker for p in at[n : n + EVENTS_PER_CALL] if p is not None}
+        earlier = {m: str(o) for m, o in before.items() if m in mine}
+        known = {m: str(reached[m]) for m in mine if m in reached} if n == 0 else {}
+        body = b"[" + b",".join(events[n : n + EVENTS_PER_CALL]) + b"]"
+        out.append([body, orjson.dumps(earlier), orjson.dumps(known)])
+        for p in at[n : n + EVENTS_PER_CALL]:
+            if p is not None:
+                before[p.marker] = p.offset
+    return out
+
+
+def rewound(exc: Exception) -> StoreRewound | None:
+    """The script's refusal to apply on a store that lost writes, as an error to act on."""
+    text = str(exc)
+    at = text.find("REWOUND ")
+    if at < 0:
+        return None
+    # A pipeline quotes the reply inside its own message: keep the reply's words only.
+    detail = re.split(r"""['"]""", text[at + 8 :])[0].rstrip(",) ")
+    return StoreRewound(f"the store lost writes it had acknowledged: {detail}")
+
+
+def resume_at(settings: Settings, stream: str, partitions: Sequence[int]) -> dict[int, int]:
+    """Per partition, the offset after the last one the store applied (absent: none yet):
+    where a consumer taking these partitions over starts, rather than at the group's commit,
+    so events a restored or restarted Redis lost are read again."""
+    if not partitions:
+        return {}
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        fields = [marker(stream, p) for p in partitions]
+        got = client.hmget(Keys(settings.key_prefix).global_("offsets"), fields)
+    finally:
+        client.close()
+    return {p: int(v) + 1 for p, v in zip(partitions, got, strict=True) if v is not None}

@@ -1,0 +1,100 @@
+"""Replays through Kafka for the fault tests: one simulated shop's events, and workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from stream_reco import digest, kafka_io
+from stream_reco.config import Settings
+from stream_reco.simulator import Storefront, make_catalog
+from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
+from tests.integration.conftest import applied_count
+
+# The issue's documented run replays 200,000 (STREAM_RECO_FAULT_EVENTS=200000); CI a share.
+EVENTS = int(os.environ.get("STREAM_RECO_FAULT_EVENTS", "60000"))
+DONE_S = 300.0
+# Events a second once a paced replay's backlog is in: slower than one worker applies them,
+# so the replay is still running while the fault happens.
+PACE_PER_S = 2000.0
+
+
+def start_ms(n: int) -> int:
+    # Far enough back that the last of n events is still in the past (the simulator spans
+    # about 35,000 events an hour here), and within any replay window.
+    return int(time.time() * 1000) - (n // 20_000 + 1) * 3600_000
+
+
+def produce(
+    s: Settings,
+    n: int,
+    start: int,
+    first: int = 0,
+    per_s: float | None = None,
+    hold: tuple[int, threading.Event] | None = None,
+) -> None:
+    """Events `first` to `n` of one simulated shop beginning at `start` (the same events on
+    every call), as fast as they go or `per_s` a second; with `hold` (k, go), the events
+    from k on wait until `go` is set, so a fault can be placed before the replay ends."""
+    shop = Storefront(make_catalog(500, seed=5), seed=6, run_id="faults", start_ms=start)
+    producer = kafka_io.producer(s, **{"linger.ms": 5, "queue.buffering.max.messages": 500_000})
+    t0 = time.monotonic()
+    for n_, ev in enumerate(shop.stream(concurrency=300)):
+        if n_ >= n:
+            break
+        if n_ < first:
+            continue
+        if hold is not None and n_ == hold[0]:
+            producer.flush(60)
+            assert hold[1].wait(DONE_S), "the held-back events were never released"
+            t0 = time.monotonic() - (n_ - first) / (per_s or 1.0)
+        producer.produce(s.topic_events, key=str(ev["session_id"]), value=orjson.dumps(ev))
+        if per_s is not None and n_ % 100 == 0:
+            producer.poll(0)
+            time.sleep(max(0.0, t0 + (n_ - first) / per_s - time.monotonic()))
+        elif n_ % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def until_applied(s: Settings, n: int, poll_s: float = 0.2) -> None:
+    deadline = time.monotonic() + DONE_S
+    while (got := applied_count(s)) < n:
+        assert time.monotonic() < deadline, f"{got} of {n} events applied"
+        time.sleep(poll_s)
+
+
+def replay_cleanly(s: Settings, log: Path, n: int = EVENTS) -> float:
+    """One worker applies the whole topic into the store of `s`; how long it took."""
+    t0 = time.monotonic()
+    proc = start_worker(s, log)
+    try:
+        wait_worker_ready(proc, log)
+        until_applied(s, n)
+    finally:
+        stop_worker(proc)
+    return time.monotonic() - t0
+
+
+def other_store(base: Settings, tag: str, **changes: object) -> Settings:
+    """Settings for another replay of the same topic: its own consumer group and keys."""
+    return dataclasses.replace(
+        base, app_id=f"{base.app_id}-{tag}", key_prefix=f"{base.key_prefix}-{tag}", **changes
+    )
+
+
+def same_as_clean(clean: Settings, other: Settings, name: str, figures: dict[str, object]) -> None:
+    """`digest --compare` of the clean replay and `other`; the figures of a documented run
+    are written to the folder STREAM_RECO_FAULT_REPORT names, if any."""
+    result = digest.compare(digest.take(clean), digest.take(other), digest.DEFAULT_AGREEMENT)
+    folder = os.environ.get("STREAM_RECO_FAULT_REPORT")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        report = {"events": EVENTS, **figures, "digest": result}
+        (Path(folder) / f"{name}.json").write_bytes(orjson.dumps(report))
+    assert result["passed"], digest.table(result)

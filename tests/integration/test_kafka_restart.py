@@ -1,0 +1,113 @@
+"""A Kafka broker restarted mid-replay: the worker waits it out and applies every event once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_reco import kafka_io, stack
+from stream_reco.bench.fleet import free_port
+from stream_reco.config import Settings
+from stream_reco.stack_servers import Stack
+from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
+from tests.integration.conftest import applied_count, uid
+from tests.integration.replays import (
+    EVENTS,
+    PACE_PER_S,
+    other_store,
+    produce,
+    replay_cleanly,
+    same_as_clean,
+    start_ms,
+    until_applied,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
+DOWN_S = 5.0  # how long the broker stays down
+
+
+@pytest.fixture
+def own_stack(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A Kafka and a Redis of the test's own (the session's stack is never restarted), with
+    the session stack's Kafka jars."""
+    home = tmp_path / "stack"
+    (home / "kafka").mkdir(parents=True)
+    (home / "kafka" / "libs").symlink_to(Stack(settings).libs)
+    own = dataclasses.replace(
+        settings,
+        home=home,
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        kafka_heap_opts="-Xms128m -Xmx512m",
+    )
+    stack.up(own, say=lambda _: None)
+    try:
+        yield own
+    finally:
+        stack.down(own, say=lambda _: None)
+
+
+def _restart_kafka(own: Settings) -> None:
+    s = Stack(own)
+    pid = int(s.pid_file(s.kafka()).read_text())
+    os.kill(pid, signal.SIGTERM)  # a clean broker shutdown, as in a rolling restart
+    deadline = time.monotonic() + 60
+    while stack.status(own)["kafka"]["pid"] is not None:
+        assert time.monotonic() < deadline, "the broker did not stop"
+        time.sleep(0.2)
+    time.sleep(DOWN_S)
+    stack.up(own, say=lambda _: None)
+
+
+def test_a_broker_restart_mid_replay_loses_and_doubles_nothing(
+    settings: Settings, own_stack: Settings, tmp_path: Path
+) -> None:
+    base = dataclasses.replace(
+        own_stack.isolated(uid("kafkaback")),
+        require_catalog=False,
+        web_port=settings.web_port + 46,
+    )
+    through = other_store(base, "restarted")
+    clean = other_store(base, "a")
+    log = tmp_path / "worker.log"
+    at: dict[str, float] = {}
+    backlog, go = EVENTS // 5, threading.Event()
+    kafka_io.ensure_topics(base)
+    start = start_ms(EVENTS)
+    produce(base, backlog, start)
+    hold = (EVENTS * 7 // 10, go)
+    pacer = threading.Thread(target=produce, args=(base, EVENTS, start, backlog, PACE_PER_S, hold))
+    proc = start_worker(through, log)
+    pacer.start()
+    try:
+        wait_worker_ready(proc, log)
+        until_applied(through, backlog + EVENTS // 10, 0.01)
+        at["stop"] = applied_count(through)
+        t0 = time.monotonic()
+        _restart_kafka(own_stack)
+        at["back"] = applied_count(through)
+        at["down_s"] = round(time.monotonic() - t0, 1)
+        go.set()
+        until_applied(through, at["back"] + EVENTS // 20, 0.05)
+        at["resumed_s"] = round(time.monotonic() - t0, 1)
+    finally:
+        go.set()
+        pacer.join()
+    try:
+        until_applied(through, EVENTS)
+        time.sleep(2)  # anything applied twice would show as more
+        assert proc.poll() is None, "the worker died"
+    finally:
+        stop_worker(proc)
+    assert log.read_text(errors="replace").count("Worker ready") == 1  # never restarted
+    assert applied_count(through) == EVENTS
+    clean_s = replay_cleanly(clean, tmp_path / "clean.log")
+    same_as_clean(clean, through, "kafka_back", {"applied_at": at, "clean_replay_s": clean_s})
