@@ -73,7 +73,10 @@ class TopicLoop:
         # Where the store says each partition's events were applied up to: a partition taken
         # over starts there, not at the group's commit (which a restored store may be behind).
         self.resume = resume
-        self._rewound = False  # the store lost writes: read again from its offsets
+        # Set when this consumer must be positioned from the store before anything more is
+        # handled: "lost" (the store lost writes it had acknowledged) or "unknown" (the
+        # store could not say where at assignment).
+        self._reposition: str | None = None
         self.handle, self.sink = handle, sink
         self.consumed = 0
         self._stop = threading.Event()
@@ -125,8 +128,8 @@ class TopicLoop:
                 if in_flight is not None:
                     await in_flight  # batch N before batch N+1: order per session
                     in_flight = None
-                if self._rewound:  # what was fetched after the rewound batch is read again
-                    self._rewound, batch = False, []
+                if self._reposition is not None:  # what was fetched is read again
+                    batch = []
                     await asyncio.to_thread(self._rewind)
                 if batch:
                     self._idle.clear()
@@ -198,7 +201,7 @@ class TopicLoop:
                     raise
                 ERRORS["store_rewound"] += 1
                 log.warning("%s: %s; reading again from the store's offsets", self.name, exc)
-                self._rewound = True  # this batch is not done: nothing of it is stored
+                self._reposition = "lost"  # this batch is not done: nothing of it is stored
                 return
             await self.sink.send(outs)
             with self._done_lock:  # handled: the fetching thread stores these offsets next
@@ -263,7 +266,8 @@ class TopicLoop:
         if self.lookback_ms is not None:
             positions.look_back(consumer, partitions, self.lookback_ms, self.name)
         if self.resume is not None:
-            positions.from_store(consumer, partitions, self.resume, self.name)
+            if not positions.from_store(consumer, partitions, self.resume, self.name):
+                self._reposition = self._reposition or "unknown"
         self._generation += 1
         self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
         owned = sorted(self._owned)
@@ -273,10 +277,14 @@ class TopicLoop:
     def _rewind(self) -> None:
         # Not while a fetch runs: the consumer's calls wait for each other anyway.
         self._not_fetching.wait()
+        why, self._reposition = self._reposition, None
         with self._done_lock:
             self._done = {}
         if self.resume is not None:
-            positions.rewind(self._consumer, self.topic, self.resume, self.name)
+            lost = why == "lost"
+            positions.rewind(
+                self._consumer, self.topic, self.resume, self.name, lost=lost, stop=self._stop
+            )
 
     def _client_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors (on the fetching thread): all brokers down, or a

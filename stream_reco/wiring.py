@@ -77,8 +77,17 @@ class Wiring:
         async def handle(msgs: list[Message]) -> list[Out]:
             if not ordered:
                 return await guarded_(msgs)
-            done = await asyncio.gather(*map(guarded_, messages.by_partition(msgs)))
-            return [o for outs in done for o in outs]
+            # Every part runs to its end even when one fails, so no part is still applying
+            # while the batch counts as done (and its partitions could move or be re-read).
+            done = await asyncio.gather(
+                *map(guarded_, messages.by_partition(msgs)), return_exceptions=True
+            )
+            outs = [o for part in done if not isinstance(part, BaseException) for o in part]
+            failed = [part for part in done if isinstance(part, BaseException)]
+            if failed:
+                await self.sink.send(outs)  # what the other parts did still goes out
+                raise failed[0]
+            return outs
 
         start = "earliest" if ordered else "latest"
         # Requests up to the answer deadline old are still worth answering: a worker that is

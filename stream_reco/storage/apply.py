@@ -19,6 +19,7 @@ from stream_reco.storage.keys import Keys
 # Events per script call: one packed command instead of one per event, while each call stays
 # short because Redis answers no query while a script runs.
 EVENTS_PER_CALL = 64
+LOOKUP_S = 5.0  # how long reading the store's offsets may take before it counts as failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +79,14 @@ def calls(
     same pipeline were to apply per partition (Redis runs every call of a pipeline even when
     one fails: a later call must not move an offset past events never applied), and, for the
     first, how far this worker had applied each of its partitions (`reached`): a store behind
-    that lost acknowledged writes (a restart from an older snapshot)."""
+    that lost acknowledged writes (a restart from an older snapshot). Each partition is
+    checked against `reached` in the first call it appears in."""
     out: list[list[bytes]] = []
     before: dict[str, int] = {}
     for n in range(0, len(events), EVENTS_PER_CALL):
         mine = {p.marker for p in at[n : n + EVENTS_PER_CALL] if p is not None}
         earlier = {m: str(o) for m, o in before.items() if m in mine}
-        known = {m: str(reached[m]) for m in mine if m in reached} if n == 0 else {}
+        known = {m: str(reached[m]) for m in mine if m in reached and m not in before}
         body = b"[" + b",".join(events[n : n + EVENTS_PER_CALL]) + b"]"
         out.append([body, orjson.dumps(earlier), orjson.dumps(known)])
         for p in at[n : n + EVENTS_PER_CALL]:
@@ -110,7 +112,10 @@ def resume_at(settings: Settings, stream: str, partitions: Sequence[int]) -> dic
     so events a restored or restarted Redis lost are read again."""
     if not partitions:
         return {}
-    client = redis.Redis.from_url(settings.redis_url)
+    # Bounded: it runs inside the consumer's rebalance callback, which must not hang.
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=LOOKUP_S, socket_connect_timeout=LOOKUP_S
+    )
     try:
         fields = [marker(stream, p) for p in partitions]
         got = client.hmget(Keys(settings.key_prefix).global_("offsets"), fields)

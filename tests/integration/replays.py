@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import orjson
+import redis
 
 from stream_reco import digest, kafka_io
+from stream_reco.bench.fleet import free_port
 from stream_reco.config import Settings
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
@@ -98,3 +102,54 @@ def same_as_clean(clean: Settings, other: Settings, name: str, figures: dict[str
         report = {"events": EVENTS, **figures, "digest": result}
         (Path(folder) / f"{name}.json").write_bytes(orjson.dumps(report))
     assert result["passed"], digest.table(result)
+
+
+class ThrowawayRedis:
+    """A redis-server of the test's own, persisted by snapshots only (no append-only file):
+    a crash brings it back as of its last snapshot, the worst a real deployment allows."""
+
+    def __init__(self, folder: Path, *extra: str) -> None:
+        self.port, self.folder, self.extra = free_port(), folder, extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder), "--dbfilename", "dump.rdb",
+             "--maxmemory-policy", "noeviction", *self.extra],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.exceptions.BusyLoadingError:
+                pass  # still loading its snapshot
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the throwaway redis-server did not start"
+            time.sleep(0.05)
+        client.close()
+
+    def snapshot(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.save()
+        finally:
+            client.close()
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)

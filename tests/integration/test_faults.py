@@ -110,8 +110,8 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
     """1 -> 2 workers; then the first stalls (SIGSTOP) past its group session, so the second
     takes its partitions while the first still holds a batch it goes on applying when it
     wakes (SIGCONT): two owners at once; then the first leaves (2 -> 1). Events arrive at a
-    steady pace after a backlog, and the last ones are held back until the first has
-    stalled, so every move happens mid-replay."""
+    steady pace after a backlog, and the last ones are held back until the first has woken,
+    so every move happens mid-replay."""
     base = dataclasses.replace(
         settings.isolated(uid("rebalance")), require_catalog=False, web_port=settings.web_port + 42
     )
@@ -143,10 +143,10 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
             until_applied(moved, min(at["second_ready"] + EVENTS // 20, hold[0]), 0.01)
             procs[0].send_signal(signal.SIGSTOP)  # mid-batch, as likely as not
             at["first_stalls"] = applied_count(moved)
-            go.set()
             time.sleep(SESSION_TIMEOUT_S + 5)  # the group gives its partitions away
             at["first_wakes"] = applied_count(moved)
             procs[0].send_signal(signal.SIGCONT)
+            go.set()
             until_applied(moved, at["first_wakes"] + EVENTS // 20, 0.01)
             at["first_leaves"] = applied_count(moved)
             stop_worker(procs[0])  # a graceful leave: its partitions move at once
@@ -157,7 +157,10 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
         time.sleep(2)  # anything redelivered after the last apply would show as more
         for p in procs:
             stop_worker(p)
-        assert at["first_stalls"] < at["first_wakes"] < at["first_leaves"] < EVENTS, at
+        assert at["first_stalls"] <= at["first_wakes"] < at["first_leaves"] < EVENTS, at
+        # The second worker took every partition: while the first stalled, and when it left.
+        every = f"partitions assigned: {list(range(base.partitions))}"
+        assert logs[1].read_text(errors="replace").count(every) >= 2
         assert applied_count(moved) == EVENTS
         clean_s = replay_cleanly(clean, tmp_path / "clean.log")
         figures = {

@@ -48,11 +48,11 @@ def own_stack(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         kafka_heap_opts="-Xms128m -Xmx512m",
     )
-    stack.up(own, say=lambda _: None)
     try:
+        stack.up(own, say=lambda _: None)
         yield own
     finally:
-        stack.down(own, say=lambda _: None)
+        stack.down(own, say=lambda _: None)  # also what a failed start left running
 
 
 def _restart_kafka(own: Settings) -> None:
@@ -86,27 +86,27 @@ def test_a_broker_restart_mid_replay_loses_and_doubles_nothing(
     hold = (EVENTS * 7 // 10, go)
     pacer = threading.Thread(target=produce, args=(base, EVENTS, start, backlog, PACE_PER_S, hold))
     proc = start_worker(through, log)
-    pacer.start()
     try:
-        wait_worker_ready(proc, log)
-        until_applied(through, backlog + EVENTS // 10, 0.01)
-        at["stop"] = applied_count(through)
-        t0 = time.monotonic()
-        _restart_kafka(own_stack)
-        at["back"] = applied_count(through)
-        at["down_s"] = round(time.monotonic() - t0, 1)
-        go.set()
-        until_applied(through, at["back"] + EVENTS // 20, 0.05)
-        at["resumed_s"] = round(time.monotonic() - t0, 1)
-    finally:
-        go.set()
-        pacer.join()
-    try:
+        pacer.start()
+        try:
+            wait_worker_ready(proc, log)
+            until_applied(through, backlog + EVENTS // 10, 0.01)
+            at["stop"] = applied_count(through)
+            t0 = time.monotonic()
+            _restart_kafka(own_stack)
+            at["back"] = applied_count(through)
+            at["down_s"] = round(time.monotonic() - t0, 1)
+            go.set()
+            until_applied(through, at["back"] + EVENTS // 20, 0.05)
+            at["resumed_s"] = round(time.monotonic() - t0, 1)
+        finally:
+            go.set()
+            pacer.join()
         until_applied(through, EVENTS)
         time.sleep(2)  # anything applied twice would show as more
         assert proc.poll() is None, "the worker died"
     finally:
-        stop_worker(proc)
+        stop_worker(proc)  # also when anything above failed: no worker outlives the test
     assert log.read_text(errors="replace").count("Worker ready") == 1  # never restarted
     assert applied_count(through) == EVENTS
     clean_s = replay_cleanly(clean, tmp_path / "clean.log")

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from stream_reco import kafka_io
-from stream_reco.bench.fleet import free_port
 from stream_reco.config import Settings
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 from tests.integration.conftest import applied_count, forget_isolated, uid
 from tests.integration.replays import (
     EVENTS,
     PACE_PER_S,
+    ThrowawayRedis,
     other_store,
     produce,
     replay_cleanly,
@@ -31,57 +28,6 @@ from tests.integration.replays import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 DOWN_S = 3.0  # how long Redis stays down
-
-
-class ThrowawayRedis:
-    """A redis-server of the test's own, persisted by snapshots only (no append-only file):
-    a crash brings it back as of its last snapshot, the worst a real deployment allows."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder = free_port(), folder
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder), "--dbfilename", "dump.rdb",
-             "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.exceptions.BusyLoadingError:
-                pass  # still loading its snapshot
-            except redis.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the throwaway redis-server did not start"
-            time.sleep(0.05)
-        client.close()
-
-    def snapshot(self) -> None:
-        client = redis.Redis.from_url(self.url)
-        try:
-            client.save()
-        finally:
-            client.close()
-
-    def crash(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 @pytest.fixture
@@ -138,8 +84,8 @@ def test_a_redis_back_from_an_older_snapshot_is_caught_up_from_kafka(
         stop_worker(proc)
         text = log.read_text(errors="replace")
         assert text.count("Worker ready") == 1
-        assert "reading again from" in text  # it noticed, rather than applying on top
-        assert at["back"] <= at["snapshot"] < at["crash"]  # the snapshot came back, no more
+        assert "reading from the store's offsets" in text  # it noticed, not applied on top
+        assert at["back"] < at["crash"]  # the snapshot came back, not what followed it
         assert applied_count(crashed) == EVENTS
         clean_s = replay_cleanly(clean, tmp_path / "clean.log")
         same_as_clean(clean, crashed, "redis_back", {"applied_at": at, "clean_replay_s": clean_s})
@@ -147,4 +93,52 @@ def test_a_redis_back_from_an_older_snapshot_is_caught_up_from_kafka(
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(30)
+        forget_isolated(settings, base)
+
+
+def test_a_worker_started_on_a_restored_store_resumes_from_its_offsets(
+    settings: Settings, throwaway: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """Redis restored from an older snapshot while no worker runs: the group's commit is
+    ahead of the store; a worker starting reads from the store's offsets, not the commit."""
+    base = dataclasses.replace(
+        settings.isolated(uid("restored")), require_catalog=False, web_port=settings.web_port + 47
+    )
+    restored = other_store(base, "restored", redis_url=throwaway.url)
+    clean = other_store(base, "a")
+    n = EVENTS // 2
+    at: dict[str, int] = {}
+    procs = []
+    try:
+        kafka_io.ensure_topics(base)
+        start = start_ms(n)
+        produce(base, n * 3 // 10, start)
+        procs.append(start_worker(restored, tmp_path / "first.log"))
+        wait_worker_ready(procs[0], tmp_path / "first.log")
+        until_applied(restored, n * 3 // 10)
+        throwaway.snapshot()
+        at["snapshot"] = applied_count(restored)
+        produce(base, n * 6 // 10, start, first=n * 3 // 10)
+        until_applied(restored, n * 6 // 10)
+        stop_worker(procs[0])  # commits the group's offsets past everything applied
+        throwaway.crash()
+        throwaway.start()
+        at["restored"] = applied_count(restored)
+        produce(base, n, start, first=n * 6 // 10)
+        log = tmp_path / "second.log"
+        procs.append(start_worker(restored, log))
+        wait_worker_ready(procs[1], log)
+        until_applied(restored, n)
+        time.sleep(2)  # anything applied twice would show as more
+        stop_worker(procs[1])
+        assert at["restored"] == at["snapshot"] < n * 6 // 10
+        assert applied_count(restored) == n
+        assert "offsets unavailable" not in log.read_text(errors="replace")
+        clean_s = replay_cleanly(clean, tmp_path / "clean.log", n)
+        same_as_clean(clean, restored, "redis_restored", {"applied_at": at, "clean_s": clean_s})
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
         forget_isolated(settings, base)
