@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 import faust
 import mode
 
-from stream_reco import logs, messages, runtime
+from stream_reco import logs, messages, runtime, security
 from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
@@ -36,6 +36,19 @@ LEARN_SHARE = 0.1  # of a worker's time the learner may take: answers come first
 STOP_GRACE_S = 10.0  # how long a stopping worker lets its batches in flight finish
 LOG_EVERY_S = 1.0  # how late a held-back log summary may be written after its interval
 _STEPS: dict[str, logs.Trouble] = {}  # each background step's failures, for the log
+
+
+def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's (aiokafka's) form of the deployment's Kafka authentication and encryption."""
+    protocol, context = settings.kafka_security_protocol, security.ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -64,6 +77,7 @@ def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.faust_app_id,
         broker=_broker_url(settings.kafka_bootstrap_servers),
+        broker_credentials=_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from stream_reco import security
 from stream_reco.errors import ConfigError
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")
@@ -159,6 +160,7 @@ class Settings:
     batch_within_ms: int = 5
     home: Path = Path(".stream-reco")
     kafka_controller_port: int = 9093
+    kafka_sasl_port: int = 9094  # the local stack's SASL/SCRAM listener
     max_future_s: int = 3600
     kafka_heap_opts: str = "-Xms256m -Xmx1g"
     rules_file: str = ""
@@ -172,6 +174,24 @@ class Settings:
     refresh_s: float = 1.0
     role: str = "all"
     answer_max_lag_ms: int = 5000
+    # Connections (security.py): how Kafka clients authenticate and encrypt, and the HTTP
+    # views' token. Redis takes its password and TLS in REDIS_URL (rediss://:password@...).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-256"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_ca_file: str = ""
+    http_token: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log line or a report: repr is what tracebacks and logs show.
+        shown = {
+            f.name: security.masked_url(self.redis_url) if f.name == "redis_url" else
+            (security.MASK if getattr(self, f.name) else "") if not f.repr else
+            getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        }  # fmt: skip
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def __post_init__(self) -> None:
         # A read-only copy: nobody can change the weights of a shared, frozen Settings.
@@ -213,7 +233,7 @@ class Settings:
                 problems.append(f"{ENV[name]} must be > 0")
         if not (math.isfinite(self.stream_examples_per_s) and self.stream_examples_per_s >= 0):
             problems.append(f"{ENV['stream_examples_per_s']} must be >= 0 (0: none)")
-        for name in ("web_port", "kafka_controller_port"):
+        for name in ("web_port", "kafka_controller_port", "kafka_sasl_port"):
             if not 1 <= getattr(self, name) <= 65535:
                 problems.append(f"{ENV[name]} must be a port number in 1..65535")
         if self.role not in ROLES:
@@ -226,6 +246,7 @@ class Settings:
             problems.append(f"{ENV['default_k']} must be <= {ENV['max_k']}")
         if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             problems.append(f"{ENV['redis_url']} must look like redis://host:port/db")
+        problems += security.problems(self, ENV)
         if not all(
             re.fullmatch(r"[^\s:,]+:\d{1,5}", server.strip())
             for server in self.kafka_bootstrap_servers.split(",")

@@ -21,6 +21,7 @@ from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StackError, StoreRewound
 from stream_reco.kafka_io import QUIET, Sink
 from stream_reco.messages import Message, Out
+from stream_reco.security import kafka_options
 
 log = logging.getLogger(__name__)
 Handle = Callable[[list[Message]], Awaitable[list[Out]]]
@@ -100,7 +101,7 @@ class TopicLoop:
         self.trouble = logs.Trouble(f"Kafka consumer of {topic}")
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                **kafka_options(settings),
                 "group.id": group,
                 "auto.offset.reset": start,  # where a group without offsets begins
                 "enable.auto.commit": True,

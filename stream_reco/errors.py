@@ -29,6 +29,10 @@ class StoreError(StreamRecoError):
     """The state store (Redis) failed after bounded retries."""
 
 
+class StoreCredentialsError(StreamRecoError):
+    """Redis refused the user or password: a setting to fix, not an outage to wait out."""
+
+
 class StoreRewound(StreamRecoError):
     """The store holds less than it acknowledged (restarted from an older snapshot): its
     partitions must be read again from the store's own offsets before anything is applied."""

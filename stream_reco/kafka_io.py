@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from stream_reco import logs
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StackError
+from stream_reco.security import kafka_options
 
 log = logging.getLogger(__name__)
 QUEUE_FULL_TRIES = 100  # x 10 ms: how long an output waits for room in the producer's queue
@@ -26,10 +27,23 @@ NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # Kafka's zero UUID, base64: the broker 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the contract's topics if missing (catalogue and rules compacted); returns those
     created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **QUIET})
+    refused: list[str] = []  # authentication failures, which look like silence otherwise
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            refused.append(err.str())
+
+    admin = AdminClient({**kafka_options(settings), **QUIET, "error_cb": on_error})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
+        admin.poll(0)  # error callbacks are served here
+        if refused:
+            raise StackError(
+                f"Kafka at {settings.kafka_bootstrap_servers} refused the credentials: "
+                f"{refused[-1]} (check STREAM_RECO_KAFKA_SASL_USERNAME, "
+                "STREAM_RECO_KAFKA_SASL_PASSWORD and STREAM_RECO_KAFKA_SASL_MECHANISM)"
+            ) from exc
         raise StackError(
             f"Kafka at {settings.kafka_bootstrap_servers} does not answer: {exc} "
             "(start it with `stream-reco stack up`)"
@@ -62,7 +76,7 @@ def stream_name(settings: Settings, topic: str, timeout: float = 30.0) -> str:
     partition's last applied offset under, so a topic deleted and made again under the same
     name starts over instead of looking already applied. A broker without topic ids (before
     Kafka 2.8) gives the name alone."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **QUIET})
+    admin = AdminClient({**kafka_options(settings), **QUIET})
     try:
         found = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
         described = found[topic].result(timeout)
@@ -78,7 +92,7 @@ def stream_name(settings: Settings, topic: str, timeout: float = 30.0) -> str:
 def producer(settings: Settings, **extra: object) -> Producer:
     # Small linger: the storefront's events should reach the engine within milliseconds.
     conf = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **kafka_options(settings),
         "linger.ms": 2,
         "enable.idempotence": True,
         **QUIET,
@@ -92,7 +106,7 @@ def consumer(
 ) -> Consumer:
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             "group.id": group,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": True,

@@ -64,17 +64,24 @@ def document(settings: Settings) -> dict[str, Any]:
             "input, including an unknown parameter, is a 400 whose `error` says why.",
         },
         "paths": {
-            "/recommendations": {"get": _recommendations(settings)},
-            "/rank": {"post": _rank(settings)},
+            "/recommendations": {"get": _guarded(_recommendations(settings), settings)},
+            "/rank": {"post": _guarded(_rank(settings), settings)},
             "/openapi.json": {"get": _self()},
             "/": {"get": _index()},
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "STREAM_RECO_HTTP_TOKEN; required when the worker sets it",
+                }
+            },
             "schemas": {
                 "Recommendation": recommendation_schema(settings),
                 "RankRequest": _rank_body(settings),
                 "Error": ERROR,
-            }
+            },
         },
     }
 
@@ -235,6 +242,16 @@ def _index() -> dict[str, Any]:
         "Kafka or Redis, ignores query parameters)",
         "responses": {"200": _json("The web server is up", status)},
     }
+
+
+def _guarded(operation: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """An operation under the bearer token when this worker has one (the answers name what a
+    session viewed and bought: not for anyone who can reach the port)."""
+    if not settings.http_token:
+        return operation
+    refused = _json("Missing or wrong bearer token", {"$ref": "#/components/schemas/Error"})
+    responses = {**operation["responses"], "401": refused}
+    return {**operation, "security": [{"bearer": []}], "responses": responses}
 
 
 def _answer() -> dict[str, Any]:

@@ -61,11 +61,10 @@ def up(settings: Settings, say: Say = print) -> None:
                 f"port {svc.port} ({svc.name}) is in use by a process this stack did not start; "
                 f"stop it or point {env} at another port"
             )
-        if svc.name == "kafka" and _port_open("127.0.0.1", settings.kafka_controller_port):
-            raise StackError(
-                f"port {settings.kafka_controller_port} (Kafka controller) is in use; "
-                f"set {ENV['kafka_controller_port']}"
-            )
+        for name in ("kafka_controller_port", "kafka_sasl_port"):
+            port = getattr(settings, name)
+            if svc.name == "kafka" and _port_open("127.0.0.1", port):
+                raise StackError(f"port {port} ({name}) is in use; set {ENV[name]}")
         say(f"{svc.name}: starting on {svc.host}:{svc.port} (log: {stack.log_file(svc)})")
         START[svc.name](stack, svc, say)
         started.append(svc)

@@ -113,15 +113,23 @@ def ensure_kafka_jars(stack: Stack, say: Say) -> Path:
 
 def _kafka_config(stack: Stack, svc: Service) -> Path:
     kdir = stack.home / "kafka"
-    ctrl = stack.settings.kafka_controller_port
+    ctrl, sasl = stack.settings.kafka_controller_port, stack.settings.kafka_sasl_port
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{ctrl}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{svc.port},CONTROLLER://127.0.0.1:{ctrl}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{svc.port}",
+        # A second listener with SASL/SCRAM, for trying authenticated clients locally: its
+        # users are made with the admin API (stream-reco's tests make their own).
+        "listeners": f"PLAINTEXT://127.0.0.1:{svc.port},CONTROLLER://127.0.0.1:{ctrl},"
+        f"SASL://127.0.0.1:{sasl}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{svc.port},SASL://127.0.0.1:{sasl}",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+        "listener.name.sasl.scram-sha-256.sasl.jaas.config": scram,
+        "listener.name.sasl.scram-sha-512.sasl.jaas.config": scram,
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(kdir / "data"),
         "num.partitions": str(stack.settings.partitions),

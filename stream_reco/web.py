@@ -3,6 +3,7 @@ OpenAPI document of both (openapi.py)."""
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -42,6 +43,8 @@ def add_views(
     @app.page("/recommendations")
     class Recommendations(View):
         async def get(self, request: Request) -> Response:
+            if (refused := _refused(self, request, settings)) is not None:
+                return refused
             try:
                 req = request_from_query(request.query, settings)  # type: ignore[arg-type]
             except BadInput as exc:
@@ -51,6 +54,8 @@ def add_views(
     @app.page("/rank")
     class Rank(View):
         async def post(self, request: Request) -> Response:
+            if (refused := _refused(self, request, settings)) is not None:
+                return refused
             try:
                 _no_query(request.query, "POST /rank takes its parameters in the JSON body")
                 req, items = rank_request(await request.read(), settings)
@@ -78,6 +83,21 @@ def add_views(
             except BadInput as exc:
                 return self.error(400, str(exc))
             return self.json(spec)
+
+
+def _refused(view: View, request: Request, settings: Settings) -> Response | None:
+    """With STREAM_RECO_HTTP_TOKEN set, a 401 for a request without `Authorization: Bearer
+    <token>`: anyone who can reach the port could otherwise ask for any session's answers."""
+    if not settings.http_token:
+        return None
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {settings.http_token}"
+    if hmac.compare_digest(given.encode(), expected.encode()):
+        return None
+    why = "missing or wrong bearer token (Authorization: Bearer <STREAM_RECO_HTTP_TOKEN>)"
+    return view.json(
+        {"error": why}, status=401, headers={"WWW-Authenticate": 'Bearer realm="stream-reco"'}
+    )
 
 
 def request_from_query(query: MultiMapping[str], settings: Settings) -> events.Request:

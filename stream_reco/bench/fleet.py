@@ -33,6 +33,7 @@ from stream_reco.bench.topology import (
 )
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
+from stream_reco.security import kafka_options
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
@@ -95,9 +96,7 @@ class Fleet:
     def __init__(self, base: Settings, tag: str) -> None:
         self.tag = tag
         self.settings = base.isolated(tag)
-        self.admin = AdminClient(
-            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, **kafka_io.QUIET}
-        )
+        self.admin = AdminClient({**kafka_options(self.settings), **kafka_io.QUIET})
         self.workers: list[Worker] = []
         self.topology: str | None = None  # what runs now (deploy)
         self.started = 0  # workers started so far: the next one's number

@@ -25,6 +25,7 @@ from stream_reco.bench.windows import kafka_requests, redis_pings
 from stream_reco.client import RecoClient
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
+from stream_reco.security import kafka_options
 
 ASSIGN_TIMEOUT_S = 30.0
 
@@ -36,7 +37,7 @@ class Echo:
         self.outbox = outbox
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                **kafka_options(settings),
                 "group.id": group,
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": True,

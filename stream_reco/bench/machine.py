@@ -75,7 +75,7 @@ def settings_facts(settings: Settings) -> dict[str, Any]:
     """Every setting that shapes performance, as plain JSON values."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(settings):
-        if f.name in _LEFT_OUT:
+        if f.name in _LEFT_OUT or not f.repr:  # nor any secret
             continue
         value = getattr(settings, f.name)
         out[f.name] = dict(value) if f.name == "weights" else value

@@ -20,6 +20,7 @@ from stream_reco.client.responses import RecoTimeout, ResponseFuture, Route
 from stream_reco.client.sending import Sender, log
 from stream_reco.config import Settings
 from stream_reco.errors import ConfigError, StreamRecoError
+from stream_reco.security import kafka_options
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._]{1,64}")  # no "-": it separates the id from the counter
 _IDLE_POLL_S = 0.05  # the poll thread's wait for a response: how late a timeout may fire
@@ -107,6 +108,10 @@ class RecoClient(Sender):
             "max_k": settings.max_k,
             "max_future_s": settings.max_future_s,
         }
+        # The deployment's authentication and encryption, for both of the client's connections.
+        secure = {k: v for k, v in kafka_options(settings).items() if k != "bootstrap.servers"}
+        for name in ("producer_config", "consumer_config"):
+            base[name] = {**secure, **kwargs.pop(name, {})}
         return cls(settings.kafka_bootstrap_servers, **{**base, **kwargs})
 
     def start(self, timeout: float = 30.0) -> RecoClient:

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
 from stream_reco.kafka_io import QUIET, ensure_topics, producer
+from stream_reco.security import kafka_options
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
 Tick = Callable[[int], None]
@@ -46,16 +47,14 @@ def ingest(store_settings: Settings, events: Sequence[dict[str, object]], tick: 
         return len(events) / max(time.perf_counter() - started, 1e-9)
     finally:
         stop_worker(worker)
-        AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers, **QUIET}).delete_topics(
-            list(s.topics)
-        )
+        AdminClient({**kafka_options(s), **QUIET}).delete_topics(list(s.topics))
 
 
 def _wait_drained(s: Settings, exited: Callable[[], int | None]) -> None:
     """Until the worker's committed offsets reach the end of every events partition."""
     probe = Consumer(
         {
-            "bootstrap.servers": s.kafka_bootstrap_servers,
+            **kafka_options(s),
             "group.id": s.events_group,
             "enable.auto.commit": False,
             **QUIET,

@@ -11,21 +11,23 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_reco import logs
 from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.decay import value_at
-from stream_reco.errors import StoreError, StoreFormatError
+from stream_reco.errors import StoreCredentialsError, StoreError, StoreFormatError
 from stream_reco.events import Event
 from stream_reco.state import SessionView, parse_session
 from stream_reco.storage import apply
@@ -145,6 +147,12 @@ class RedisStore(SharedState, CatalogState):
         for attempt in range(1, RETRIES + 1):
             try:
                 result = await call()
+            except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
+                # Not an outage: waiting does not make a wrong password right.
+                raise StoreCredentialsError(
+                    f"{what}: Redis refused the credentials ({exc}): check the user and password "
+                    "in REDIS_URL (redis://user:password@host:port/db)"
+                ) from exc
             except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
                 if isinstance(exc, ResponseError) and not transient(exc):
                     raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import signal
 import subprocess
 import threading
@@ -108,17 +109,27 @@ class ThrowawayRedis:
     """A redis-server of the test's own, persisted by snapshots only (no append-only file):
     a crash brings it back as of its last snapshot, the worst a real deployment allows."""
 
-    def __init__(self, folder: Path, *extra: str) -> None:
-        self.port, self.folder, self.extra = free_port(), folder, extra
+    def __init__(self, folder: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (CA file, server key and certificate file): TLS only, with a password."""
+        self.port, self.folder, self.extra, self.tls = free_port(), folder, extra, tls
+        self.password = secrets.token_urlsafe(16) if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if self.tls is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"rediss://:{self.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
 
     def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            ca, pem = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(pem),
+                      "--tls-key-file", str(pem), "--tls-ca-cert-file", str(ca),
+                      "--tls-auth-clients", "no", "--requirepass", str(self.password)]  # fmt: skip
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.folder), "--dbfilename", "dump.rdb",
              "--maxmemory-policy", "noeviction", *self.extra],
             stdout=subprocess.DEVNULL,

@@ -45,6 +45,7 @@ def own_stack(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         home=home,
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         kafka_controller_port=free_port(),
+        kafka_sasl_port=free_port(),
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         kafka_heap_opts="-Xms128m -Xmx512m",
     )

@@ -1,0 +1,69 @@
+"""How stream-reco's clients authenticate and encrypt (Kafka SASL/TLS, Redis URL, HTTP token)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from stream_reco.config import Settings
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SECRETS = ("kafka_sasl_password", "http_token")  # never shown: repr, logs, reports
+MASK = "***"
+
+
+def problems(s: Settings, env: dict[str, str]) -> list[str]:
+    """What is wrong with the security settings, each naming its variable."""
+    out: list[str] = []
+    protocol = s.kafka_security_protocol
+    if protocol not in PROTOCOLS:
+        out.append(f"{env['kafka_security_protocol']} must be one of {', '.join(PROTOCOLS)}")
+    if protocol.startswith("SASL_"):
+        if s.kafka_sasl_mechanism not in MECHANISMS:
+            out.append(f"{env['kafka_sasl_mechanism']} must be one of {', '.join(MECHANISMS)}")
+        if not s.kafka_sasl_username or not s.kafka_sasl_password:
+            out.append(
+                f"{env['kafka_sasl_username']} and {env['kafka_sasl_password']} are needed "
+                f"with {env['kafka_security_protocol']}={protocol}"
+            )
+    if s.kafka_ssl_ca_file and not Path(s.kafka_ssl_ca_file).is_file():
+        out.append(f"{env['kafka_ssl_ca_file']}: no such file {s.kafka_ssl_ca_file!r}")
+    return out
+
+
+def kafka_options(s: Settings) -> dict[str, Any]:
+    """librdkafka's (confluent-kafka's) connection options: servers, protocol, credentials."""
+    out: dict[str, Any] = {
+        "bootstrap.servers": s.kafka_bootstrap_servers,
+        "security.protocol": s.kafka_security_protocol,
+    }
+    if s.kafka_security_protocol.startswith("SASL_"):
+        out["sasl.mechanisms"] = s.kafka_sasl_mechanism
+        out["sasl.username"] = s.kafka_sasl_username
+        out["sasl.password"] = s.kafka_sasl_password
+    if s.kafka_security_protocol.endswith("SSL") and s.kafka_ssl_ca_file:
+        out["ssl.ca.location"] = s.kafka_ssl_ca_file
+    return out
+
+
+def ssl_context(s: Settings) -> ssl.SSLContext | None:
+    """For the clients that take an SSLContext (Faust's aiokafka); None without TLS."""
+    if not s.kafka_security_protocol.endswith("SSL"):
+        return None
+    return ssl.create_default_context(cafile=s.kafka_ssl_ca_file or None)
+
+
+def masked_url(url: str) -> str:
+    """A URL with its password (if any) replaced, for anything a person may read."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{user}:{MASK}@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
