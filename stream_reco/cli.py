@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from stream_reco.config import Settings
-from stream_reco.errors import ConfigError, StoreError, StreamRecoError
+from stream_reco.errors import ConfigError, StoreCredentialsError, StoreError, StreamRecoError
 
 if TYPE_CHECKING:
     pass
@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return int(args.run(settings, args) or 0)
+    except StoreCredentialsError as exc:
+        print(f"stream-reco: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"stream-reco: {exc} (is Redis up? `stream-reco stack up`)", file=sys.stderr)
         return 2

@@ -160,7 +160,7 @@ class Settings:
     batch_within_ms: int = 5
     home: Path = Path(".stream-reco")
     kafka_controller_port: int = 9093
-    kafka_sasl_port: int = 9094  # the local stack's SASL/SCRAM listener
+    kafka_sasl_port: int = 9095  # the local stack's SASL/SCRAM listener
     max_future_s: int = 3600
     kafka_heap_opts: str = "-Xms256m -Xmx1g"
     rules_file: str = ""
@@ -185,12 +185,7 @@ class Settings:
 
     def __repr__(self) -> str:
         # Secrets never reach a log line or a report: repr is what tracebacks and logs show.
-        shown = {
-            f.name: security.masked_url(self.redis_url) if f.name == "redis_url" else
-            (security.MASK if getattr(self, f.name) else "") if not f.repr else
-            getattr(self, f.name)
-            for f in dataclasses.fields(self)
-        }  # fmt: skip
+        shown = security.shown(self)
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def __post_init__(self) -> None:

@@ -290,7 +290,11 @@ class TopicLoop:
     def _client_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors (on the fetching thread): all brokers down, or a
         fatal error, is trouble; a single dropped connection is a state it recovers from."""
-        if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+        if err.fatal() or err.code() in (
+            KafkaError._ALL_BROKERS_DOWN,
+            KafkaError._AUTHENTICATION,  # e.g. the user deleted or its password changed
+            KafkaError._SSL,
+        ):
             ERRORS["kafka_consume"] += 1
             self.trouble.failed(err.name(), err)
 

@@ -29,8 +29,9 @@ class StoreError(StreamRecoError):
     """The state store (Redis) failed after bounded retries."""
 
 
-class StoreCredentialsError(StreamRecoError):
-    """Redis refused the user or password: a setting to fix, not an outage to wait out."""
+class StoreCredentialsError(StoreError):
+    """Redis refused the user or password: said at once rather than after retries; a
+    running worker still holds its batches (a password being rotated), never drops them."""
 
 
 class StoreRewound(StreamRecoError):

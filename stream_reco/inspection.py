@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -14,6 +13,7 @@ from stream_reco.config import ENV, Settings
 from stream_reco.errors import ConfigError
 from stream_reco.ranking import blend
 from stream_reco.ranking.model import SCALE, ModelFormatError, Weights
+from stream_reco.security import masked_url
 from stream_reco.storage.redis_store import RedisStore
 
 
@@ -51,7 +51,7 @@ def _nothing_stored(settings: Settings) -> str:
     prefix, url = ENV["key_prefix"], ENV["redis_url"]
     return (
         f"nothing is stored under key prefix {settings.key_prefix!r} in Redis at "
-        f"{_shown_url(settings.redis_url)}: no worker with this prefix has applied an event, "
+        f"{masked_url(settings.redis_url)}: no worker with this prefix has applied an event, "
         "a catalogue record or a rules message there. Set "
         f"{prefix} (and {url}) to what the worker runs with; the prefix is a setting of its "
         f"own, not derived from {ENV['app_id']}"
@@ -119,14 +119,3 @@ def _model_verdict(settings: Settings, model: Weights) -> str:
         f"workers rank with it: {model.examples} examples seen (at least "
         f"{settings.model_min_examples}) and it orders recent examples better than the blend"
     )
-
-
-def _shown_url(url: str) -> str:
-    """The Redis URL without its password, if it has one."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -27,27 +28,7 @@ NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # Kafka's zero UUID, base64: the broker 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the contract's topics if missing (catalogue and rules compacted); returns those
     created."""
-    refused: list[str] = []  # authentication failures, which look like silence otherwise
-
-    def on_error(err: KafkaError) -> None:
-        if err.code() == KafkaError._AUTHENTICATION:
-            refused.append(err.str())
-
-    admin = AdminClient({**kafka_options(settings), **QUIET, "error_cb": on_error})
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except KafkaException as exc:
-        admin.poll(0)  # error callbacks are served here
-        if refused:
-            raise StackError(
-                f"Kafka at {settings.kafka_bootstrap_servers} refused the credentials: "
-                f"{refused[-1]} (check STREAM_RECO_KAFKA_SASL_USERNAME, "
-                "STREAM_RECO_KAFKA_SASL_PASSWORD and STREAM_RECO_KAFKA_SASL_MECHANISM)"
-            ) from exc
-        raise StackError(
-            f"Kafka at {settings.kafka_bootstrap_servers} does not answer: {exc} "
-            "(start it with `stream-reco stack up`)"
-        ) from exc
+    existing = set(_topics(settings, timeout))
     wanted = []
     for name in settings.topics:
         if name in existing:
@@ -61,6 +42,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     if not wanted:
         return []
     created = []
+    admin = AdminClient({**kafka_options(settings), **QUIET})
     for name, fut in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             fut.result()
@@ -69,6 +51,38 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a concurrent creator won the race
                 raise StackError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+def _topics(settings: Settings, timeout: float) -> list[str]:
+    """The cluster's topic names; a refused login or a TLS failure says so at once (librdkafka
+    reports both as errors beside a metadata request that only times out)."""
+    trouble: list[KafkaError] = []
+    admin = AdminClient({**kafka_options(settings), **QUIET, "error_cb": trouble.append})
+    where, deadline = settings.kafka_bootstrap_servers, time.monotonic() + timeout
+    while True:
+        try:
+            return list(admin.list_topics(timeout=1.0).topics)
+        except KafkaException as exc:
+            admin.poll(0)  # error callbacks are served here
+            codes = {e.code() for e in trouble}
+            if KafkaError._AUTHENTICATION in codes:
+                why = next(e.str() for e in trouble if e.code() == KafkaError._AUTHENTICATION)
+                raise StackError(
+                    f"Kafka at {where} refused the credentials: {why} (check "
+                    "STREAM_RECO_KAFKA_SASL_USERNAME, STREAM_RECO_KAFKA_SASL_PASSWORD and "
+                    "STREAM_RECO_KAFKA_SASL_MECHANISM)"
+                ) from exc
+            if KafkaError._SSL in codes:
+                why = next(e.str() for e in trouble if e.code() == KafkaError._SSL)
+                raise StackError(
+                    f"TLS with Kafka at {where} failed: {why} (check "
+                    "STREAM_RECO_KAFKA_SECURITY_PROTOCOL and STREAM_RECO_KAFKA_SSL_CA_FILE)"
+                ) from exc
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"Kafka at {where} does not answer: {exc} "
+                    "(start it with `stream-reco stack up`)"
+                ) from exc
 
 
 def stream_name(settings: Settings, topic: str, timeout: float = 30.0) -> str:

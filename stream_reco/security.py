@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,8 +14,8 @@ if TYPE_CHECKING:
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-SECRETS = ("kafka_sasl_password", "http_token")  # never shown: repr, logs, reports
 MASK = "***"
+_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:password|pass|pwd)=)[^&]*")
 
 
 def problems(s: Settings, env: dict[str, str]) -> list[str]:
@@ -58,12 +60,26 @@ def ssl_context(s: Settings) -> ssl.SSLContext | None:
 
 
 def masked_url(url: str) -> str:
-    """A URL with its password (if any) replaced, for anything a person may read."""
+    """A URL with its password (in the user part or a `password=` parameter) replaced, for
+    anything a person may read; the rest as written, whatever it holds."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:{MASK}@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user, at, host = parts.netloc.rpartition("@")
+    if at and ":" in user:
+        user = f"{user.split(':', 1)[0]}:{MASK}"
+    query = _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, parts.query)
+    netloc = f"{user}{at}{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def shown(settings: Settings) -> dict[str, object]:
+    """Every setting as `repr` shows it: secrets (fields with repr=False) and the Redis
+    password masked, so no log line, traceback or report can quote them."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "redis_url":
+            value = masked_url(value)
+        elif not f.repr:
+            value = MASK if value else ""
+        out[f.name] = value
+    return out

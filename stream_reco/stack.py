@@ -48,7 +48,18 @@ def _require_local(svc: Service) -> None:
 
 def up(settings: Settings, say: Say = print) -> None:
     """Start Redis and Kafka unless they already run (ours); wait until both answer."""
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise StackError(
+            f"the local stack is started and probed over its plain listener: run `stack up` "
+            f"(and `demo`, `bench`, `soak`) without {ENV['kafka_security_protocol']}; its "
+            f"SASL/SCRAM listener is on {ENV['kafka_sasl_port']}={settings.kafka_sasl_port}"
+        )
     stack = Stack(settings)
+    if settings.kafka_sasl_port in (settings.kafka_controller_port, stack.kafka().port):
+        raise StackError(
+            f"{ENV['kafka_sasl_port']}={settings.kafka_sasl_port} is already the stack's Kafka "
+            "controller or plain listener port: give the SASL listener a port of its own"
+        )
     started: list[Service] = []
     for svc in (stack.redis(), stack.kafka()):
         _require_local(svc)
@@ -64,7 +75,8 @@ def up(settings: Settings, say: Say = print) -> None:
         for name in ("kafka_controller_port", "kafka_sasl_port"):
             port = getattr(settings, name)
             if svc.name == "kafka" and _port_open("127.0.0.1", port):
-                raise StackError(f"port {port} ({name}) is in use; set {ENV[name]}")
+                what = "controller" if name == "kafka_controller_port" else "SASL listener"
+                raise StackError(f"port {port} (Kafka {what}) is in use; set {ENV[name]}")
         say(f"{svc.name}: starting on {svc.host}:{svc.port} (log: {stack.log_file(svc)})")
         START[svc.name](stack, svc, say)
         started.append(svc)

@@ -90,9 +90,10 @@ def _refused(view: View, request: Request, settings: Settings) -> Response | Non
     <token>`: anyone who can reach the port could otherwise ask for any session's answers."""
     if not settings.http_token:
         return None
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {settings.http_token}"
-    if hmac.compare_digest(given.encode(), expected.encode()):
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Header bytes arrive surrogate-escaped: any of them compares, none raises.
+    token = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token, settings.http_token.encode()):
         return None
     why = "missing or wrong bearer token (Authorization: Bearer <STREAM_RECO_HTTP_TOKEN>)"
     return view.json(

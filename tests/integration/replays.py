@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -35,6 +36,13 @@ def start_ms(n: int) -> int:
     return int(time.time() * 1000) - (n // 20_000 + 1) * 3600_000
 
 
+@dataclasses.dataclass
+class Progress:
+    """How many of a replay's events have been produced so far (for its lag)."""
+
+    sent: int = 0
+
+
 def produce(
     s: Settings,
     n: int,
@@ -42,6 +50,7 @@ def produce(
     first: int = 0,
     per_s: float | None = None,
     hold: tuple[int, threading.Event] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Events `first` to `n` of one simulated shop beginning at `start` (the same events on
     every call), as fast as they go or `per_s` a second; with `hold` (k, go), the events
@@ -59,12 +68,37 @@ def produce(
             assert hold[1].wait(DONE_S), "the held-back events were never released"
             t0 = time.monotonic() - (n_ - first) / (per_s or 1.0)
         producer.produce(s.topic_events, key=str(ev["session_id"]), value=orjson.dumps(ev))
+        if progress is not None:
+            progress.sent = n_ + 1
         if per_s is not None and n_ % 100 == 0:
             producer.poll(0)
             time.sleep(max(0.0, t0 + (n_ - first) / per_s - time.monotonic()))
         elif n_ % 10_000 == 0:
             producer.poll(0)
     assert producer.flush(60) == 0
+
+
+class LagWatch:
+    """The most events produced but not yet applied while it watches (a fault's lag)."""
+
+    def __init__(self, s: Settings, progress: Progress, every_s: float = 0.1) -> None:
+        self.s, self.progress, self.every_s = s, progress, every_s
+        self.max_lag, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> LagWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            with contextlib.suppress(redis.ConnectionError):  # Redis may be down: its fault
+                lag = self.progress.sent - applied_count(self.s)
+                self.max_lag = max(self.max_lag, lag)
 
 
 def until_applied(s: Settings, n: int, poll_s: float = 0.2) -> None:

@@ -21,6 +21,8 @@ from tests.integration.conftest import applied_count, forget_isolated, uid
 from tests.integration.replays import (
     EVENTS,
     PACE_PER_S,
+    LagWatch,
+    Progress,
     other_store,
     produce,
     replay_cleanly,
@@ -121,7 +123,7 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs: list[subprocess.Popen[bytes]] = []
     at: dict[str, int] = {}
-    backlog, go = EVENTS // 5, threading.Event()
+    backlog, go, sent = EVENTS // 5, threading.Event(), Progress(EVENTS // 5)
     try:
         kafka_io.ensure_topics(base)
         start = start_ms(EVENTS)
@@ -130,7 +132,7 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
         procs.append(start_worker(moved, logs[0]))
         hold = (EVENTS * 7 // 10, go)
         pacer = threading.Thread(
-            target=produce, args=(base, EVENTS, start, backlog, PACE_PER_S, hold)
+            target=produce, args=(base, EVENTS, start, backlog, PACE_PER_S, hold, sent)
         )
         pacer.start()
         try:
@@ -141,18 +143,21 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
             wait_worker_ready(procs[1], logs[1])
             at["second_ready"] = applied_count(moved)
             until_applied(moved, min(at["second_ready"] + EVENTS // 20, hold[0]), 0.01)
-            procs[0].send_signal(signal.SIGSTOP)  # mid-batch, as likely as not
-            at["first_stalls"] = applied_count(moved)
-            time.sleep(SESSION_TIMEOUT_S + 5)  # the group gives its partitions away
-            at["first_wakes"] = applied_count(moved)
-            procs[0].send_signal(signal.SIGCONT)
-            go.set()
-            until_applied(moved, at["first_wakes"] + EVENTS // 20, 0.01)
-            at["first_leaves"] = applied_count(moved)
-            stop_worker(procs[0])  # a graceful leave: its partitions move at once
+            with LagWatch(moved, sent) as lag:
+                procs[0].send_signal(signal.SIGSTOP)  # mid-batch, as likely as not
+                at["first_stalls"] = applied_count(moved)
+                time.sleep(SESSION_TIMEOUT_S + 5)  # the group gives its partitions away
+                at["first_wakes"] = applied_count(moved)
+                procs[0].send_signal(signal.SIGCONT)
+                go.set()
+                until_applied(moved, at["first_wakes"] + EVENTS // 20, 0.01)
+                at["first_leaves"] = applied_count(moved)
+                stop_worker(procs[0])  # a graceful leave: its partitions move at once
+                until_applied(moved, at["first_leaves"] + EVENTS // 20, 0.01)
         finally:
             go.set()
             pacer.join()
+        at["max_lag_events"] = lag.max_lag
         until_applied(moved, EVENTS)
         time.sleep(2)  # anything redelivered after the last apply would show as more
         for p in procs:

@@ -19,6 +19,7 @@ import pytest
 from stream_reco import digest, kafka_io
 from stream_reco.config import Settings
 from stream_reco.events import Event, Rejected, decode_event
+from stream_reco.messages import Message, Out, on_event_messages
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
@@ -254,3 +255,26 @@ def test_the_generator_makes_every_kind_and_only_bad_ones() -> None:
     for name, make in kinds.items():
         for _ in range(20):
             assert isinstance(decode_event(make(rng) or b""), Rejected), name
+
+
+def test_a_dead_letter_keeps_its_own_original_when_event_ids_repeat(settings: Settings) -> None:
+    """Issue 12's finding: with two messages of one batch sharing an `event_id`, the dead
+    letter carried the other one's bytes. Each dead letter is made from its own message."""
+    s = dataclasses.replace(settings.isolated(uid("dlorig")), require_catalog=False)
+    good = json.dumps({**_valid(random.Random(1)), "event_id": "dup"}).encode()
+    bad = json.dumps({**_valid(random.Random(2)), "event_id": "dup", "type": "hover"}).encode()
+    msgs = [Message(s.topic_events, 0, n, b"k", v) for n, v in enumerate((good, bad, good))]
+
+    async def run() -> list[Out]:
+        st = RedisStore.connect(s)
+        try:
+            return await on_event_messages(st, s, msgs)
+        finally:
+            await st.clear()
+            await st.close()
+
+    dead = [o for o in asyncio.run(run()) if o.topic == s.topic_deadletter]
+    assert len(dead) == 1
+    letter = orjson.loads(dead[0].value)
+    assert (letter["partition"], letter["offset"]) == (0, 1)
+    assert base64.b64decode(letter["value_b64"]) == bad

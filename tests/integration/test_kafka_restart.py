@@ -21,6 +21,8 @@ from tests.integration.conftest import applied_count, uid
 from tests.integration.replays import (
     EVENTS,
     PACE_PER_S,
+    LagWatch,
+    Progress,
     other_store,
     produce,
     replay_cleanly,
@@ -80,12 +82,14 @@ def test_a_broker_restart_mid_replay_loses_and_doubles_nothing(
     clean = other_store(base, "a")
     log = tmp_path / "worker.log"
     at: dict[str, float] = {}
-    backlog, go = EVENTS // 5, threading.Event()
+    backlog, go, sent = EVENTS // 5, threading.Event(), Progress(EVENTS // 5)
     kafka_io.ensure_topics(base)
     start = start_ms(EVENTS)
     produce(base, backlog, start)
     hold = (EVENTS * 7 // 10, go)
-    pacer = threading.Thread(target=produce, args=(base, EVENTS, start, backlog, PACE_PER_S, hold))
+    pacer = threading.Thread(
+        target=produce, args=(base, EVENTS, start, backlog, PACE_PER_S, hold, sent)
+    )
     proc = start_worker(through, log)
     try:
         pacer.start()
@@ -94,12 +98,14 @@ def test_a_broker_restart_mid_replay_loses_and_doubles_nothing(
             until_applied(through, backlog + EVENTS // 10, 0.01)
             at["stop"] = applied_count(through)
             t0 = time.monotonic()
-            _restart_kafka(own_stack)
-            at["back"] = applied_count(through)
-            at["down_s"] = round(time.monotonic() - t0, 1)
-            go.set()
-            until_applied(through, at["back"] + EVENTS // 20, 0.05)
-            at["resumed_s"] = round(time.monotonic() - t0, 1)
+            with LagWatch(through, sent) as lag:
+                _restart_kafka(own_stack)
+                at["back"] = applied_count(through)
+                at["down_s"] = round(time.monotonic() - t0, 1)
+                go.set()
+                until_applied(through, at["back"] + EVENTS // 20, 0.05)
+                at["resumed_s"] = round(time.monotonic() - t0, 1)
+            at["max_lag_events"] = lag.max_lag
         finally:
             go.set()
             pacer.join()

@@ -8,12 +8,14 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import trustme
 from confluent_kafka.admin import (
     AdminClient,
@@ -108,6 +110,7 @@ def test_a_worker_over_sasl_scram_kafka_and_tls_redis_with_a_token(
         with RecoClient.from_settings(secure) as client:
             answer = client.recommend("secure-session", 5, timeout=10)
         assert answer["items"]
+        _rotate_and_restore_password(server, secure)
         web = secure.web_port
         assert _get(web, "/recommendations?session_id=s1") == 401
         assert _get(web, "/recommendations?session_id=s1", "wrong") == 401
@@ -118,7 +121,31 @@ def test_a_worker_over_sasl_scram_kafka_and_tls_redis_with_a_token(
         forget_isolated(settings, plain)
     text = log.read_text(errors="replace")
     assert password not in text and kafka_password not in text and token not in text
-    assert applied_count(secure) == EVENTS  # read over TLS with the password
+    assert applied_count(secure) == EVENTS + 100  # read over TLS with the password
+
+
+def _rotate_and_restore_password(server: ThrowawayRedis, s: Settings) -> None:
+    """Redis refuses the worker's password for a while (a rotation in progress): its batches
+    are held, not dead-lettered, and applied once the password works again."""
+    admin = redis.Redis.from_url(server.url)
+    admin.config_set("requirepass", "rotated")
+    admin.client_kill_filter(_type="normal", skipme=True)
+    admin.close()
+    produce(s, EVENTS + 100, start_ms(EVENTS), first=EVENTS)
+    time.sleep(3)
+    rotated = redis.Redis.from_url(server.url.replace(str(server.password), "rotated"))
+    try:
+        assert int(rotated.get(f"{s.key_prefix}:g:applied") or 0) == EVENTS  # held
+        rotated.config_set("requirepass", str(server.password))
+    finally:
+        rotated.close()
+    until_applied(s, EVENTS + 100)
+    consumer = kafka_io.consumer(s, [s.topic_deadletter], f"{s.app_id}-dlq", from_beginning=True)
+    try:
+        letters = [m for m in consumer.consume(100, 3.0) if m.error() is None]
+    finally:
+        consumer.close()
+    assert letters == []  # nothing was given up on
 
 
 def test_wrong_credentials_are_refused_at_start_saying_why(

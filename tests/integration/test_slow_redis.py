@@ -38,6 +38,20 @@ def slow(tmp_path: Path) -> Iterator[ThrowawayRedis]:
     server.stop()
 
 
+def _cart(client: RecoClient, n: int) -> str:
+    event_id = f"cart-{n}-{time.time_ns()}"
+    event = {
+        "event_id": event_id,
+        "type": "add_to_cart",
+        "session_id": f"cart-session-{n}",
+        "item_id": f"i{n % 50}",
+        "ts": int(time.time() * 1000),
+    }
+    client.track(event)
+    client.flush(5)
+    return event_id
+
+
 def _stall(url: str) -> None:
     client = redis.Redis.from_url(url, socket_timeout=SLEEP_S + 10)
     try:
@@ -59,15 +73,15 @@ def test_answers_keep_their_budget_while_redis_stalls(
     log = tmp_path / "worker.log"
     kafka_io.ensure_topics(s)
     proc = start_worker(s, log)
-    client = RecoClient(
-        s.kafka_bootstrap_servers,
-        topic_requests=s.topic_requests,
-        topic_responses=s.topic_responses,
-        topic_events=s.topic_events,
-        topic_catalog=s.topic_catalog,
-        topic_config=s.topic_config,
-    )
+    pushed: dict[str, float] = {}  # cart event id -> when its push arrived
+
+    def on_push(doc: dict[str, Any], at: float) -> None:
+        if doc.get("trigger") == "add_to_cart" and doc.get("event_id"):
+            pushed[str(doc["event_id"])] = at
+
+    client = RecoClient.from_settings(s, on_response=on_push)
     sent: dict[str, float] = {}
+    carted: dict[str, float] = {}  # cart event id -> when it was sent, during the stall
     arrived: dict[str, tuple[float, dict[str, Any]]] = {}
     try:
         wait_worker_ready(proc, log)
@@ -88,10 +102,14 @@ def test_answers_keep_their_budget_while_redis_stalls(
                 arrived[rid] = (time.monotonic(), f.result())
 
             fut.add_done_callback(done)
+            if len(sent) % 4 == 0:  # and now and then a cart addition, whose push must wait
+                carted[_cart(client, len(carted))] = time.monotonic()
             time.sleep(EVERY_S)
         stall.join()
         deadline = time.monotonic() + 15
-        while len(arrived) < len(sent) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if len(arrived) == len(sent) and set(carted) <= set(pushed.copy()):
+                break
             time.sleep(0.05)
         # Ingestion resumes: events sent after the stall are applied.
         produce(s, WARM + 500, start_ms(WARM), first=WARM)
@@ -111,6 +129,7 @@ def test_answers_keep_their_budget_while_redis_stalls(
             "wait_ms": [round(1000 * w, 1) for w in sorted(waits)],
             "degraded": Counter(str(doc["degraded"]) for _, doc in arrived.values()),
             "latency_ms": sorted(doc["latency_ms"] for _, doc in arrived.values()),
+            "push_wait_ms": sorted(round(1000 * (pushed[e] - t), 1) for e, t in carted.items()),
         }
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "slow_redis.json").write_bytes(orjson.dumps(figures))
@@ -121,3 +140,9 @@ def test_answers_keep_their_budget_while_redis_stalls(
     assert len(degraded) >= len(sent) // 2, [doc["degraded"] for _, doc in arrived.values()]
     assert all(doc["items"] for doc in degraded)  # from the worker's memory, not empty
     assert all(doc["latency_ms"] <= s.budget_ms * 3 for doc in degraded)
+    # A push must wait for its cart addition to be applied, so for Redis; then it comes at
+    # once, well inside its deadline (STREAM_RECO_ANSWER_MAX_LAG_MS), none lost.
+    pushed = pushed.copy()
+    assert set(pushed) >= set(carted), f"{len(set(carted) - set(pushed))} pushes missing"
+    push_waits = [pushed[e] - t for e, t in carted.items()]
+    assert max(push_waits) < SLEEP_S + 1.5 < s.answer_max_lag_ms / 1000, sorted(push_waits)
