@@ -239,7 +239,11 @@ class Settings:
             problems.append(f"{ENV['max_k']} must be <= {MAX_K}")
         if self.default_k > self.max_k:
             problems.append(f"{ENV['default_k']} must be <= {ENV['max_k']}")
-        if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+        try:
+            scheme = urlparse(self.redis_url).scheme
+        except ValueError:  # e.g. an unclosed [ of an IPv6 address
+            scheme = ""
+        if scheme not in ("redis", "rediss", "unix"):
             problems.append(f"{ENV['redis_url']} must look like redis://host:port/db")
         problems += security.problems(self, ENV)
         if not all(

@@ -59,20 +59,24 @@ def _topics(settings: Settings, timeout: float) -> list[str]:
     trouble: list[KafkaError] = []
     admin = AdminClient({**kafka_options(settings), **QUIET, "error_cb": trouble.append})
     where, deadline = settings.kafka_bootstrap_servers, time.monotonic() + timeout
+    streak: dict[int, int] = {}  # error code -> slices in a row it failed
     while True:
+        seen = len(trouble)
         try:
             return list(admin.list_topics(timeout=1.0).topics)
         except KafkaException as exc:
             admin.poll(0)  # error callbacks are served here
-            codes = {e.code() for e in trouble}
-            if KafkaError._AUTHENTICATION in codes:
+            now = {e.code() for e in trouble[seen:]}
+            streak = {c: streak.get(c, 0) + 1 for c in now}
+            # Twice in a row, not once: a user made a moment ago may not be known yet.
+            if streak.get(KafkaError._AUTHENTICATION, 0) >= 2:
                 why = next(e.str() for e in trouble if e.code() == KafkaError._AUTHENTICATION)
                 raise StackError(
                     f"Kafka at {where} refused the credentials: {why} (check "
                     "STREAM_RECO_KAFKA_SASL_USERNAME, STREAM_RECO_KAFKA_SASL_PASSWORD and "
                     "STREAM_RECO_KAFKA_SASL_MECHANISM)"
                 ) from exc
-            if KafkaError._SSL in codes:
+            if streak.get(KafkaError._SSL, 0) >= 2:
                 why = next(e.str() for e in trouble if e.code() == KafkaError._SSL)
                 raise StackError(
                     f"TLS with Kafka at {where} failed: {why} (check "

