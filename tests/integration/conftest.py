@@ -46,7 +46,9 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         **base_settings.to_env(),
         "STREAM_RECO_APP_ID": f"test-{RUN}",
         "STREAM_RECO_KEY_PREFIX": f"test-{RUN}",
-        "STREAM_RECO_WEB_PORT": str(6100 + int(RUN, 16) % 800),
+        # Tests add up to +63 to this port for workers of their own; the block sits below the
+        # ephemeral range (free_port) and clear of the stack's ports (Redis 6379, Kafka 909x).
+        "STREAM_RECO_WEB_PORT": str(10000 + 64 * (int(RUN, 16) % 300)),
         # A loaded test machine must not turn the worker's answers into fallbacks; the time
         # budget itself is tested in process (test_hybrid.py).
         "STREAM_RECO_BUDGET_MS": "1000",
