@@ -171,6 +171,7 @@ end
 local clock = tonumber(redis.call('GET', cfg.clock) or '0')
 local clock_text = nil  -- the newest event time seen, written once per call
 local done = {}  -- position -> last offset applied there, read once per call
+local moved = {}  -- position -> offset text to write: one HSET per call, not one per event
 local results = {}
 local applied = 0
 
@@ -194,7 +195,7 @@ end
 -- and, if applied, its id among the session's last ones.
 local function record(sid, event_id, position, offset_text, applied_now)
   if position ~= '' and tonumber(offset_text) > done[position] then
-    redis.call('HSET', cfg.offsets, position, offset_text)
+    moved[position] = offset_text
     done[position] = tonumber(offset_text)
   end
   if applied_now then
@@ -232,9 +233,17 @@ local function apply_all()
   end
 end
 
--- A failing command stops the script but keeps what it already wrote: the clock and the
--- count of applied events still cover the events before it.
+-- A failing command stops the script but keeps what it already wrote: the offsets, the clock
+-- and the count of applied events still cover the events before it.
 local ok, failure = pcall(apply_all)
+local fields = {}
+for position, offset_text in pairs(moved) do
+  fields[#fields + 1] = position
+  fields[#fields + 1] = offset_text
+end
+if #fields > 0 then
+  redis.call('HSET', cfg.offsets, unpack(fields))
+end
 if clock_text then
   redis.call('SET', cfg.clock, clock_text)
 end
