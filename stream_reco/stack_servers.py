@@ -18,6 +18,7 @@ from stream_reco.errors import StackError
 POM = Path(__file__).resolve().parent.parent / "deploy" / "local" / "pom.xml"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 START_TIMEOUT_S = 90.0
+OVERRIDES = "overrides.properties"  # in the stack's kafka folder: broker settings of the operator
 Say = Callable[[str], None]
 
 
@@ -141,6 +142,8 @@ def _kafka_config(stack: Stack, svc: Service) -> Path:
         "auto.create.topics.enable": "true",
         "log.retention.hours": "168",
     }
+    # The operator's own broker settings (another listener, TLS, quotas) replace ours by key.
+    props.update(_properties(kdir / OVERRIDES))
     conf = kdir / "server.properties"
     conf.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     (kdir / "log4j.properties").write_text(
@@ -152,6 +155,23 @@ def _kafka_config(stack: Stack, svc: Service) -> Path:
         "log4j.logger.org.apache.kafka=WARN\n"
     )
     return conf
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """`key=value` lines of a properties file (blank lines and `#` comments skipped); none
+    when there is no such file."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise StackError(f"{path}:{n}: not a key=value line: {line[:80]!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _java() -> str:

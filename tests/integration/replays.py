@@ -10,15 +10,17 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import redis
 
-from stream_reco import digest, kafka_io
+from stream_reco import digest, kafka_io, stack
 from stream_reco.bench.fleet import free_port
 from stream_reco.config import Settings
 from stream_reco.simulator import Storefront, make_catalog
+from stream_reco.stack_servers import OVERRIDES, Stack
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 from tests.integration.conftest import applied_count
 
@@ -198,3 +200,31 @@ class ThrowawayRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+@contextlib.contextmanager
+def own_stack(
+    settings: Settings, home: Path, overrides: Callable[[Settings], dict[str, str]] | None = None
+) -> Iterator[Settings]:
+    """A Kafka and a Redis of the test's own on free ports (the session's stack is never
+    restarted or reconfigured), with the session stack's Kafka jars; `overrides` gives broker
+    settings for the stack's overrides file."""
+    (home / "kafka").mkdir(parents=True)
+    (home / "kafka" / "libs").symlink_to(Stack(settings).libs)
+    own = dataclasses.replace(
+        settings,
+        home=home,
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        kafka_sasl_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        kafka_heap_opts="-Xms128m -Xmx512m",
+    )
+    if overrides is not None:
+        lines = "".join(f"{k}={v}\n" for k, v in overrides(own).items())
+        (home / "kafka" / OVERRIDES).write_text(lines)
+    try:
+        stack.up(own, say=lambda _: None)
+        yield own
+    finally:
+        stack.down(own, say=lambda _: None)  # also what a failed start left running

@@ -106,6 +106,20 @@ def test_kill_9_during_a_replay_loses_and_doubles_nothing(replayed: Replayed) ->
     same_as_clean(replayed.clean, killed, "kill", figures)
 
 
+def every_partition(s: Settings) -> str:
+    return f"partitions assigned: {list(range(s.partitions))}"
+
+
+def took_every_partition(log: Path, every: str, deadline: float) -> float:
+    """When the worker logging to `log` next logged `every` (monotonic)."""
+    before = log.read_text(errors="replace").count(every)
+    while (now := time.monotonic()) < deadline:
+        if log.read_text(errors="replace").count(every) > before:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"the second worker did not take every partition: {log}")
+
+
 def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -145,8 +159,15 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
             until_applied(moved, min(at["second_ready"] + EVENTS // 20, hold[0]), 0.01)
             with LagWatch(moved, sent) as lag:
                 procs[0].send_signal(signal.SIGSTOP)  # mid-batch, as likely as not
+                stalled = time.monotonic()
                 at["first_stalls"] = applied_count(moved)
-                time.sleep(SESSION_TIMEOUT_S + 5)  # the group gives its partitions away
+                # The group gives the stalled worker's partitions away: when the second
+                # worker holds them all is the stall's recovery time.
+                taken = took_every_partition(
+                    logs[1], every_partition(base), stalled + SESSION_TIMEOUT_S + 5
+                )
+                at["takeover_s"] = round(taken - stalled, 1)
+                time.sleep(max(0.0, stalled + SESSION_TIMEOUT_S + 5 - time.monotonic()))
                 at["first_wakes"] = applied_count(moved)
                 procs[0].send_signal(signal.SIGCONT)
                 go.set()
@@ -164,8 +185,7 @@ def test_workers_joining_stalling_and_leaving_mid_replay_lose_and_double_nothing
             stop_worker(p)
         assert at["first_stalls"] <= at["first_wakes"] < at["first_leaves"] < EVENTS, at
         # The second worker took every partition: while the first stalled, and when it left.
-        every = f"partitions assigned: {list(range(base.partitions))}"
-        assert logs[1].read_text(errors="replace").count(every) >= 2
+        assert logs[1].read_text(errors="replace").count(every_partition(base)) >= 2
         assert applied_count(moved) == EVENTS
         clean_s = replay_cleanly(clean, tmp_path / "clean.log")
         figures = {

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from stream_reco import kafka_io, stack
-from stream_reco.bench.fleet import free_port
 from stream_reco.config import Settings
 from stream_reco.stack_servers import Stack
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
@@ -24,6 +23,7 @@ from tests.integration.replays import (
     LagWatch,
     Progress,
     other_store,
+    own_stack,
     produce,
     replay_cleanly,
     same_as_clean,
@@ -36,26 +36,9 @@ DOWN_S = 5.0  # how long the broker stays down
 
 
 @pytest.fixture
-def own_stack(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    """A Kafka and a Redis of the test's own (the session's stack is never restarted), with
-    the session stack's Kafka jars."""
-    home = tmp_path / "stack"
-    (home / "kafka").mkdir(parents=True)
-    (home / "kafka" / "libs").symlink_to(Stack(settings).libs)
-    own = dataclasses.replace(
-        settings,
-        home=home,
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        kafka_sasl_port=free_port(),
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        kafka_heap_opts="-Xms128m -Xmx512m",
-    )
-    try:
-        stack.up(own, say=lambda _: None)
-        yield own
-    finally:
-        stack.down(own, say=lambda _: None)  # also what a failed start left running
+def own(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    with own_stack(settings, tmp_path / "stack") as made:
+        yield made
 
 
 def _restart_kafka(own: Settings) -> None:
@@ -71,10 +54,10 @@ def _restart_kafka(own: Settings) -> None:
 
 
 def test_a_broker_restart_mid_replay_loses_and_doubles_nothing(
-    settings: Settings, own_stack: Settings, tmp_path: Path
+    settings: Settings, own: Settings, tmp_path: Path
 ) -> None:
     base = dataclasses.replace(
-        own_stack.isolated(uid("kafkaback")),
+        own.isolated(uid("kafkaback")),
         require_catalog=False,
         web_port=settings.web_port + 46,
     )
@@ -99,7 +82,7 @@ def test_a_broker_restart_mid_replay_loses_and_doubles_nothing(
             at["stop"] = applied_count(through)
             t0 = time.monotonic()
             with LagWatch(through, sent) as lag:
-                _restart_kafka(own_stack)
+                _restart_kafka(own)
                 at["back"] = applied_count(through)
                 at["down_s"] = round(time.monotonic() - t0, 1)
                 go.set()

@@ -124,7 +124,7 @@ def test_a_worker_started_on_a_restored_store_resumes_from_its_offsets(
     restored = other_store(base, "restored", redis_url=throwaway.url)
     clean = other_store(base, "a")
     n = EVENTS // 2
-    at: dict[str, int] = {}
+    at: dict[str, float] = {}
     procs = []
     try:
         kafka_io.ensure_topics(base)
@@ -143,9 +143,13 @@ def test_a_worker_started_on_a_restored_store_resumes_from_its_offsets(
         at["restored"] = applied_count(restored)
         produce(base, n, start, first=n * 6 // 10)
         log = tmp_path / "second.log"
+        started = time.monotonic()
         procs.append(start_worker(restored, log))
         wait_worker_ready(procs[1], log)
         until_applied(restored, n)
+        # Everything after the snapshot waited for this worker: the lag it started with.
+        at["lag_at_start_events"] = n - at["restored"]
+        at["start_to_caught_up_s"] = round(time.monotonic() - started, 1)
         time.sleep(2)  # anything applied twice would show as more
         stop_worker(procs[1])
         assert at["restored"] == at["snapshot"] < n * 6 // 10

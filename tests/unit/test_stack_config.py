@@ -1,0 +1,40 @@
+"""The local stack's broker configuration: the operator's overrides file replaces by key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from stream_reco.config import Settings
+from stream_reco.errors import StackError
+from stream_reco.stack_servers import OVERRIDES, Stack, _kafka_config
+
+
+def _written(home: Path, overrides: str | None) -> dict[str, str]:
+    stack = Stack(dataclasses.replace(Settings(), home=home))
+    (home / "kafka").mkdir(parents=True, exist_ok=True)
+    if overrides is not None:
+        (home / "kafka" / OVERRIDES).write_text(overrides)
+    conf = _kafka_config(stack, stack.kafka())
+    return dict(line.split("=", 1) for line in conf.read_text().splitlines())
+
+
+def test_overrides_replace_the_stacks_settings_by_key_and_add_new_ones(tmp_path: Path) -> None:
+    before = _written(tmp_path, None)
+    after = _written(
+        tmp_path,
+        "# a comment\n\n! another\nlog.retention.hours = 24\nssl.client.auth=required\n",
+    )
+    assert before["log.retention.hours"] == "168"
+    assert after["log.retention.hours"] == "24"
+    assert after["ssl.client.auth"] == "required"
+    assert {
+        k: v for k, v in after.items() if k not in ("log.retention.hours", "ssl.client.auth")
+    } == {k: v for k, v in before.items() if k != "log.retention.hours"}
+
+
+def test_a_line_that_is_not_key_value_is_refused_naming_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match=r"overrides.properties:2: not a key=value line"):
+        _written(tmp_path, "a=b\njust words\n")
