@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,13 @@ async def _check_store(settings: Settings) -> None:
         policy = await store.eviction_policy()
     finally:
         await store.close()
-    if policy is not None:
+    if policy is None:
+        # Still started: a managed Redis or an ACL user may keep CONFIG from the worker.
+        logging.getLogger("stream_reco").warning(
+            "could not read Redis's maxmemory-policy (no CONFIG for this user?): make sure it "
+            "is noeviction, or exactly-once effects break when Redis evicts keys"
+        )
+    elif policy != "noeviction":
         raise ConfigError(
             f"Redis evicts keys under memory pressure (maxmemory-policy {policy}): an evicted "
             "offset mark would apply a redelivered event twice, an evicted session would vanish. "

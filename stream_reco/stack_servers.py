@@ -158,19 +158,24 @@ def _kafka_config(stack: Stack, svc: Service) -> Path:
 
 
 def _properties(path: Path) -> dict[str, str]:
-    """`key=value` lines of a properties file (blank lines and `#` comments skipped); none
-    when there is no such file."""
+    """`key=value` (or `key: value`) lines of a properties file, a line ending in `\\`
+    continued on the next (as Java reads them; a JAAS config is often split so); blank lines
+    and `#`/`!` comments skipped; none when there is no such file."""
     if not path.is_file():
         return {}
-    out = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
+    out: dict[str, str] = {}
+    lines = iter(enumerate(path.read_text().splitlines(), 1))
+    for n, raw in lines:
+        line = raw.strip()
         if not line or line.startswith(("#", "!")):
             continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise StackError(f"{path}:{n}: not a key=value line: {line[:80]!r}")
-        out[key.strip()] = value.strip()
+        while (len(line) - len(line.rstrip("\\"))) % 2 == 1:  # an unescaped final backslash
+            line = line[:-1] + next(lines, (n, ""))[1].strip()
+        cut = min((k for k in (line.find("="), line.find(":")) if k > 0), default=-1)
+        if cut < 0:
+            # The line is not quoted back: it may hold a secret (a password after a space).
+            raise StackError(f"{path}:{n}: expected key=value (or key: value)")
+        out[line[:cut].strip()] = line[cut + 1 :].strip()
     return out
 
 

@@ -180,9 +180,9 @@ class RedisStore(SharedState, CatalogState):
             )
 
     async def eviction_policy(self) -> str | None:
-        """The server's `maxmemory-policy` when it may evict keys, None when it never does or
-        does not say (a managed Redis without CONFIG). Evicted offset marks would let a
-        redelivered event apply twice, an evicted session or list would vanish unnoticed."""
+        """The server's `maxmemory-policy`, None when it does not say (a managed Redis without
+        CONFIG, a user not allowed it). Evicted offset marks would let a redelivered event
+        apply twice, an evicted session or list would vanish unnoticed."""
         try:
             got = await self._retry(
                 "eviction_policy", lambda: self.client.config_get("maxmemory-policy")
@@ -190,7 +190,7 @@ class RedisStore(SharedState, CatalogState):
         except ResponseError:
             return None
         policy = got.get("maxmemory-policy")
-        return None if policy in (None, "noeviction") else str(policy)
+        return None if policy is None else str(policy)
 
     async def apply_events(
         self,

@@ -129,14 +129,16 @@ def other_store(base: Settings, tag: str, **changes: object) -> Settings:
     )
 
 
-def same_as_clean(clean: Settings, other: Settings, name: str, figures: dict[str, object]) -> None:
+def same_as_clean(
+    clean: Settings, other: Settings, name: str, figures: dict[str, object], events: int = EVENTS
+) -> None:
     """`digest --compare` of the clean replay and `other`; the figures of a documented run
     are written to the folder STREAM_RECO_FAULT_REPORT names, if any."""
     result = digest.compare(digest.take(clean), digest.take(other), digest.DEFAULT_AGREEMENT)
     folder = os.environ.get("STREAM_RECO_FAULT_REPORT")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        report = {"events": EVENTS, **figures, "digest": result}
+        report = {"events": events, **figures, "digest": result}
         (Path(folder) / f"{name}.json").write_bytes(orjson.dumps(report))
     assert result["passed"], digest.table(result)
 

@@ -184,6 +184,8 @@ def test_a_failed_call_stops_the_calls_after_it_in_the_same_batch(
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         apply(st, loop, events, at(0, 100))
     assert applied(st, loop) == 10
+    # The failed call still wrote how far its partition got: the ten before the broken one.
+    assert resume_at(st.settings, STREAM, [0]) == {0: 10}
     for n, e in enumerate(events):  # what the guard does next: one message at a time
         if n == 10:  # fails again, so the guard dead-letters it: never taken for applied
             with pytest.raises(redis.ResponseError, match="WRONGTYPE"):

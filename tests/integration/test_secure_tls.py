@@ -120,6 +120,7 @@ def test_a_worker_over_tls_kafka_with_sasl_plain_and_a_redis_acl_user(
         stop_worker(proc)
     text = log.read_text(errors="replace")
     assert tls_kafka.password not in text and redis_password not in text
+    assert "could not read Redis's maxmemory-policy" in text  # no CONFIG: said, not refused
     assert applied_count(base) == EVENTS
     # Every key the worker wrote is under its prefix: the ACL user could write no other.
     outside = [k for k in admin.scan_iter(count=1000) if not k.startswith(base.key_prefix.encode())]

@@ -36,5 +36,23 @@ def test_overrides_replace_the_stacks_settings_by_key_and_add_new_ones(tmp_path:
 
 
 def test_a_line_that_is_not_key_value_is_refused_naming_file_and_line(tmp_path: Path) -> None:
-    with pytest.raises(StackError, match=r"overrides.properties:2: not a key=value line"):
-        _written(tmp_path, "a=b\njust words\n")
+    with pytest.raises(StackError, match=r"overrides.properties:2: expected key=value") as err:
+        _written(tmp_path, "a=b\nssl.key.password s3cret\n")
+    assert "s3cret" not in str(err.value)  # a line is never quoted back: it may hold a secret
+
+
+def test_a_line_ending_in_a_backslash_goes_on_on_the_next(tmp_path: Path) -> None:
+    jaas = "listener.name.sasl.scram-sha-256.sasl.jaas.config"
+    after = _written(
+        tmp_path,
+        f"{jaas}=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n"
+        '    username="admin" \\\n'
+        '    password="a=b";\n'
+        "log.retention.hours: 24\n",
+    )
+    assert after[jaas] == (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="admin" password="a=b";'
+    )
+    assert after["log.retention.hours"] == "24"
+    assert after["inter.broker.listener.name"] == "PLAINTEXT"  # nothing swallowed
