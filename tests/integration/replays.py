@@ -18,6 +18,7 @@ import redis
 
 from stream_reco import digest, kafka_io, stack
 from stream_reco.bench.fleet import free_port
+from stream_reco.client import RecoClient
 from stream_reco.config import Settings
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.stack_servers import OVERRIDES, Stack
@@ -108,6 +109,16 @@ def until_applied(s: Settings, n: int, poll_s: float = 0.2) -> None:
     while (got := applied_count(s)) < n:
         assert time.monotonic() < deadline, f"{got} of {n} events applied"
         time.sleep(poll_s)
+
+
+def applies_and_answers(s: Settings, proc: subprocess.Popen[bytes], log: Path, n: int) -> None:
+    """A started worker gets ready, applies `n` events of the simulated shop and answers a
+    request: it works end to end with whatever connections `s` describes."""
+    wait_worker_ready(proc, log)
+    produce(s, n, start_ms(n))
+    until_applied(s, n)
+    with RecoClient.from_settings(s) as client:
+        assert client.recommend("a-session", 5, timeout=10)["items"]
 
 
 def replay_cleanly(s: Settings, log: Path, n: int = EVENTS) -> float:

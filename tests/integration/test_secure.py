@@ -27,11 +27,16 @@ from confluent_kafka.admin import (
 )
 
 from stream_reco import kafka_io
-from stream_reco.client import RecoClient
 from stream_reco.config import Settings
-from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
+from stream_reco.workers import start_worker, stop_worker
 from tests.integration.conftest import applied_count, forget_isolated, uid
-from tests.integration.replays import ThrowawayRedis, produce, start_ms, until_applied
+from tests.integration.replays import (
+    ThrowawayRedis,
+    applies_and_answers,
+    produce,
+    start_ms,
+    until_applied,
+)
 
 EVENTS = 500
 
@@ -105,12 +110,7 @@ def test_a_worker_over_sasl_scram_kafka_and_tls_redis_with_a_token(
     kafka_io.ensure_topics(secure)  # over SASL: the admin client authenticates too
     proc = start_worker(secure, log)
     try:
-        wait_worker_ready(proc, log)
-        produce(secure, EVENTS, start_ms(EVENTS))
-        until_applied(secure, EVENTS)
-        with RecoClient.from_settings(secure) as client:
-            answer = client.recommend("secure-session", 5, timeout=10)
-        assert answer["items"]
+        applies_and_answers(secure, proc, log, EVENTS)
         _rotate_and_restore_password(server, secure)
         web = secure.web_port
         assert _get(web, "/recommendations?session_id=s1") == 401

@@ -15,11 +15,10 @@ from cryptography.hazmat.primitives import serialization
 
 from stream_reco import kafka_io
 from stream_reco.bench.fleet import free_port
-from stream_reco.client import RecoClient
 from stream_reco.config import Settings
-from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
+from stream_reco.workers import start_worker, stop_worker
 from tests.integration.conftest import applied_count, uid
-from tests.integration.replays import own_stack, produce, start_ms, until_applied
+from tests.integration.replays import applies_and_answers, own_stack
 
 EVENTS = 500
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule required"
@@ -110,12 +109,7 @@ def test_a_worker_over_tls_kafka_with_sasl_plain_and_a_redis_acl_user(
     kafka_io.ensure_topics(secure)  # the admin client over TLS with PLAIN
     proc = start_worker(secure, log)
     try:
-        wait_worker_ready(proc, log)
-        produce(secure, EVENTS, start_ms(EVENTS))
-        until_applied(secure, EVENTS)
-        with RecoClient.from_settings(secure) as client:
-            answer = client.recommend("tls-session", 5, timeout=10)
-        assert answer["items"]
+        applies_and_answers(secure, proc, log, EVENTS)
     finally:
         stop_worker(proc)
     text = log.read_text(errors="replace")
