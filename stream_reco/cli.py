@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -66,9 +65,11 @@ async def _check_store(settings: Settings) -> None:
         await store.close()
     if policy is None:
         # Still started: a managed Redis or an ACL user may keep CONFIG from the worker.
-        logging.getLogger("stream_reco").warning(
-            "could not read Redis's maxmemory-policy (no CONFIG for this user?): make sure it "
-            "is noeviction, or exactly-once effects break when Redis evicts keys"
+        print(
+            "stream-reco: warning: could not read Redis's maxmemory-policy (no CONFIG for this "
+            "user?): make sure it is noeviction, or exactly-once effects break when Redis "
+            "evicts keys",
+            file=sys.stderr,
         )
     elif policy != "noeviction":
         raise ConfigError(

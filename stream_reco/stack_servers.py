@@ -158,25 +158,45 @@ def _kafka_config(stack: Stack, svc: Service) -> Path:
 
 
 def _properties(path: Path) -> dict[str, str]:
-    """`key=value` (or `key: value`) lines of a properties file, a line ending in `\\`
-    continued on the next (as Java reads them; a JAAS config is often split so); blank lines
-    and `#`/`!` comments skipped; none when there is no such file."""
+    """A properties file read as Java reads one: `key=value`, `key: value` or `key value`; a
+    line ending in an unescaped `\\` goes on on the next (a JAAS config is often split so);
+    blank lines and `#`/`!` comments skipped. None when there is no such file."""
     if not path.is_file():
         return {}
     out: dict[str, str] = {}
-    lines = iter(enumerate(path.read_text().splitlines(), 1))
+    lines = iter(enumerate(path.read_text().split("\n"), 1))
     for n, raw in lines:
-        line = raw.strip()
+        line = raw.lstrip().rstrip("\r")
         if not line or line.startswith(("#", "!")):
             continue
-        while (len(line) - len(line.rstrip("\\"))) % 2 == 1:  # an unescaped final backslash
-            line = line[:-1] + next(lines, (n, ""))[1].strip()
-        cut = min((k for k in (line.find("="), line.find(":")) if k > 0), default=-1)
-        if cut < 0:
-            # The line is not quoted back: it may hold a secret (a password after a space).
+        while _continued(line):
+            line = line[:-1] + next(lines, (n, ""))[1].lstrip().rstrip("\r")
+        key, value = _split(line)
+        if not key:
+            # The line is not quoted back: it may hold a secret.
             raise StackError(f"{path}:{n}: expected key=value (or key: value)")
-        out[line[:cut].strip()] = line[cut + 1 :].strip()
+        out[key] = value  # as Java keeps it: an escaped trailing space stays escaped
     return out
+
+
+def _continued(line: str) -> bool:
+    return (len(line) - len(line.rstrip("\\"))) % 2 == 1  # an odd run: the last is unescaped
+
+
+def _split(line: str) -> tuple[str, str]:
+    """The key ends at the first unescaped `=`, `:` or whitespace; then whitespace and at most
+    one `=` or `:` separate it from the value."""
+    n, escaped = 0, False
+    while n < len(line):
+        ch = line[n]
+        if not escaped and (ch in "=:" or ch.isspace()):
+            break
+        escaped = ch == "\\" and not escaped
+        n += 1
+    rest = line[n:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return line[:n], rest
 
 
 def _java() -> str:

