@@ -223,13 +223,21 @@ def _spawn(stack: Stack, svc: Service, cmd: list[str]) -> None:
     stack.pid_file(svc).write_text(f"{proc.pid}\n")
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id; never one starting with '-', which the storage tool would
+    take for an option (as Kafka's own ids avoid)."""
+    while (made := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))[0] == "-":
+        pass
+    return made
+
+
 def _start_kafka(stack: Stack, svc: Service, say: Say) -> None:
     java = _java()
     libs = ensure_kafka_jars(stack, say)
     conf = _kafka_config(stack, svc)
     cp = f"{libs}/*"
     if not (stack.home / "kafka" / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         done = subprocess.run(
             [
                 java,

@@ -9,7 +9,7 @@ import pytest
 
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
-from stream_reco.stack_servers import OVERRIDES, Stack, _kafka_config
+from stream_reco.stack_servers import OVERRIDES, Stack, _cluster_id, _kafka_config
 
 
 def _written(home: Path, overrides: str | None) -> dict[str, str]:
@@ -66,3 +66,11 @@ def test_lines_are_read_as_java_reads_them(tmp_path: Path) -> None:
     assert (after["a"], after["b"], after["d"]) == ("abc\\ ", "2", "4")
     assert after["c"] == "ends in two backslashes\\\\"
     assert after["inter.broker.listener.name"] == "PLAINTEXT"  # nothing swallowed
+
+
+def test_a_cluster_id_never_starts_with_a_dash() -> None:
+    # One random id in 64 would: the storage tool then took it for an option and the stack
+    # failed to start.
+    made = [_cluster_id() for _ in range(5000)]
+    assert all(len(m) == 22 and not m.startswith("-") for m in made)
+    assert len(set(made)) == len(made)
