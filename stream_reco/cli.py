@@ -18,14 +18,20 @@ if TYPE_CHECKING:
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
-    from stream_reco import stack
+    from stream_reco import stack, stack_cluster
 
     if args.action == "up":
         stack.up(settings)
+        if args.redis_cluster:
+            stack_cluster.up(settings)
     elif args.action == "down":
         stack.down(settings)
+        stack_cluster.down(settings)  # nothing to do when it was never started
     else:
         report = stack.status(settings)
+        cluster = stack_cluster.status(settings)
+        if cluster is not None:
+            report["redis_cluster"] = cluster
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0 if all(s["ready"] for s in report.values()) else 1
     return 0
@@ -218,6 +224,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("stack", help="local Kafka + Redis without Docker")
     s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="with up: also a 3-primary Redis Cluster on STREAM_RECO_REDIS_CLUSTER_PORT (7000) "
+        "and the two ports after it",
+    )
     s.set_defaults(run=_stack)
     t = sub.add_parser("topics", help="create the contract's topics if missing")
     t.set_defaults(run=_topics)

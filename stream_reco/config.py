@@ -161,6 +161,7 @@ class Settings:
     home: Path = Path(".stream-reco")
     kafka_controller_port: int = 9093
     kafka_sasl_port: int = 9095  # the local stack's SASL/SCRAM listener
+    redis_cluster_port: int = 7000  # the first of the local stack's Redis Cluster nodes
     max_future_s: int = 3600
     kafka_heap_opts: str = "-Xms256m -Xmx1g"
     rules_file: str = ""
@@ -231,6 +232,8 @@ class Settings:
         for name in ("web_port", "kafka_controller_port", "kafka_sasl_port"):
             if not 1 <= getattr(self, name) <= 65535:
                 problems.append(f"{ENV[name]} must be a port number in 1..65535")
+        if not 1 <= self.redis_cluster_port <= 65533:  # it and the two after it
+            problems.append(f"{ENV['redis_cluster_port']} must be a port number in 1..65533")
         if self.role not in ROLES:
             problems.append(f"{ENV['role']} must be one of {', '.join(ROLES)}")
         if self.batch_within_ms < 0:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 from stream_reco.config import ENV, Settings
 from stream_reco.errors import StackError
@@ -18,23 +17,10 @@ from stream_reco.stack_servers import (
     Say,
     Service,
     Stack,
+    our_pid,
+    port_open,
+    reap,
 )
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _our_pid(stack: Stack, svc: Service) -> int | None:
-    """The pid we started for `svc`, if that process is still alive and still ours."""
-    try:
-        pid = int(stack.pid_file(svc).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if svc.marker.encode() in cmdline else None
 
 
 def _require_local(svc: Service) -> None:
@@ -63,10 +49,10 @@ def up(settings: Settings, say: Say = print) -> None:
     started: list[Service] = []
     for svc in (stack.redis(), stack.kafka()):
         _require_local(svc)
-        if _our_pid(stack, svc):
-            say(f"{svc.name}: already running (pid {_our_pid(stack, svc)}) on {svc.port}")
+        if our_pid(stack, svc):
+            say(f"{svc.name}: already running (pid {our_pid(stack, svc)}) on {svc.port}")
             continue
-        if _port_open(svc.host, svc.port):
+        if port_open(svc.host, svc.port):
             env = ENV["redis_url" if svc.name == "redis" else "kafka_bootstrap_servers"]
             raise StackError(
                 f"port {svc.port} ({svc.name}) is in use by a process this stack did not start; "
@@ -74,56 +60,56 @@ def up(settings: Settings, say: Say = print) -> None:
             )
         for name in ("kafka_controller_port", "kafka_sasl_port"):
             port = getattr(settings, name)
-            if svc.name == "kafka" and _port_open("127.0.0.1", port):
+            if svc.name == "kafka" and port_open("127.0.0.1", port):
                 what = "controller" if name == "kafka_controller_port" else "SASL listener"
                 raise StackError(f"port {port} (Kafka {what}) is in use; set {ENV[name]}")
         say(f"{svc.name}: starting on {svc.host}:{svc.port} (log: {stack.log_file(svc)})")
         START[svc.name](stack, svc, say)
         started.append(svc)
     for svc in (stack.redis(), stack.kafka()):
-        _wait_ready(stack, svc)
+        wait_ready(stack, svc)
     say(f"stack up: redis {stack.redis().port}, kafka {stack.kafka().port} (state in {stack.home})")
 
 
-def _wait_ready(stack: Stack, svc: Service) -> None:
+def wait_ready(
+    stack: Stack, svc: Service, ready: Callable[[Service], bool] | None = None, what: str = ""
+) -> None:
+    """Until `svc` answers (`ready`, by default its kind's probe), or fail with its log tail
+    when its process is gone or the start timeout passed."""
+    probe = ready or READY[svc.name]
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if READY[svc.name](svc):
+        if probe(svc):
             return
-        if not _our_pid(stack, svc):
+        if not our_pid(stack, svc):
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     tail = ""
     if stack.log_file(svc).exists():
         tail = "\n".join(stack.log_file(svc).read_text(errors="replace").splitlines()[-25:])
-    raise StackError(f"{svc.name} did not become ready on port {svc.port}; log tail:\n{tail}")
+    raise StackError(
+        f"{svc.name} did not {what or 'become ready'} on port {svc.port}; log tail:\n{tail}"
+    )
 
 
 def down(settings: Settings, say: Say = print) -> None:
     """Stop only the processes this stack started (Kafka first: it flushes to disk)."""
     stack = Stack(settings)
     for svc in (stack.kafka(), stack.redis()):
-        pid = _our_pid(stack, svc)
+        pid = our_pid(stack, svc)
         if pid is None:
             say(f"{svc.name}: not running")
             stack.pid_file(svc).unlink(missing_ok=True)
             continue
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while _our_pid(stack, svc) and time.monotonic() < deadline:
+        while our_pid(stack, svc) and time.monotonic() < deadline:
             time.sleep(0.2)
-            _reap(pid)
-        if _our_pid(stack, svc):
+            reap(pid)
+        if our_pid(stack, svc):
             os.kill(pid, signal.SIGKILL)
         stack.pid_file(svc).unlink(missing_ok=True)
         say(f"{svc.name}: stopped (pid {pid})")
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def status(settings: Settings) -> dict[str, dict[str, object]]:
@@ -132,7 +118,7 @@ def status(settings: Settings) -> dict[str, dict[str, object]]:
     for svc in (stack.redis(), stack.kafka()):
         out[svc.name] = {
             "address": f"{svc.host}:{svc.port}",
-            "pid": _our_pid(stack, svc),
+            "pid": our_pid(stack, svc),
             "ready": READY[svc.name](svc),
             "log": str(stack.log_file(svc)),
         }

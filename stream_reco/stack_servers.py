@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -57,6 +58,29 @@ class Stack:
 
     def log_file(self, svc: Service) -> Path:
         return self.home / "logs" / f"{svc.name}.log"
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def our_pid(stack: Stack, svc: Service) -> int | None:
+    """The pid we started for `svc`, if that process is still alive and still ours."""
+    try:
+        pid = int(stack.pid_file(svc).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if svc.marker.encode() in cmdline else None
+
+
+def reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _ensure_redis_binary(say: Say) -> str:
