@@ -232,8 +232,9 @@ class Settings:
         for name in ("web_port", "kafka_controller_port", "kafka_sasl_port"):
             if not 1 <= getattr(self, name) <= 65535:
                 problems.append(f"{ENV[name]} must be a port number in 1..65535")
-        if not 1 <= self.redis_cluster_port <= 65533:  # it and the two after it
-            problems.append(f"{ENV['redis_cluster_port']} must be a port number in 1..65533")
+        # It and the two after it, each with its cluster bus port 10000 above.
+        if not 1 <= self.redis_cluster_port <= 55533:
+            problems.append(f"{ENV['redis_cluster_port']} must be a port number in 1..55533")
         if self.role not in ROLES:
             problems.append(f"{ENV['role']} must be one of {', '.join(ROLES)}")
         if self.batch_within_ms < 0:

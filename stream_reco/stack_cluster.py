@@ -91,7 +91,7 @@ def down(settings: Settings, say: Say = print) -> None:
 def status(settings: Settings) -> dict[str, object] | None:
     """The cluster's nodes and state, or None when none of its nodes is ours and running."""
     stack = Stack(settings)
-    running = {svc.port: our_pid(stack, svc) for svc in nodes(settings)}
+    running = {str(svc.port): our_pid(stack, svc) for svc in nodes(settings)}
     if not any(running.values()):
         return None
     first = nodes(settings)[0]

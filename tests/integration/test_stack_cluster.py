@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from redis.cluster import RedisCluster
@@ -14,20 +16,17 @@ from redis.cluster import RedisCluster
 from stream_reco import stack_cluster
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
+from stream_reco.stack_servers import port_open
 
 
 def _three_free_ports() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = s.getsockname()[1]
-        if first + 2 > 65533:
-            continue
-        free = True
-        for port in (first, first + 1, first + 2):
-            with socket.socket() as s:
-                free = free and s.connect_ex(("127.0.0.1", port)) != 0
-        if free:
+    """Three free ports in a row whose cluster bus ports (10000 above) are free too: Redis
+    refuses a cluster port above 55535."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 45000)
+        wanted = [p + bus for p in (first, first + 1, first + 2) for bus in (0, 10000)]
+        if not any(port_open("127.0.0.1", port) for port in wanted):
             return first
     raise AssertionError("no three free ports in a row")
 
@@ -58,6 +57,7 @@ def test_a_local_cluster_serves_every_slot_and_survives_down_and_up(
     client.close()
     status = stack_cluster.status(cluster_settings)
     assert status is not None and status["ready"] is True
+    orjson.dumps(status)  # as `stack status` prints it
 
     said.clear()
     stack_cluster.up(cluster_settings, say=said.append)  # idempotent: nothing started again

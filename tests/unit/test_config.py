@@ -130,6 +130,8 @@ def test_unparseable_env_names_variable_once(name: str, raw: str, hint: str) -> 
         {"STREAM_RECO_WEB_PORT": "0"},
         {"STREAM_RECO_WEB_PORT": "65536"},
         {"STREAM_RECO_KAFKA_CONTROLLER_PORT": "70000"},
+        {"STREAM_RECO_REDIS_CLUSTER_PORT": "55534"},  # its bus ports would pass 65535
+        {"STREAM_RECO_REDIS_CLUSTER_PORT": "0"},
         {"STREAM_RECO_COOC_HALF_LIFE_S": "0"},
         {"STREAM_RECO_POP_HALF_LIFE_S": "nan"},
         {"STREAM_RECO_POP_HALF_LIFE_S": "inf"},
