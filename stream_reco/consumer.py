@@ -19,7 +19,7 @@ from confluent_kafka import (
 from stream_reco import logs, positions
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS, StackError, StoreRewound
-from stream_reco.kafka_io import QUIET, Sink
+from stream_reco.kafka_io import QUIET, REFUSED, Sink
 from stream_reco.messages import Message, Out
 from stream_reco.security import kafka_options
 
@@ -290,11 +290,8 @@ class TopicLoop:
     def _client_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors (on the fetching thread): all brokers down, or a
         fatal error, is trouble; a single dropped connection is a state it recovers from."""
-        if err.fatal() or err.code() in (
-            KafkaError._ALL_BROKERS_DOWN,
-            KafkaError._AUTHENTICATION,  # e.g. the user deleted or its password changed
-            KafkaError._SSL,
-        ):
+        # REFUSED: e.g. the user deleted, its password changed, the CA no longer trusted.
+        if err.fatal() or err.code() in (KafkaError._ALL_BROKERS_DOWN, *REFUSED):
             ERRORS["kafka_consume"] += 1
             self.trouble.failed(err.name(), err)
 

@@ -53,6 +53,20 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     return created
 
 
+# librdkafka's errors that waiting does not cure: what failed, and the settings to check.
+REFUSED = {
+    KafkaError._AUTHENTICATION: (
+        "Kafka at {where} refused the credentials",
+        "STREAM_RECO_KAFKA_SASL_USERNAME, STREAM_RECO_KAFKA_SASL_PASSWORD and "
+        "STREAM_RECO_KAFKA_SASL_MECHANISM",
+    ),
+    KafkaError._SSL: (
+        "TLS with Kafka at {where} failed",
+        "STREAM_RECO_KAFKA_SECURITY_PROTOCOL and STREAM_RECO_KAFKA_SSL_CA_FILE",
+    ),
+}
+
+
 def _topics(settings: Settings, timeout: float) -> list[str]:
     """The cluster's topic names; a refused login or a TLS failure says so at once (librdkafka
     reports both as errors beside a metadata request that only times out)."""
@@ -69,19 +83,10 @@ def _topics(settings: Settings, timeout: float) -> list[str]:
             now = {e.code() for e in trouble[seen:]}
             streak = {c: streak.get(c, 0) + 1 for c in now}
             # Twice in a row, not once: a user made a moment ago may not be known yet.
-            if streak.get(KafkaError._AUTHENTICATION, 0) >= 2:
-                why = next(e.str() for e in trouble if e.code() == KafkaError._AUTHENTICATION)
-                raise StackError(
-                    f"Kafka at {where} refused the credentials: {why} (check "
-                    "STREAM_RECO_KAFKA_SASL_USERNAME, STREAM_RECO_KAFKA_SASL_PASSWORD and "
-                    "STREAM_RECO_KAFKA_SASL_MECHANISM)"
-                ) from exc
-            if streak.get(KafkaError._SSL, 0) >= 2:
-                why = next(e.str() for e in trouble if e.code() == KafkaError._SSL)
-                raise StackError(
-                    f"TLS with Kafka at {where} failed: {why} (check "
-                    "STREAM_RECO_KAFKA_SECURITY_PROTOCOL and STREAM_RECO_KAFKA_SSL_CA_FILE)"
-                ) from exc
+            for code, (what, check) in REFUSED.items():
+                if streak.get(code, 0) >= 2:
+                    why = next(e.str() for e in trouble if e.code() == code)
+                    raise StackError(f"{what.format(where=where)}: {why} (check {check})") from exc
             if time.monotonic() >= deadline:
                 raise StackError(
                     f"Kafka at {where} does not answer: {exc} "

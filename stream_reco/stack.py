@@ -96,11 +96,15 @@ def down(settings: Settings, say: Say = print) -> None:
     """Stop only the processes this stack started (Kafka first: it flushes to disk)."""
     stack = Stack(settings)
     for svc in (stack.kafka(), stack.redis()):
-        pid = our_pid(stack, svc)
-        if pid is None:
-            say(f"{svc.name}: not running")
-            stack.pid_file(svc).unlink(missing_ok=True)
-            continue
+        pid = stop(stack, svc)
+        say(f"{svc.name}: not running" if pid is None else f"{svc.name}: stopped (pid {pid})")
+
+
+def stop(stack: Stack, svc: Service) -> int | None:
+    """Stop `svc` if this stack started it and it runs (SIGTERM, SIGKILL after 30 s); its pid,
+    or None when it was not running."""
+    pid = our_pid(stack, svc)
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while our_pid(stack, svc) and time.monotonic() < deadline:
@@ -108,8 +112,8 @@ def down(settings: Settings, say: Say = print) -> None:
             reap(pid)
         if our_pid(stack, svc):
             os.kill(pid, signal.SIGKILL)
-        stack.pid_file(svc).unlink(missing_ok=True)
-        say(f"{svc.name}: stopped (pid {pid})")
+    stack.pid_file(svc).unlink(missing_ok=True)
+    return pid
 
 
 def status(settings: Settings) -> dict[str, dict[str, object]]:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import time
 
 import redis
 
 from stream_reco.config import ENV, Settings
 from stream_reco.errors import StackError
-from stream_reco.stack import wait_ready
+from stream_reco.stack import stop, wait_ready
 from stream_reco.stack_servers import (
+    READY,
     Say,
     Service,
     Stack,
     _spawn,
     our_pid,
     port_open,
-    reap,
 )
 
 PRIMARIES = 3
@@ -57,7 +54,7 @@ def up(settings: Settings, say: Say = print) -> None:
         say(f"{svc.name}: starting on {svc.host}:{svc.port} (log: {stack.log_file(svc)})")
         _start(stack, svc)
     for svc in nodes(settings):
-        wait_ready(stack, svc, _answers, "answer")
+        wait_ready(stack, svc, READY["redis"], "answer")
     if not _joined(nodes(settings)[0]):  # once joined, restarted nodes find each other again
         _create(settings)
     for svc in nodes(settings):
@@ -73,19 +70,8 @@ def down(settings: Settings, say: Say = print) -> None:
     """Stop the nodes this stack started; their data stays for the next `up`."""
     stack = Stack(settings)
     for svc in nodes(settings):
-        pid = our_pid(stack, svc)
-        if pid is None:
-            stack.pid_file(svc).unlink(missing_ok=True)
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while our_pid(stack, svc) is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            reap(pid)
-        if our_pid(stack, svc) is not None:
-            os.kill(pid, signal.SIGKILL)
-        stack.pid_file(svc).unlink(missing_ok=True)
-        say(f"{svc.name}: stopped (pid {pid})")
+        if (pid := stop(stack, svc)) is not None:
+            say(f"{svc.name}: stopped (pid {pid})")
 
 
 def status(settings: Settings) -> dict[str, object] | None:
@@ -141,28 +127,22 @@ def _create(settings: Settings) -> None:
         )
 
 
-def _answers(svc: Service) -> bool:
+def _info(svc: Service) -> dict[str, str]:
+    """The node's CLUSTER INFO; empty while it does not answer."""
     try:
-        return bool(redis.Redis(host=svc.host, port=svc.port, socket_timeout=1).ping())
+        return dict(redis.Redis(host=svc.host, port=svc.port, socket_timeout=1).cluster("info"))
     except redis.RedisError:
-        return False
+        return {}
 
 
 def _joined(svc: Service) -> bool:
     """Whether this node knows the other primaries (from its nodes.conf after a restart)."""
-    try:
-        info = redis.Redis(host=svc.host, port=svc.port, socket_timeout=1).cluster("info")
-    except redis.RedisError:
-        return False
-    return int(info.get("cluster_known_nodes", 0)) >= PRIMARIES
+    return int(_info(svc).get("cluster_known_nodes", 0)) >= PRIMARIES
 
 
 def _formed(svc: Service) -> bool:
     """Whether this node sees a cluster of all the primaries serving every slot."""
-    try:
-        info = redis.Redis(host=svc.host, port=svc.port, socket_timeout=1).cluster("info")
-    except redis.RedisError:
-        return False
+    info = _info(svc)
     return (
         info.get("cluster_state") == "ok"
         and int(info.get("cluster_known_nodes", 0)) >= PRIMARIES
