@@ -130,6 +130,8 @@ class Settings:
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # REDIS_URL names one node of a Redis Cluster, which then serves the whole store.
+    redis_cluster: bool = False
     topic_events: str = "reco-events"
     topic_catalog: str = "reco-catalog"
     topic_requests: str = "reco-requests"
@@ -249,6 +251,12 @@ class Settings:
             scheme = ""
         if scheme not in ("redis", "rediss", "unix"):
             problems.append(f"{ENV['redis_url']} must look like redis://host:port/db")
+        elif self.redis_cluster and (scheme == "unix" or _db(self.redis_url) not in ("", "0")):
+            # A cluster has database 0 only and is reached over TCP.
+            problems.append(
+                f"with {ENV['redis_cluster']}, {ENV['redis_url']} must name a node over TCP "
+                "with database 0 (redis://host:port/0)"
+            )
         problems += security.problems(self, ENV)
         if not all(
             re.fullmatch(r"[^\s:,]+:\d{1,5}", server.strip())
@@ -336,6 +344,11 @@ ENV: dict[str, str] = {
     f.name: ("" if f.name in _SHARED else "STREAM_RECO_") + f.name.upper()
     for f in dataclasses.fields(Settings)
 }
+
+
+def _db(url: str) -> str:
+    """The database a redis:// URL names ("" when none)."""
+    return urlparse(url).path.lstrip("/")
 
 
 def _parse(name: str, raw: str) -> object:

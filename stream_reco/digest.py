@@ -8,10 +8,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from stream_reco.config import Settings
 from stream_reco.errors import ConfigError
+from stream_reco.storage import connect
 
 FORMAT = 2  # 2: a session's event ids replace the per-event dedup marks
 TOP = 20  # members compared per key of an order-dependent kind
@@ -75,7 +74,7 @@ def kind_of(key: str, prefix: str) -> str | None:
 def take(settings: Settings, say: Any = None) -> dict[str, Any]:
     """The digest of everything under the settings' key prefix: per kind, its key count, a
     hash of its content (exact kinds) or each key's top members (order-dependent kinds)."""
-    client = redis.Redis.from_url(settings.redis_url, protocol=2)
+    client = connect.sync_client(settings)
     # By key: SCAN may return a key twice. Exact kinds keep a hash per key, not its content.
     exact: dict[str, dict[str, bytes]] = {}
     tops: dict[str, dict[str, str]] = {}
@@ -105,7 +104,7 @@ def take(settings: Settings, say: Any = None) -> dict[str, Any]:
     return {"format": FORMAT, "key_prefix": settings.key_prefix, "kinds": kinds}
 
 
-def _read(client: redis.Redis, prefix: str) -> Iterator[tuple[str, str, bytes]]:
+def _read(client: connect.SyncClient, prefix: str) -> Iterator[tuple[str, str, bytes]]:
     """(key without the prefix, kind, canonical content) for every digested key."""
     batch: list[tuple[str, str]] = []
     for raw in client.scan_iter(match=f"{prefix}:*", count=SCAN_COUNT):
@@ -120,7 +119,7 @@ def _read(client: redis.Redis, prefix: str) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _contents(
-    client: redis.Redis, prefix: str, batch: list[tuple[str, str]]
+    client: connect.SyncClient, prefix: str, batch: list[tuple[str, str]]
 ) -> Iterator[tuple[str, str, bytes]]:
     pipe = client.pipeline(transaction=False)
     for key, kind in batch:

@@ -61,8 +61,8 @@ def up(settings: Settings, say: Say = print) -> None:
         wait_ready(stack, svc, _formed, "join the cluster")
     say(
         f"redis cluster up: {PRIMARIES} primaries on {settings.redis_cluster_port}-"
-        f"{settings.redis_cluster_port + PRIMARIES - 1}; clients start from "
-        f"REDIS_URL={url(settings)}"
+        f"{settings.redis_cluster_port + PRIMARIES - 1}; to use it: "
+        f"{ENV['redis_cluster']}=true {ENV['redis_url']}={url(settings)}"
     )
 
 

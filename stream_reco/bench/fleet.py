@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -34,6 +33,7 @@ from stream_reco.bench.topology import (
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
 from stream_reco.security import kafka_options
+from stream_reco.storage import connect
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
@@ -289,7 +289,7 @@ class Fleet:
         self.leftover_groups = len(self._own_groups())
 
     def _delete_keys(self) -> None:
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = connect.sync_client(self.settings)
         try:
             batch: list[bytes] = []
             for key in client.scan_iter(match=f"{self.settings.key_prefix}:*", count=1000):

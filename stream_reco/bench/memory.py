@@ -8,9 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from stream_reco.config import Settings
+from stream_reco.storage import connect
 
 SAMPLE_PER_SCOPE = 2000  # MEMORY USAGE is per key: a sample, scaled up by the key counts
 
@@ -27,23 +26,28 @@ def rss_mb(pid: int) -> float | None:
 
 
 def used_memory(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    """Bytes Redis uses, summed over every primary of a cluster."""
+    client = connect.sync_client(settings)
     try:
-        return int(client.info("memory")["used_memory"])
+        return _used(client)
     finally:
         client.close()
+
+
+def _used(client: connect.SyncClient) -> int:
+    return sum(int(node.info("memory")["used_memory"]) for node in connect.primaries(client))
 
 
 def redis_memory(settings: Settings, used_before: int, seed: int = 0) -> dict[str, Any]:
     """Bytes per session (its keys) and per item (its keys), from MEMORY USAGE
     of sampled keys scaled by the key counts; also the server-wide used_memory delta, which
     other users of the same Redis move too."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect.sync_client(settings)
     try:
         scopes = _keys_by_scope(client, settings.key_prefix)
         rng = random.Random(seed)
         bytes_by_scope = {s: _scaled_usage(client, keys, rng) for s, keys in scopes.items()}
-        used_after = int(client.info("memory")["used_memory"])
+        used_after = _used(client)
     finally:
         client.close()
     sessions = len(_ids(scopes.get("s", []), settings.key_prefix))
@@ -60,7 +64,7 @@ def redis_memory(settings: Settings, used_before: int, seed: int = 0) -> dict[st
     }
 
 
-def _keys_by_scope(client: redis.Redis, prefix: str) -> dict[str, list[bytes]]:
+def _keys_by_scope(client: connect.SyncClient, prefix: str) -> dict[str, list[bytes]]:
     """Keys under `prefix` by scope: s(ession), d(edup), i(tem), g(lobal) (storage/keys.py)."""
     out: dict[str, list[bytes]] = defaultdict(list)
     cut = len(prefix) + 1
@@ -77,7 +81,7 @@ def _ids(keys: list[bytes], prefix: str) -> set[bytes]:
     return {m.group(1) for m in found if m}
 
 
-def _scaled_usage(client: redis.Redis, keys: list[bytes], rng: random.Random) -> float:
+def _scaled_usage(client: connect.SyncClient, keys: list[bytes], rng: random.Random) -> float:
     if not keys:
         return 0.0
     sample = keys if len(keys) <= SAMPLE_PER_SCOPE else rng.sample(keys, SAMPLE_PER_SCOPE)

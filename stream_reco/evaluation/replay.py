@@ -224,6 +224,7 @@ async def evaluate_engine(
         settings = dataclasses.replace(settings, learned_ranker=True)
     store = RedisStore.connect(eval_settings(settings))
     try:
+        await store.check_format()
         if via_kafka:
             stream = sorted(
                 (e for log in train_logs for e in events(log, "train")), key=lambda e: e.ts

@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
-import redis
 
 from stream_reco.config import Settings
 from stream_reco.decay import log_weight
 from stream_reco.errors import StoreRewound
 from stream_reco.events import Event
 from stream_reco.state import entry
+from stream_reco.storage import connect
 from stream_reco.storage.keys import Keys
 
 # Events per script call: one packed command instead of one per event, while each call stays
@@ -113,9 +113,7 @@ def resume_at(settings: Settings, stream: str, partitions: Sequence[int]) -> dic
     if not partitions:
         return {}
     # Bounded: it runs inside the consumer's rebalance callback, which must not hang.
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=LOOKUP_S, socket_connect_timeout=LOOKUP_S
-    )
+    client = connect.sync_client(settings, socket_timeout=LOOKUP_S, socket_connect_timeout=LOOKUP_S)
     try:
         fields = [marker(stream, p) for p in partitions]
         got = client.hmget(Keys(settings.key_prefix).global_("offsets"), fields)

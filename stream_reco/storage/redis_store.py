@@ -10,7 +10,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
@@ -30,7 +30,7 @@ from stream_reco.decay import value_at
 from stream_reco.errors import StoreCredentialsError, StoreError, StoreFormatError
 from stream_reco.events import Event
 from stream_reco.state import SessionView, parse_session
-from stream_reco.storage import apply
+from stream_reco.storage import apply, connect
 from stream_reco.storage.apply import Position
 from stream_reco.storage.catalog import CatalogCache, CatalogState
 from stream_reco.storage.codec import Scored, decayed, hash_fields, meta_json, pairs
@@ -76,8 +76,9 @@ _TRANSIENT_TEXT = re.compile(rf"""(?:^|error: \(?["']?)(?:{"|".join(TRANSIENT)})
 class RedisStore(SharedState, CatalogState):
     """Everything stream-reco keeps in Redis, behind one narrow async interface."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: connect.AsyncClient, settings: Settings) -> None:
         self.client = client
+        self.cluster = isinstance(client, AsyncRedisCluster)
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._apply = client.register_script(APPLY_EVENT)
@@ -131,12 +132,7 @@ class RedisStore(SharedState, CatalogState):
 
     @classmethod
     def connect(cls, settings: Settings) -> RedisStore:
-        # RESP2: redis-py 8 on RESP3 re-encodes every zset score to text and back (measured 2x).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, socket_timeout=5.0, protocol=2, max_connections=64, timeout=10
-        )
-        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        return cls(client, settings)
+        return cls(connect.async_client(settings), settings)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -170,7 +166,15 @@ class RedisStore(SharedState, CatalogState):
 
     async def check_format(self) -> None:
         """Refuse a store whose decayed scores an older version wrote: linear sums from a
-        landmark (its key says so), which log-space scores would silently mis-rank."""
+        landmark (its key says so), which log-space scores would silently mis-rank; and a
+        Redis Cluster, which this version's scripts cannot run on yet."""
+        if self.cluster:
+            raise StoreError(
+                "STREAM_RECO_REDIS_CLUSTER is set, but this version's event and request "
+                "scripts still read and write keys in many hash slots, which a Redis Cluster "
+                "refuses: run on a single Redis node (with replicas if you like) for now; "
+                "digest and bench memory figures already work on a cluster"
+            )
         legacy = self.keys.global_("landmark")
         if await self._retry("check_format", lambda: self.client.exists(legacy)):
             raise StoreFormatError(
@@ -180,17 +184,31 @@ class RedisStore(SharedState, CatalogState):
             )
 
     async def eviction_policy(self) -> str | None:
-        """The server's `maxmemory-policy`, None when it does not say (a managed Redis without
-        CONFIG, a user not allowed it). Evicted offset marks would let a redelivered event
-        apply twice, an evicted session or list would vanish unnoticed."""
+        """The server's `maxmemory-policy` (on a cluster, the first primary's that evicts, else
+        their common one), None when it does not say (a managed Redis without CONFIG, a user
+        not allowed it). Evicted offset marks would let a redelivered event apply twice, an
+        evicted session or list would vanish unnoticed."""
+
+        async def ask() -> list[str | None]:
+            if isinstance(self.client, AsyncRedisCluster):
+                await self.client.initialize()  # it learns the nodes on its first command
+                nodes = self.client.get_primaries()
+                got = [
+                    await self.client.config_get("maxmemory-policy", target_nodes=node)
+                    for node in nodes
+                ]
+            else:
+                got = [await self.client.config_get("maxmemory-policy")]
+            return [g.get("maxmemory-policy") for g in got]
+
         try:
-            got = await self._retry(
-                "eviction_policy", lambda: self.client.config_get("maxmemory-policy")
-            )
+            policies = await self._retry("eviction_policy", ask)
         except ResponseError:
             return None
-        policy = got.get("maxmemory-policy")
-        return None if policy is None else str(policy)
+        if any(p is None for p in policies):
+            return None
+        evicting = [str(p) for p in policies if str(p) != "noeviction"]
+        return evicting[0] if evicting else str(policies[0])
 
     async def apply_events(
         self,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import random
 import subprocess
 import sys
 import time
@@ -18,9 +20,10 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from stream_reco import stack
+from stream_reco import stack, stack_cluster
 from stream_reco.config import Settings
 from stream_reco.kafka_io import consumer, ensure_topics, producer
+from stream_reco.stack_servers import port_open
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
@@ -36,6 +39,34 @@ def base_settings() -> Iterator[Settings]:
     yield settings
     if not was_up and not os.environ.get("STREAM_RECO_KEEP_STACK"):
         stack.down(settings)
+
+
+def free_cluster_port() -> int:
+    """The first of three free ports in a row whose cluster bus ports (10000 above) are free
+    too: Redis refuses a cluster port above 55535."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 45000)
+        wanted = [p + bus for p in (first, first + 1, first + 2) for bus in (0, 10000)]
+        if not any(port_open("127.0.0.1", port) for port in wanted):
+            return first
+    raise AssertionError("no three free ports in a row")
+
+
+@pytest.fixture(scope="session")
+def cluster(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The run's settings on a 3-primary Redis Cluster of the test run's own (its own home
+    and ports, so it never meets a cluster someone left running), stopped afterwards."""
+    own = dataclasses.replace(
+        settings,
+        home=tmp_path_factory.mktemp("cluster"),
+        redis_cluster_port=free_cluster_port(),
+    )
+    stack_cluster.up(own, say=lambda _: None)
+    try:
+        yield dataclasses.replace(own, redis_cluster=True, redis_url=stack_cluster.url(own))
+    finally:
+        stack_cluster.down(own, say=lambda _: None)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,25 +15,13 @@ from redis.cluster import RedisCluster
 from stream_reco import stack_cluster
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
-from stream_reco.stack_servers import port_open
-
-
-def _three_free_ports() -> int:
-    """Three free ports in a row whose cluster bus ports (10000 above) are free too: Redis
-    refuses a cluster port above 55535."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(20000, 45000)
-        wanted = [p + bus for p in (first, first + 1, first + 2) for bus in (0, 10000)]
-        if not any(port_open("127.0.0.1", port) for port in wanted):
-            return first
-    raise AssertionError("no three free ports in a row")
+from tests.integration.conftest import free_cluster_port
 
 
 @pytest.fixture
 def cluster_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     own = dataclasses.replace(
-        settings, home=tmp_path / "stack", redis_cluster_port=_three_free_ports()
+        settings, home=tmp_path / "stack", redis_cluster_port=free_cluster_port()
     )
     try:
         yield own

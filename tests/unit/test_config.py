@@ -139,6 +139,9 @@ def test_unparseable_env_names_variable_once(name: str, raw: str, hint: str) -> 
         {"STREAM_RECO_MAX_K": "1001"},
         {"STREAM_RECO_DEFAULT_K": "20", "STREAM_RECO_MAX_K": "10"},
         {"REDIS_URL": "http://127.0.0.1:6379"},
+        # A cluster has database 0 only, over TCP.
+        {"STREAM_RECO_REDIS_CLUSTER": "true", "REDIS_URL": "redis://127.0.0.1:7000/2"},
+        {"STREAM_RECO_REDIS_CLUSTER": "true", "REDIS_URL": "unix:///tmp/redis.sock"},
         {"KAFKA_BOOTSTRAP_SERVERS": " "},
         {"STREAM_RECO_TOPIC_EVENTS": ""},
         {"STREAM_RECO_TOPIC_CATALOG": "reco catalog"},
