@@ -60,8 +60,8 @@ def kind_of(key: str, prefix: str) -> str | None:
     if not key.startswith(prefix + ":"):
         return None
     rest = key[len(prefix) + 1 :]
-    if rest.startswith("g:"):
-        name = rest[2:]
+    if rest.startswith("g:{g}:"):
+        name = rest[6:]
         kind = "g:pop:cat" if name.startswith("pop:cat:") else f"g:{name}"
     else:
         found = _KEY.match(rest)

@@ -25,9 +25,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     async def look() -> object:
         store = RedisStore.connect(settings)
         try:
+            await store.check_format(upgrade=False)  # a look never writes
             if not await store.holds_anything():
                 raise ConfigError(_nothing_stored(settings))
-            await store.check_format()
             if args.model:
                 return await _deployed_model(store, settings)
             if not args.session:

@@ -24,21 +24,22 @@ LIMIT = 1000  # items kept in the list; the oldest go first
 # time it appears; updates keep it, so re-publishing an item never makes it new again. The
 # stamp outlives sold-out spells and trimming (an item that comes back returns to its place);
 # only a removal forgets it. The list holds in-stock items only, so a read needs no filter.
-# ARGV 1: JSON {newest, seq, first: [prefix, suffix] around an item id, limit}
+# The stamps are one hash beside the list (all shop-wide, one slot on a cluster): one field
+# per catalogued item, so bounded by the catalogue.
+# ARGV 1: JSON {newest, seq, first (the stamps hash), limit}
 # ARGV 2: JSON [[item_id, state], ...] in log order; state 1 in stock, 0 sold out, -1 removed.
 WRITE = """
 local cfg = cjson.decode(ARGV[1])
 for _, row in ipairs(cjson.decode(ARGV[2])) do
   local item, state = row[1], row[2]
-  local first = cfg.first[1] .. item .. cfg.first[2]
   if state < 0 then
-    redis.call('DEL', first)
+    redis.call('HDEL', cfg.first, item)
     redis.call('ZREM', cfg.newest, item)
   else
-    local stamp = redis.call('GET', first)
+    local stamp = redis.call('HGET', cfg.first, item)
     if not stamp then
       stamp = redis.call('INCR', cfg.seq)
-      redis.call('SET', first, stamp)
+      redis.call('HSET', cfg.first, item, stamp)
     end
     if state == 1 then
       redis.call('ZADD', cfg.newest, stamp, item)
@@ -84,11 +85,10 @@ def write(pipe: Pipeline, keys: Keys, records: Sequence[CatalogItem | Tombstone]
     batches are rare enough that sending the text costs nothing that matters."""
     if not records:
         return
-    first_prefix, first_suffix = keys.item_pattern("first")
     config = {
         "newest": list_key(keys),
         "seq": keys.global_("catalog:seq"),
-        "first": [first_prefix, first_suffix],
+        "first": keys.global_("catalog:first"),
         "limit": LIMIT,
     }
     rows = [[r.item_id, _state(r)] for r in records]

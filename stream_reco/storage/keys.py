@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Keys:
-    """Key layout `<prefix>:<scope>:{<id>}:<name>`; the hash tag keeps a session's keys in one
-    Redis Cluster slot so its update can stay one atomic script when we shard."""
+    """Key layout `<prefix>:<scope>:{<id>}:<name>`: the hash tag keeps a session's (an item's,
+    the shop-wide) keys in one Redis Cluster slot, so each can be updated by one atomic script
+    when the store is sharded."""
 
     prefix: str
 
@@ -27,6 +28,12 @@ class Keys:
         return f"{self.prefix}:s:{{", "}:"
 
     def global_(self, name: str) -> str:
+        # One hash tag for every shop-wide key: on a Redis Cluster they share one slot, so a
+        # batch's shop-wide effects (popularity, clock, offsets) are one atomic step.
+        return f"{self.prefix}:g:{{g}}:{name}"
+
+    def legacy_global(self, name: str) -> str:
+        """What versions before the {g} tag named a shop-wide key (storage/layout.py)."""
         return f"{self.prefix}:g:{name}"
 
     def vectors(self, name: str) -> str:

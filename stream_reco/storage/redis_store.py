@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,19 +28,26 @@ from stream_reco import logs
 from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.decay import value_at
-from stream_reco.errors import StoreCredentialsError, StoreError, StoreFormatError
+from stream_reco.errors import (
+    ConfigError,
+    StoreCredentialsError,
+    StoreError,
+    StoreFormatError,
+)
 from stream_reco.events import Event
 from stream_reco.state import SessionView, parse_session
-from stream_reco.storage import apply, connect
+from stream_reco.storage import apply, connect, layout, scripts
 from stream_reco.storage.apply import Position
 from stream_reco.storage.catalog import CatalogCache, CatalogState
 from stream_reco.storage.codec import Scored, decayed, hash_fields, meta_json, pairs
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.shared import SharedState
+from stream_reco.storage.split import Split
 from stream_reco.storage.vector_log import VectorLog
 
 T = TypeVar("T")
-APPLY_EVENT = resources.files("stream_reco.storage").joinpath("apply_event.lua").read_text()
+log = logging.getLogger(__name__)
+APPLY_EVENT = scripts.event_script("apply_event.lua")
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
 GATHER = resources.files("stream_reco.storage").joinpath("gather.lua").read_text()
 # Session-kNN looks up the past sessions of this many latest session items: bounds its cost.
@@ -126,9 +134,12 @@ class RedisStore(SharedState, CatalogState):
                 "item_ttl": item_ttl_s(settings),
                 "sessions": self.keys.item_pattern("sessions"),
                 "meta": self.keys.item_pattern("meta"),
+                "marks": self.keys.item_pattern("marks"),
                 "catpop": self.keys.global_("pop:cat:"),
             }
         )
+        # On a cluster the event script runs as per-slot steps (storage/split.py).
+        self._split = Split(client, self.keys, self._script_config) if self.cluster else None
 
     @classmethod
     def connect(cls, settings: Settings) -> RedisStore:
@@ -164,24 +175,34 @@ class RedisStore(SharedState, CatalogState):
                 return result
         raise AssertionError("unreachable")
 
-    async def check_format(self) -> None:
+    async def check_format(self, upgrade: bool = True) -> None:
         """Refuse a store whose decayed scores an older version wrote: linear sums from a
         landmark (its key says so), which log-space scores would silently mis-rank; and a
-        Redis Cluster, which this version's scripts cannot run on yet."""
+        Redis Cluster, which this version's scripts cannot run on yet. Move the keys of an
+        older layout to today's names (storage/layout.py) before anything reads them; without
+        `upgrade` (a read-only tool), refuse such a store instead."""
         if self.cluster:
-            raise StoreError(
+            raise ConfigError(
                 "STREAM_RECO_REDIS_CLUSTER is set, but this version's event and request "
                 "scripts still read and write keys in many hash slots, which a Redis Cluster "
                 "refuses: run on a single Redis node (with replicas if you like) for now; "
                 "digest and bench memory figures already work on a cluster"
             )
-        legacy = self.keys.global_("landmark")
+        legacy = self.keys.legacy_global("landmark")
         if await self._retry("check_format", lambda: self.client.exists(legacy)):
             raise StoreFormatError(
                 f"{legacy} exists: this store's decayed scores were written by a version "
                 "before log-space decay and cannot be read as they are; start from a fresh "
                 "store (a new STREAM_RECO_KEY_PREFIX, or delete the prefix's keys)"
             )
+        if await self._retry("check_format", lambda: layout.outdated(self.client, self.keys)):
+            if not upgrade:
+                raise StoreFormatError(
+                    f"the store under {self.keys.prefix!r} has an older version's key names; "
+                    "start a worker of this version on it first, which moves them"
+                )
+            moved = await self._retry("upgrade", lambda: layout.upgrade(self.client, self.keys))
+            log.warning("store layout upgraded: %d keys moved to their {g}-tagged names", moved)
 
     async def eviction_policy(self) -> str | None:
         """The server's `maxmemory-policy` (on a cluster, the first primary's that evicts, else
@@ -225,13 +246,20 @@ class RedisStore(SharedState, CatalogState):
         if not events:
             return []
         at = positions if positions is not None else [None] * len(events)
-        calls = apply.calls(apply.rows(self.settings, events, at, learn), at, self._reached)
+        rows = apply.rows(self.settings, events, at, learn)
+        if self._split is not None:
+            split, decoded = self._split, [orjson.loads(r) for r in rows]
 
-        async def run() -> list[bool]:
-            pipe = self.client.pipeline(transaction=False)
-            for args in calls:
-                await self._apply(keys=[], args=[self._script_config, *args], client=pipe)
-            return [bool(flag) for call in await pipe.execute() for flag in call]
+            def run() -> Awaitable[list[bool]]:
+                return split.apply(decoded, at, self._reached)
+        else:
+            calls = apply.calls(rows, at, self._reached)
+
+            async def run() -> list[bool]:
+                pipe = self.client.pipeline(transaction=False)
+                for args in calls:
+                    await self._apply(keys=[], args=[self._script_config, *args], client=pipe)
+                return [bool(flag) for call in await pipe.execute() for flag in call]
 
         try:
             done = await self._retry("apply_events", run)
@@ -241,10 +269,13 @@ class RedisStore(SharedState, CatalogState):
                 raise
             self._reached.clear()  # the store's offsets are where to resume from now
             raise behind from exc
+        self._note_reached(at)
+        return done
+
+    def _note_reached(self, at: Sequence[Position | None]) -> None:
         for p in at:
             if p is not None and p.offset > self._reached.get(p.marker, -1):
                 self._reached[p.marker] = p.offset
-        return done
 
     async def applied_count(self) -> int:
         """Events this store has applied so far (redeliveries not counted): ingestion progress

@@ -41,13 +41,18 @@ def base_settings() -> Iterator[Settings]:
         stack.down(settings)
 
 
-def free_cluster_port() -> int:
+def free_cluster_port(web_port: int) -> int:
     """The first of three free ports in a row whose cluster bus ports (10000 above) are free
-    too: Redis refuses a cluster port above 55535."""
+    too, all below the kernel's ephemeral range (an outgoing connection may hold one of those
+    without listening on it, and Redis could not bind it), clear of the stack's own ports and
+    of the run's block of web ports (`web_port` and the 63 above)."""
     rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(20000, 45000)
+    reserved = [(6370, 6390), (7000, 7010), (9090, 9100), (web_port, web_port + 63)]
+    for _ in range(500):
+        first = rng.randrange(2000, 9000)
         wanted = [p + bus for p in (first, first + 1, first + 2) for bus in (0, 10000)]
+        if any(lo <= p <= hi for p in wanted for lo, hi in reserved):
+            continue
         if not any(port_open("127.0.0.1", port) for port in wanted):
             return first
     raise AssertionError("no three free ports in a row")
@@ -60,7 +65,7 @@ def cluster(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     own = dataclasses.replace(
         settings,
         home=tmp_path_factory.mktemp("cluster"),
-        redis_cluster_port=free_cluster_port(),
+        redis_cluster_port=free_cluster_port(settings.web_port),
     )
     stack_cluster.up(own, say=lambda _: None)
     try:
@@ -281,9 +286,22 @@ def applied_count(settings: Settings) -> int:
     """Events the store under these settings has applied, as it counts them itself."""
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        return int(client.get(f"{settings.key_prefix}:g:applied") or 0)
+        return int(client.get(f"{settings.key_prefix}:g:{{g}}:applied") or 0)
     finally:
         client.close()
+
+
+def clear_store(settings: Settings) -> None:
+    """Delete every key under the settings' prefix (a single node or a cluster)."""
+
+    async def run() -> None:
+        store = RedisStore.connect(settings)
+        try:
+            await store.clear()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
 
 
 def uid(label: str) -> str:

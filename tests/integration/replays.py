@@ -225,7 +225,7 @@ class ThrowawayRedis:
         client = redis.Redis.from_url(self.url)
         try:
             client.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
-            return int(client.get(f"{prefix}:g:applied") or 0)
+            return int(client.get(f"{prefix}:g:{{g}}:applied") or 0)
         finally:
             client.close()
 

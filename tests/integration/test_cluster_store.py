@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 from redis.cluster import RedisCluster
@@ -12,12 +15,12 @@ from redis.cluster import RedisCluster
 from stream_reco import digest
 from stream_reco.bench.memory import used_memory
 from stream_reco.config import Settings
-from stream_reco.errors import StoreError
+from stream_reco.errors import ConfigError
 from stream_reco.storage import connect
 from stream_reco.storage.apply import marker, resume_at
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import uid
+from tests.integration.conftest import clear_store, uid
 
 
 def _on(settings: Settings, tag: str) -> Settings:
@@ -87,7 +90,7 @@ def test_an_evicting_primary_is_found_and_the_worker_refuses_a_cluster(
         store = RedisStore.connect(cluster)
         try:
             policy = await store.eviction_policy()
-            with pytest.raises(StoreError, match="single Redis node") as refused:
+            with pytest.raises(ConfigError, match="single Redis node") as refused:
                 await store.check_format()
             return policy, str(refused.value)
         finally:
@@ -115,12 +118,20 @@ def test_a_digest_reads_the_same_on_a_cluster_as_on_one_node(
         assert used_memory(on_cluster) > 0  # summed over the primaries
     finally:
         for s in (on_cluster, on_node):
-            asyncio.run(_clear(s))
+            clear_store(s)
 
 
-async def _clear(settings: Settings) -> None:
-    store = RedisStore.connect(settings)
-    try:
-        await store.clear()
-    finally:
-        await store.close()
+@pytest.mark.parametrize("command", [["worker"], ["inspect", "--item", "A"]])
+def test_commands_that_run_scripts_refuse_a_cluster_at_start(
+    cluster: Settings, command: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_reco.cli", *command],
+        env={**os.environ, **cluster.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "STREAM_RECO_REDIS_CLUSTER is set" in done.stderr
+    assert "is Redis up" not in done.stderr  # not an outage: a setting

@@ -138,7 +138,7 @@ def _rotate_and_restore_password(server: ThrowawayRedis, s: Settings) -> None:
     time.sleep(3)
     rotated = redis.Redis.from_url(server.url.replace(str(server.password), "rotated"))
     try:
-        assert int(rotated.get(f"{s.key_prefix}:g:applied") or 0) == EVENTS  # held
+        assert int(rotated.get(f"{s.key_prefix}:g:{{g}}:applied") or 0) == EVENTS  # held
         rotated.config_set("requirepass", str(server.password))
     finally:
         rotated.close()

@@ -21,7 +21,7 @@ from tests.integration.conftest import free_cluster_port
 @pytest.fixture
 def cluster_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     own = dataclasses.replace(
-        settings, home=tmp_path / "stack", redis_cluster_port=free_cluster_port()
+        settings, home=tmp_path / "stack", redis_cluster_port=free_cluster_port(settings.web_port)
     )
     try:
         yield own

@@ -283,7 +283,7 @@ def test_a_store_written_with_a_decay_landmark_is_refused(
 ) -> None:
     st, loop = store
     loop.run_until_complete(st.check_format())  # a fresh store is fine
-    loop.run_until_complete(st.client.set(st.keys.global_("landmark"), TS))
+    loop.run_until_complete(st.client.set(st.keys.legacy_global("landmark"), TS))
     with pytest.raises(StoreFormatError, match="fresh store"):
         loop.run_until_complete(st.check_format())
 
