@@ -92,7 +92,9 @@ def write(pipe: Pipeline, keys: Keys, records: Sequence[CatalogItem | Tombstone]
         "limit": LIMIT,
     }
     rows = [[r.item_id, _state(r)] for r in records]
-    pipe.eval(WRITE, 0, orjson.dumps(config), orjson.dumps(rows))
+    # Its keys named too (all shop-wide, one slot): a cluster routes the call by them.
+    keys = [config["newest"], config["seq"], config["first"]]
+    pipe.eval(WRITE, len(keys), *keys, orjson.dumps(config), orjson.dumps(rows))
 
 
 async def read(client: Redis, keys: Keys, n: int) -> list[str]:

@@ -89,9 +89,7 @@ local function apply_all()
     if not again then
       local previous = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
       if ev[8] == 1 then  -- learning (not for frozen evaluation or untrusted traffic)
-        for _, row in ipairs(plan(item, previous, ev[9])) do
-          teach(row[1], row[2], row[3], row[4])
-        end
+        plan(item, previous, ev[9], teach)
         count_popular(item, ev[10], own(item, sid, ts_text))
         remember_items(sid, item)
       end

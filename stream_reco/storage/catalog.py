@@ -6,10 +6,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from stream_reco.candidates import newest
 from stream_reco.errors import StoreError
 from stream_reco.events import CatalogItem, Tombstone
+from stream_reco.storage import connect
 from stream_reco.storage.codec import hash_fields, meta_fields, parse_meta
 from stream_reco.storage.keys import Keys
 
@@ -95,6 +97,7 @@ class CatalogState:
     served from the worker's cache whenever it is as new as the position the request saw."""
 
     client: aioredis.Redis
+    transactions: connect.Transactions
     keys: Keys
     catalog: CatalogCache
     shelf: newest.Shelf
@@ -115,19 +118,28 @@ class CatalogState:
             return
 
         async def run() -> None:
-            # One MULTI: a reader never sees the log entry without the change, or the reverse.
-            pipe = self.client.pipeline(transaction=True)
+            # On one node one MULTI: a reader never sees the log entry without the change, or
+            # the reverse. A cluster cannot span slots in a MULTI: the items' own keys are
+            # written first, then the shop-wide part (log, popularity, newest) in one {g}
+            # MULTI, so a reader that sees the log entry finds the change; a retry rewrites
+            # both (an upsert or a removal is the same the second time).
+            cluster = isinstance(self.client, RedisCluster)
+            items = self.client.pipeline(transaction=False) if cluster else None
+            shop = await self.transactions.pipeline(self.catalog_log)
             for r in records:
+                own = items if items is not None else shop
                 meta = self.keys.item(r.item_id, "meta")
-                pipe.delete(meta)
+                own.delete(meta)
                 if isinstance(r, Tombstone):
-                    pipe.zrem(self.keys.global_("pop"), r.item_id)
-                    pipe.delete(*(self.keys.item(r.item_id, n) for n in ("co", "next", "sessions")))
+                    shop.zrem(self.keys.global_("pop"), r.item_id)
+                    own.delete(*(self.keys.item(r.item_id, n) for n in ("co", "next", "sessions")))
                 else:
-                    pipe.hset(meta, mapping=meta_fields(r))
-                pipe.xadd(self.catalog_log, {"i": r.item_id}, maxlen=LOG_MAXLEN, approximate=True)
-            newest.write(pipe, self.keys, records)  # the cold-start list agrees with the meta
-            await pipe.execute()
+                    own.hset(meta, mapping=meta_fields(r))
+                shop.xadd(self.catalog_log, {"i": r.item_id}, maxlen=LOG_MAXLEN, approximate=True)
+            newest.write(shop, self.keys, records)  # the cold-start list agrees with the meta
+            if items is not None:
+                await items.execute()
+            await shop.execute()
 
         await self._retry("apply_catalog", run)
 
@@ -163,7 +175,7 @@ class CatalogState:
         base = cache.added  # another sync may move the cache while this one waits
 
         async def run() -> list[object]:
-            pipe = self.client.pipeline(transaction=True)  # the count and the entries agree
+            pipe = await self.transactions.pipeline(key)  # the count and the entries agree
             pipe.xinfo_stream(key)
             pipe.xrange(key, f"({cache.at}", "+", count=CATCH_UP)
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]

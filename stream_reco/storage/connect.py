@@ -40,6 +40,36 @@ def async_client(
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
+class Transactions:
+    """MULTI/EXEC pipelines on one hash slot. On one node the client's own. On a cluster a
+    plain client on the node that owns the slot: redis-py's async cluster transactions queue
+    each command through an event loop of their own, whose connections the caller's loop then
+    cannot use."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self._nodes: dict[tuple[str, int], aioredis.Redis] = {}
+
+    async def pipeline(self, key: str) -> Any:
+        client = self.client
+        if not isinstance(client, AsyncRedisCluster):
+            return client.pipeline(transaction=True)
+        await client.initialize()  # learns the slots on its first use; then a no-op
+        node = client.get_node_from_key(key)
+        plain = self._nodes.get((node.host, node.port))
+        if plain is None:
+            pool = aioredis.ConnectionPool(
+                connection_class=node.connection_class, max_connections=8, **node.connection_kwargs
+            )
+            plain = self._nodes[(node.host, node.port)] = aioredis.Redis(connection_pool=pool)
+        return plain.pipeline(transaction=True)
+
+    async def close(self) -> None:
+        for plain in self._nodes.values():
+            await plain.aclose(close_connection_pool=True)
+        self._nodes.clear()
+
+
 def sync_client(settings: Settings, **options: Any) -> SyncClient:
     """A blocking client for tools and callbacks (digest, bench, the consumer's rebalance)."""
     options.setdefault("protocol", PROTOCOL)

@@ -6,16 +6,17 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.crc import key_slot
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
     MasterDownError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
@@ -29,7 +30,6 @@ from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.decay import value_at
 from stream_reco.errors import (
-    ConfigError,
     StoreCredentialsError,
     StoreError,
     StoreFormatError,
@@ -39,7 +39,8 @@ from stream_reco.state import SessionView, parse_session
 from stream_reco.storage import apply, connect, layout, scripts
 from stream_reco.storage.apply import Position
 from stream_reco.storage.catalog import CatalogCache, CatalogState
-from stream_reco.storage.codec import Scored, decayed, hash_fields, meta_json, pairs
+from stream_reco.storage.codec import Scored, decayed, meta_json, pairs
+from stream_reco.storage.gather import SKNN_ITEMS, Ask, Gathered, Reader
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.shared import SharedState
 from stream_reco.storage.split import Split
@@ -49,26 +50,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 APPLY_EVENT = scripts.event_script("apply_event.lua")
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
-GATHER = resources.files("stream_reco.storage").joinpath("gather.lua").read_text()
-# Session-kNN looks up the past sessions of this many latest session items: bounds its cost.
-SKNN_ITEMS = 3  # 5 measured the same HR/MRR on all three data sets, at more cost
-SKNN_LIMIT = 50  # items session-kNN returns (100 measured the same HR/MRR on all three data sets)
-NEIGHBOURS_PER_SOURCE = 30  # list entries read per candidate source item
-
-
-@dataclass(frozen=True, slots=True)
-class Gathered:
-    """What gather.lua read for one recommendation."""
-
-    session: SessionView
-    popular: Scored
-    co: dict[str, Scored]  # by source item
-    next: dict[str, Scored]
-    votes: Scored  # session-kNN, best first
-    trending: Scored  # popularity in the category of the latest session item that has one
-    catalog_at: str  # the catalogue log's position: metadata read later is at least this new
-
-
 RETRIES = 5
 ITEM_TTL_HALF_LIVES = 10  # 2^-10: an item unseen this long has faded from every list
 MAX_TTL_S = 10 * 365 * 86400
@@ -94,23 +75,12 @@ class RedisStore(SharedState, CatalogState):
         # lost acknowledged writes (apply.calls).
         self._reached: dict[str, int] = {}
         self._multi_read = client.register_script(MULTI_READ)
-        self._gather = client.register_script(GATHER)
-        ipre, _ = self.keys.item_pattern("")
-        spre, ssuf = self.keys.session_pattern()
-        self._gather_config = orjson.dumps(
-            {
-                "session": [spre, ssuf],
-                "item": [ipre, "}:"],
-                "pop": self.keys.global_("pop"),
-                "per_source": NEIGHBOURS_PER_SOURCE,
-                "per_item": settings.sknn_sessions_per_item,
-                "sample": settings.sknn_sessions_per_item,
-                "sknn_k": settings.sknn_neighbours,
-                "catpop": self.keys.global_("pop:cat:"),
-                "catalog_log": self.catalog_log,
-            }
+        self._reader = Reader(
+            client, self.keys, settings.sknn_sessions_per_item, settings.sknn_neighbours
         )
-        self.vectors = VectorLog(client, self.keys)
+        # MULTI on one slot, also on a cluster (catalogue and vector logs).
+        self.transactions = connect.Transactions(client)
+        self.vectors = VectorLog(client, self.keys, transactions=self.transactions)
         self.catalog = CatalogCache()
         self.shelf = newest.Shelf()  # the cold-start list, as of one catalogue position
         self._script_config = orjson.dumps(
@@ -146,6 +116,7 @@ class RedisStore(SharedState, CatalogState):
         return cls(connect.async_client(settings), settings)
 
     async def close(self) -> None:
+        await self.transactions.close()
         await self.client.aclose()
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -177,17 +148,9 @@ class RedisStore(SharedState, CatalogState):
 
     async def check_format(self, upgrade: bool = True) -> None:
         """Refuse a store whose decayed scores an older version wrote: linear sums from a
-        landmark (its key says so), which log-space scores would silently mis-rank; and a
-        Redis Cluster, which this version's scripts cannot run on yet. Move the keys of an
-        older layout to today's names (storage/layout.py) before anything reads them; without
-        `upgrade` (a read-only tool), refuse such a store instead."""
-        if self.cluster:
-            raise ConfigError(
-                "STREAM_RECO_REDIS_CLUSTER is set, but this version's event and request "
-                "scripts still read and write keys in many hash slots, which a Redis Cluster "
-                "refuses: run on a single Redis node (with replicas if you like) for now; "
-                "digest and bench memory figures already work on a cluster"
-            )
+        landmark (its key says so), which log-space scores would silently mis-rank. Move the
+        keys of an older layout to today's names (storage/layout.py) before anything reads
+        them; without `upgrade` (a read-only tool), refuse such a store instead."""
         legacy = self.keys.legacy_global("landmark")
         if await self._retry("check_format", lambda: self.client.exists(legacy)):
             raise StoreFormatError(
@@ -324,7 +287,7 @@ class RedisStore(SharedState, CatalogState):
 
         async def run() -> dict[str, Scored]:
             keys = [self.keys.item(item, kind) for item in item_ids]
-            rows = await self._multi_read(keys=keys, args=["zrev", n])
+            rows = await self._read_many(keys, ["zrev", n])
             return {item: decayed(row) for item, row in zip(item_ids, rows, strict=True)}
 
         return await self._retry("read_neighbours", run)
@@ -338,47 +301,56 @@ class RedisStore(SharedState, CatalogState):
         sknn: bool,
         trending: bool,
     ) -> Gathered:
-        """The session and every list its candidates come from, in one call (gather.lua)."""
-        ask = orjson.dumps(
-            [n_popular, cooc_window, seq_sources, SKNN_ITEMS if sknn else 0, int(trending)]
-        )
-
-        async def run() -> Gathered:
-            recent, cart, bought, info, popular, co, nxt, votes, trend, at = await self._gather(
-                keys=[], args=[self._gather_config, session_id, ask]
-            )
-            return Gathered(
-                parse_session(
-                    session_id, recent, hash_fields(cart), set(bought), hash_fields(info)
-                ),
-                decayed(popular),
-                {co[i].decode(): decayed(co[i + 1]) for i in range(0, len(co), 2)},
-                {nxt[i].decode(): decayed(nxt[i + 1]) for i in range(0, len(nxt), 2)},
-                _best_votes(votes),
-                decayed(trend),
-                at.decode() if isinstance(at, bytes) else "",
-            )
-
-        return await self._retry("gather", run)
+        """The session and every list its candidates come from (storage/gather.py)."""
+        ask = Ask(n_popular, cooc_window, seq_sources, SKNN_ITEMS if sknn else 0, trending)
+        return await self._retry("gather", lambda: self._reader.read(session_id, ask))
 
     async def read_popular(self, n: int, category: str | None = None) -> Scored:
         """The n most popular items (decayed), overall or within one category (trending)."""
         key = self.keys.global_("pop" if category is None else f"pop:cat:{category}")
 
         async def run() -> Scored:
-            [row] = await self._multi_read(keys=[key], args=["zrev", n])
+            [row] = await self._read_many([key], ["zrev", n])
             return decayed(row)
 
         return await self._retry("read_popular", run)
 
     def _multi_read_hashes(self, keys: list[str]) -> Awaitable[list[list[bytes]]]:
-        return self._multi_read(keys=keys, args=["hash"])  # type: ignore[no-any-return]
+        return self._read_many(keys, ["hash"])
+
+    async def _read_many(self, keys: list[str], args: list[Any]) -> list[list[bytes]]:
+        """multi_read.lua over `keys`, rows in their order: one call on a single node; on a
+        cluster one per hash slot, side by side."""
+        if not self.cluster:
+            return await self._multi_read(keys=keys, args=args)  # type: ignore[no-any-return]
+        groups: dict[int, list[int]] = {}
+        for n, k in enumerate(keys):
+            groups.setdefault(key_slot(k.encode()), []).append(n)
+
+        async def calls() -> list[Any]:
+            # One pipeline: a batch per node, not a connection per slot.
+            pipe = self.client.pipeline(transaction=False)
+            for g in groups.values():
+                named = [keys[n] for n in g]
+                pipe.execute_command("EVALSHA", self._multi_read.sha, len(named), *named, *args)
+            return list(await pipe.execute())
+
+        try:
+            got = await calls()
+        except NoScriptError:  # a new or failed-over primary: load it everywhere, once more
+            await self.client.script_load(MULTI_READ)
+            got = await calls()
+        rows: list[list[bytes]] = [[] for _ in keys]
+        for members, replies in zip(groups.values(), got, strict=True):
+            for n, row in zip(members, replies, strict=True):
+                rows[n] = row
+        return rows
 
     async def inspect_item(self, item_id: str, n: int = 20) -> dict[str, object]:
         """An item's metadata, decayed popularity and top neighbours, as plain JSON data."""
         s = self.settings
         meta = (await self.read_items([item_id])).get(item_id)
-        [row] = await self._multi_read(keys=[self.keys.item(item_id, "co")], args=["zrev", n])
+        [row] = await self._read_many([self.keys.item(item_id, "co")], ["zrev", n])
         neighbours = pairs(row)  # stored log-sums: read as values at the event clock below
         pop = await self.client.zscore(self.keys.global_("pop"), item_id)
         clock = await self.client.get(self.keys.global_("clock"))
@@ -420,15 +392,6 @@ def item_ttl_s(settings: Settings) -> int:
     weighs a thousandth of what it did (and never less than the session index keeps them)."""
     wanted = max(ITEM_TTL_HALF_LIVES * settings.cooc_half_life_s, settings.sknn_ttl_s)
     return int(min(wanted, MAX_TTL_S))  # a half-life meant as "never" must not break EXPIRE
-
-
-def _best_votes(flat: list[Any]) -> Scored:
-    """gather.lua's unordered votes in billionths: the best SKNN_LIMIT, best first (ties by id,
-    so every worker agrees)."""
-    flat_pairs = zip(flat[::2], flat[1::2], strict=True)
-    votes = [(item.decode(), int(score) / 1e9) for item, score in flat_pairs]
-    votes.sort(key=lambda v: (-v[1], v[0]))
-    return votes[:SKNN_LIMIT]
 
 
 async def _chunks(it, size: int = 500):  # type: ignore[no-untyped-def]

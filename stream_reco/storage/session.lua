@@ -53,12 +53,12 @@ local function remember_items(sid, item)
 end
 
 -- What the event teaches other items' lists (skipped in frozen evaluation and for untrusted
--- traffic), as rows {target item, list (co|next), member, log2 weight}, each applied to the
--- target's list in the target's slot (items.lua `teach`), in this order.
-local function plan(item, previous, pair_inc)
-  local rows = {}
+-- traffic): emit(target item, list (co|next), member, log2 weight) per row, in this order; on
+-- one node `emit` applies it (items.lua `teach`), on a cluster it joins the plan for the
+-- target's slot. A callback, not a table of rows: the single node's path allocates nothing.
+local function plan(item, previous, pair_inc, emit)
   if pair_inc == cjson.null then
-    return rows
+    return
   end
   local seen, paired = {}, 0
   for steps, raw in ipairs(previous) do
@@ -66,17 +66,16 @@ local function plan(item, previous, pair_inc)
     if steps <= cfg.seq_window then
       -- Sequence: `item` came `steps` events after `other` (repeats included, as people do
       -- view an item again); nearer follow-ups count more.
-      rows[#rows + 1] = {other, 'next', item, pair_inc - math.log(steps) / LN2}
+      emit(other, 'next', item, pair_inc - math.log(steps) / LN2)
     end
     if paired < cfg.window and other ~= item and not seen[other] then
       seen[other] = true
-      rows[#rows + 1] = {other, 'co', item, pair_inc}
-      rows[#rows + 1] = {item, 'co', other, pair_inc}
+      emit(other, 'co', item, pair_inc)
+      emit(item, 'co', other, pair_inc)
       paired = paired + 1
     end
     if paired >= cfg.window and steps >= cfg.seq_window then
       break
     end
   end
-  return rows
 end

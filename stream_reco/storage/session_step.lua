@@ -33,9 +33,9 @@ local function new_rows(ev, previous)
   if ev[8] ~= 1 then
     return rows
   end
-  for _, row in ipairs(plan(ev[4], previous, ev[9])) do
-    rows[#rows + 1] = {row[1], row[2], row[3], string.format('%.17g', row[4])}
-  end
+  plan(ev[4], previous, ev[9], function(target, list, member, log_w)
+    rows[#rows + 1] = {target, list, member, string.format('%.17g', log_w)}
+  end)
   rows[#rows + 1] = {ev[4], 'own', ev[2], ev[5]}
   remember_items(ev[2], ev[4])
   return rows

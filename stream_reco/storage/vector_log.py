@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_reco.candidates.vectors import DIM, from_bytes, to_bytes
 from stream_reco.errors import LogTrimmed, StoreError
+from stream_reco.storage import connect
 from stream_reco.storage.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,17 @@ class VectorLog:
     (no decode_responses), like RedisStore's."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: Keys, dim: int = DIM, maxlen: int = 100_000
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        dim: int = DIM,
+        maxlen: int = 100_000,
+        transactions: connect.Transactions | None = None,
     ) -> None:
         if dim < 1 or maxlen < 1:
             raise ValueError("dim and maxlen must be >= 1")
         self.client = client
+        self.transactions = transactions or connect.Transactions(client)
         self.dim = dim
         self.maxlen = maxlen
         self.vectors_key = keys.vectors("items")
@@ -83,7 +90,7 @@ class VectorLog:
             olds = await self.client.hmget(self.base_key, [item for item, _ in rows])
             todo = [r for r, old in zip(rows, olds, strict=True) if r[1] is None or r[1] != old]
             # MULTI: a reader never sees a log entry whose vector is not written yet.
-            pipe = self.client.pipeline(transaction=True)
+            pipe = await self.transactions.pipeline(self.log_key)
             for item_id, raw in todo:
                 if raw is None:
                     pipe.hdel(self.vectors_key, item_id)
@@ -135,7 +142,8 @@ class VectorLog:
             raise ValueError(f"position must be a stream id like 0-0 and count >= 1: {position!r}")
 
         async def run() -> tuple[str, list[Change]]:
-            pipe = self.client.pipeline(transaction=True)  # info and entries from one moment
+            # Info and entries from one moment.
+            pipe = await self.transactions.pipeline(self.log_key)
             pipe.xinfo_stream(self.log_key)
             pipe.xrange(self.log_key, min=f"({position}", count=count)
             info, entries = await pipe.execute(raise_on_error=False)

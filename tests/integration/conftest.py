@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -24,6 +23,8 @@ from stream_reco import stack, stack_cluster
 from stream_reco.config import Settings
 from stream_reco.kafka_io import consumer, ensure_topics, producer
 from stream_reco.stack_servers import port_open
+from stream_reco.storage import connect
+from stream_reco.storage.keys import Keys
 from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
@@ -34,11 +35,27 @@ RUN = uuid.uuid4().hex[:8]
 def base_settings() -> Iterator[Settings]:
     """The stack's settings; started here unless already up, and then stopped here too."""
     settings = Settings.from_env()
+    if settings.redis_cluster:
+        yield from _on_local_cluster(settings)
+        return
     was_up = all(s["pid"] for s in stack.status(settings).values())
     stack.up(settings)
     yield settings
     if not was_up and not os.environ.get("STREAM_RECO_KEEP_STACK"):
         stack.down(settings)
+
+
+def _on_local_cluster(settings: Settings) -> Iterator[Settings]:
+    """With STREAM_RECO_REDIS_CLUSTER=true the whole suite runs on the local stack's Redis
+    Cluster (`stack up --redis-cluster`, started here unless it answers), its REDIS_URL."""
+    node = dataclasses.replace(settings, redis_cluster=False, redis_url=Settings().redis_url)
+    was_up = all(s["pid"] for s in stack.status(node).values())
+    stack.up(node)
+    stack_cluster.up(settings, say=lambda _: None)
+    yield dataclasses.replace(settings, redis_url=stack_cluster.url(settings))
+    if not was_up and not os.environ.get("STREAM_RECO_KEEP_STACK"):
+        stack_cluster.down(settings)
+        stack.down(node)
 
 
 def free_cluster_port(web_port: int) -> int:
@@ -120,7 +137,7 @@ def _forget_run(settings: Settings, prefix: str) -> None:
         if not refused:
             break
         time.sleep(0.5)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect.sync_client(settings)  # a cluster's client scans every primary
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     for n in range(0, len(keys), 1000):
         client.unlink(*keys[n : n + 1000])
@@ -284,9 +301,9 @@ def forget_isolated(settings: Settings, base: Settings, *prefixes: str) -> None:
 
 def applied_count(settings: Settings) -> int:
     """Events the store under these settings has applied, as it counts them itself."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect.sync_client(settings)
     try:
-        return int(client.get(f"{settings.key_prefix}:g:{{g}}:applied") or 0)
+        return int(client.get(Keys(settings.key_prefix).global_("applied")) or 0)
     finally:
         client.close()
 

@@ -1,21 +1,16 @@
-"""What already works on a Redis Cluster: clients, key scans and deletes, the offsets lookup,
-the eviction check, digests; and the worker's refusal of what does not work yet."""
+"""The store's plumbing on a Redis Cluster: clients, key scans and deletes, the offsets lookup,
+the eviction check, digests."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import subprocess
-import sys
 
-import pytest
 from redis.cluster import RedisCluster
 
 from stream_reco import digest
 from stream_reco.bench.memory import used_memory
 from stream_reco.config import Settings
-from stream_reco.errors import ConfigError
 from stream_reco.storage import connect
 from stream_reco.storage.apply import marker, resume_at
 from stream_reco.storage.keys import Keys
@@ -79,27 +74,24 @@ def test_offsets_are_looked_up_on_the_cluster(cluster: Settings) -> None:
         client.close()
 
 
-def test_an_evicting_primary_is_found_and_the_worker_refuses_a_cluster(
+def test_an_evicting_primary_is_found(
     cluster: Settings,
 ) -> None:
     client = connect.sync_client(cluster)
     nodes = connect.primaries(client)
     was = nodes[1].config_get("maxmemory-policy")["maxmemory-policy"]
 
-    async def check() -> tuple[str | None, str]:
+    async def check() -> str | None:
         store = RedisStore.connect(cluster)
         try:
-            policy = await store.eviction_policy()
-            with pytest.raises(ConfigError, match="single Redis node") as refused:
-                await store.check_format()
-            return policy, str(refused.value)
+            return await store.eviction_policy()
         finally:
             await store.close()
 
     try:
-        assert asyncio.run(check())[0] == "noeviction"
+        assert asyncio.run(check()) == "noeviction"
         nodes[1].config_set("maxmemory-policy", "allkeys-lru")  # one primary of three
-        assert asyncio.run(check())[0] == "allkeys-lru"
+        assert asyncio.run(check()) == "allkeys-lru"
     finally:
         nodes[1].config_set("maxmemory-policy", was)
         client.close()
@@ -119,19 +111,3 @@ def test_a_digest_reads_the_same_on_a_cluster_as_on_one_node(
     finally:
         for s in (on_cluster, on_node):
             clear_store(s)
-
-
-@pytest.mark.parametrize("command", [["worker"], ["inspect", "--item", "A"]])
-def test_commands_that_run_scripts_refuse_a_cluster_at_start(
-    cluster: Settings, command: list[str]
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "stream_reco.cli", *command],
-        env={**os.environ, **cluster.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "STREAM_RECO_REDIS_CLUSTER is set" in done.stderr
-    assert "is Redis up" not in done.stderr  # not an outage: a setting
