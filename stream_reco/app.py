@@ -20,7 +20,7 @@ from stream_reco.errors import survived
 from stream_reco.kafka_io import stream_name
 from stream_reco.messages import Message, Out
 from stream_reco.storage.apply import resume_at
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.protocol import Store
 from stream_reco.web import FAUST_BUILTINS_OFF, add_views
 from stream_reco.wiring import Handler, Wiring
 
@@ -107,7 +107,7 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     # Resolved once, before anything is consumed: every worker files offsets under one name.
     stream = stream_name(s, s.topic_events)
 
-    async def on_events(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+    async def on_events(st: Store, s: Settings, msgs: list[Message]) -> list[Out]:
         return await messages.on_event_messages(
             st, s, msgs, w.live, emit=w.sink.send, stream=stream
         )
@@ -139,12 +139,12 @@ def _answerer(w: Wiring) -> Handler:
     answer never waits for the batch's slowest. (A batch redone after a failure may answer a
     request twice; the contract has callers take the first answer per request_id.)"""
 
-    async def answer(st: RedisStore, s: Settings, m: Message) -> None:
+    async def answer(st: Store, s: Settings, m: Message) -> None:
         dead = await messages.on_request_message(st, s, m, w.live, emit=w.sink.send)
         if dead is not None:  # answers went out as they were ready; this is a dead letter
             await w.sink.send([dead])
 
-    async def answer_all(st: RedisStore, s: Settings, msgs: list[Message]) -> list[Out]:
+    async def answer_all(st: Store, s: Settings, msgs: list[Message]) -> list[Out]:
         await asyncio.gather(*(answer(st, s, m) for m in msgs))
         return []
 

@@ -14,6 +14,7 @@ from stream_reco.errors import ConfigError
 from stream_reco.ranking import blend
 from stream_reco.ranking.model import SCALE, ModelFormatError, Weights
 from stream_reco.security import masked_url
+from stream_reco.storage.protocol import Store
 from stream_reco.storage.redis_store import RedisStore
 
 
@@ -58,7 +59,7 @@ def _nothing_stored(settings: Settings) -> str:
     )
 
 
-async def _no_session(store: RedisStore, settings: Settings, session_id: str) -> str:
+async def _no_session(store: Store, settings: Settings, session_id: str) -> str:
     applied = await store.applied_count()
     where = f"no session {session_id!r} under key prefix {settings.key_prefix!r}"
     if not applied:
@@ -70,7 +71,7 @@ async def _no_session(store: RedisStore, settings: Settings, session_id: str) ->
     )
 
 
-async def _deployed_model(store: RedisStore, settings: Settings) -> dict[str, object] | str:
+async def _deployed_model(store: Store, settings: Settings) -> dict[str, object] | str:
     """The published learned ranker, and whether workers with these settings rank with it."""
     raw = await store.read_published(runtime.MODEL)
     where = f"under key prefix {settings.key_prefix!r}"

@@ -30,7 +30,7 @@ from stream_reco.pipeline import handle_events, handle_request
 from stream_reco.ranking import policy
 from stream_reco.runtime import Runtime
 from stream_reco.storage.apply import Position
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.protocol import Store
 from stream_reco.storage.vector_log import Change
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ Emit = Callable[[Sequence["Out"]], Awaitable[None]]
 
 
 async def on_event_messages(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     msgs: Sequence[Message],
     live: Runtime | None = None,
@@ -125,7 +125,7 @@ def _position(stream: str | None, m: Message) -> Position | None:
 
 
 async def on_catalog_messages(
-    store: RedisStore, settings: Settings, msgs: Sequence[Message]
+    store: Store, settings: Settings, msgs: Sequence[Message]
 ) -> list[Out]:
     outs: list[Out] = []
     decoded: list[tuple[Message, CatalogItem | Tombstone]] = []
@@ -154,7 +154,7 @@ async def on_catalog_messages(
 
 
 async def on_request_message(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     m: Message,
     live: Runtime | None = None,
@@ -188,7 +188,7 @@ async def on_request_message(
 
 
 async def on_config_messages(
-    store: RedisStore, settings: Settings, msgs: Sequence[Message]
+    store: Store, settings: Settings, msgs: Sequence[Message]
 ) -> list[Out]:
     """Rules updates from `reco-config` into the shared rules document every worker reloads.
     Its single partition has one consumer, so this read-modify-write has no rival."""

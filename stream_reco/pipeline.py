@@ -27,7 +27,7 @@ from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.state import SessionView
 from stream_reco.storage.apply import Position
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.protocol import Store
 
 SEQ_SOURCES = 3  # the latest distinct items whose follow-ups are candidates
 # Request cost, cut where measured free: 3 co-occurrence lists and 20 spare popular items gave
@@ -37,7 +37,7 @@ POPULAR_EXTRA = 20  # popular candidates beyond k: room for blocked and unavaila
 
 
 async def ingest(
-    store: RedisStore,
+    store: Store,
     events: Sequence[Event],
     *,
     learn: bool = True,
@@ -54,7 +54,7 @@ async def ingest(
 
 
 async def recommend(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     session_id: str,
     k: int,
@@ -97,7 +97,7 @@ async def recommend(
 
 
 async def _candidates(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     live: Runtime,
     session_id: str,
@@ -145,7 +145,7 @@ async def _candidates(
 
 
 async def answer_session(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     live: Runtime,
     session_id: str,
@@ -192,7 +192,7 @@ async def answer_session(
 
 
 async def handle_request(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     req: Request,
     live: Runtime | None = None,
@@ -214,7 +214,7 @@ async def handle_request(
 
 
 async def handle_events(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     events: Sequence[Event],
     live: Runtime | None = None,
@@ -259,7 +259,7 @@ async def handle_events(
 
 
 async def stream_examples(
-    store: RedisStore,
+    store: Store,
     settings: Settings,
     live: Runtime,
     events: Sequence[Event],
@@ -303,7 +303,7 @@ async def stream_examples(
     return [(e, x) for e, x in zip(events, made, strict=True) if x is not None]
 
 
-async def learn_from(store: RedisStore, settings: Settings, new: Sequence[Event]) -> None:
+async def learn_from(store: Store, settings: Settings, new: Sequence[Event]) -> None:
     """Each session's first new event answers what it was last shown: queue the example."""
     first: dict[str, Event] = {}
     for e in new:

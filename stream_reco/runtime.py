@@ -25,7 +25,7 @@ from stream_reco.ranking.model import (
     stored_version,
 )
 from stream_reco.ranking.policy import RulesConfig
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.protocol import Store
 
 log = logging.getLogger(__name__)
 MODEL = "model"  # the published-document name of the learned ranker's weights
@@ -81,7 +81,7 @@ def store_update(doc: bytes | None, key: str, overrides: object) -> bytes:
     return orjson.dumps(current, option=orjson.OPT_SORT_KEYS)
 
 
-async def refresh(store: RedisStore, settings: Settings, live: Runtime) -> None:
+async def refresh(store: Store, settings: Settings, live: Runtime) -> None:
     """Reload published rules and model weights when they changed; refresh the fallback; bring
     the metadata cache up to date (so requests rarely have to)."""
     raw = await store.read_published(MODEL)
@@ -166,9 +166,7 @@ class LearnerLoop:
         self.settings, self.owner, self.fresh = settings, owner, fresh
         self.learner: Learner | None = None
 
-    async def step(
-        self, store: RedisStore, batch: int = 1000, budget_s: float | None = None
-    ) -> int:
+    async def step(self, store: Store, batch: int = 1000, budget_s: float | None = None) -> int:
         """One round; returns how many examples were learned (0 when not the learner). With
         `budget_s`, the round stops taking examples once it has learned for that long: the
         learner shares its worker's CPU with answers, and the examples it leaves wait (the

@@ -19,7 +19,7 @@ from stream_reco.errors import StreamRecoError
 from stream_reco.events import BRACES, CONTROL, MAX_ID_LEN, Rejected, decode_request
 from stream_reco.openapi import DEFAULT_REQUEST_ID, MAX_RANK_ITEMS, QUERY_PARAMS, RANK_FIELDS
 from stream_reco.runtime import Runtime
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.protocol import Store
 
 # Faust's built-in /router and /table views serve table routing and table contents: a worker
 # has no Faust tables, so they would only expose the cluster's layout. Faust's index `/` stays
@@ -34,7 +34,7 @@ class BadInput(StreamRecoError):
 
 
 def add_views(
-    app: faust.App, settings: Settings, live: Runtime, store: Callable[[], RedisStore]
+    app: faust.App, settings: Settings, live: Runtime, store: Callable[[], Store]
 ) -> None:
     """GET /recommendations, POST /rank and GET /openapi.json; bad input is a 400 whose
     `error` says why, never a 500 nor silently ignored."""

@@ -19,9 +19,10 @@ from stream_reco.messages import Message, Out
 from stream_reco.positions import Resume
 from stream_reco.ranking.examples import Fresh, Sampler
 from stream_reco.runtime import LearnerLoop, Runtime
+from stream_reco.storage.protocol import Store
 from stream_reco.storage.redis_store import RedisStore
 
-Handler = Callable[[RedisStore, Settings, list[Message]], Awaitable[list[Out]]]
+Handler = Callable[[Store, Settings, list[Message]], Awaitable[list[Out]]]
 
 
 class Wiring:
@@ -35,11 +36,11 @@ class Wiring:
             self.live.fresh = Fresh(Sampler(per_s=settings.stream_examples_per_s))
         self.learner = LearnerLoop(settings, owner=self.owner, fresh=self.live.fresh)
         self.sink = Sink(settings, ERRORS)
-        self._store: RedisStore | None = None
+        self._store: Store | None = None
         self.saved = time.monotonic()
         self.loops: list[TopicLoop] = []  # the hot paths this worker's role consumes
 
-    def store(self) -> RedisStore:
+    def store(self) -> Store:
         # Created lazily on the worker's own event loop.
         if self._store is None:
             self._store = RedisStore.connect(self.settings)

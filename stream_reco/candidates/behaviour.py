@@ -10,7 +10,7 @@ import numpy as np
 
 from stream_reco.candidates import vectors
 from stream_reco.storage.codec import Scored
-from stream_reco.storage.redis_store import RedisStore
+from stream_reco.storage.protocol import Store
 
 # How much of the indexed vector is behaviour: enough that items bought together come closer,
 # little enough that the catalogue still decides what an item is.
@@ -19,7 +19,7 @@ NEIGHBOURS = 20  # co-occurrence neighbours averaged per item
 ITEMS_PER_ROUND = 500  # the most popular items: where behaviour says most, and bounded work
 
 
-async def refresh(store: RedisStore, limit: int = ITEMS_PER_ROUND) -> int:
+async def refresh(store: Store, limit: int = ITEMS_PER_ROUND) -> int:
     """One round over the `limit` most popular items; returns how many vectors changed."""
     items = [i for i, _ in await store.read_popular(limit)]
     if not items:

@@ -19,6 +19,7 @@ from stream_reco.events import Event
 from stream_reco.ranking import blend, examples, feedback, model, policy
 from stream_reco.response import Answer
 from stream_reco.runtime import LearnerLoop, Runtime
+from stream_reco.storage.protocol import Store
 from stream_reco.storage.redis_store import RedisStore
 
 TRAIN_BATCH = 1000
@@ -61,7 +62,7 @@ def eval_settings(settings: Settings) -> Settings:
 
 
 async def train(
-    store: RedisStore, logs: Sequence[SessionLog], tick: Tick, share: float = STREAM_SHARE
+    store: Store, logs: Sequence[SessionLog], tick: Tick, share: float = STREAM_SHARE
 ) -> float:
     """Ingest train sessions in time order through the real update, and (with a `share` > 0,
     raised to sample at least STREAM_SAMPLED_MIN events) run the learner over the stream as a
@@ -121,14 +122,14 @@ def _cut(
     return before, list(picks.values()), after
 
 
-async def _apply(store: RedisStore, batch: list[Event], tick: Tick) -> None:
+async def _apply(store: Store, batch: list[Event], tick: Tick) -> None:
     if batch:
         await pipeline.ingest(store, batch, learn=True)
         tick(len(batch))
 
 
 async def test(
-    store: RedisStore,
+    store: Store,
     logs: Sequence[SessionLog],
     metrics: Metrics,
     k: int,
@@ -179,7 +180,7 @@ async def test(
 
 
 async def _feedback(
-    store: RedisStore,
+    store: Store,
     live: Runtime,
     learner: LearnerLoop,
     session_id: str,

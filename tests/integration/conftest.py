@@ -46,15 +46,19 @@ def base_settings() -> Iterator[Settings]:
 
 
 def _on_local_cluster(settings: Settings) -> Iterator[Settings]:
-    """With STREAM_RECO_REDIS_CLUSTER=true the whole suite runs on the local stack's Redis
-    Cluster (`stack up --redis-cluster`, started here unless it answers), its REDIS_URL."""
+    """With STREAM_RECO_REDIS_CLUSTER=true the suite runs on a Redis Cluster: the one REDIS_URL
+    names, as it is, or else the local stack's (`stack up --redis-cluster`, started here)."""
     node = dataclasses.replace(settings, redis_cluster=False, redis_url=Settings().redis_url)
     was_up = all(s["pid"] for s in stack.status(node).values())
-    stack.up(node)
-    stack_cluster.up(settings, say=lambda _: None)
-    yield dataclasses.replace(settings, redis_url=stack_cluster.url(settings))
+    stack.up(node)  # Kafka (and the stack's single Redis beside the cluster)
+    given = "REDIS_URL" in os.environ
+    if not given:
+        stack_cluster.up(settings, say=lambda _: None)
+        settings = dataclasses.replace(settings, redis_url=stack_cluster.url(settings))
+    yield settings
     if not was_up and not os.environ.get("STREAM_RECO_KEEP_STACK"):
-        stack_cluster.down(settings)
+        if not given:
+            stack_cluster.down(settings)
         stack.down(node)
 
 
