@@ -237,8 +237,11 @@ def _spawn(stack: Stack, svc: Service, cmd: list[str]) -> None:
         (stack.home / sub).mkdir(parents=True, exist_ok=True)
     with open(stack.log_file(svc), "ab") as log:
         # A new session: the servers outlive this command and ignore the terminal's Ctrl-C.
+        # The C collation: Redis's Lua compares strings with it (ties broken by id), and
+        # the engine's Python port of those reads compares code points.
         proc = subprocess.Popen(
             cmd,
+            env={**os.environ, "LC_ALL": "C"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -64,6 +64,11 @@ class Transactions:
             plain = self._nodes[(node.host, node.port)] = aioredis.Redis(connection_pool=pool)
         return plain.pipeline(transaction=True)
 
+    async def refresh(self) -> None:
+        """Read the cluster's slot map again (after MOVED, ASK or CLUSTERDOWN from a node)."""
+        if isinstance(self.client, AsyncRedisCluster):
+            await self.client.nodes_manager.initialize()
+
     async def close(self) -> None:
         for plain in self._nodes.values():
             await plain.aclose(close_connection_pool=True)

@@ -1,6 +1,6 @@
 """The store as the rest of the engine sees it: one narrow typed interface, whatever serves it
 (a single Redis node or a Redis Cluster, storage/redis_store.py), checked by one contract suite
-(tests/contract)."""
+(tests/integration/test_store_contract.py)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,10 @@ import orjson
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
+    ClusterDownError,
     MasterDownError,
     NoScriptError,
     OutOfMemoryError,
@@ -56,10 +58,20 @@ MAX_TTL_S = 10 * 365 * 86400
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
 # waited out like an outage instead of failing valid events.
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+# A cluster's slots moving or a failover under way (replies a direct node client gets, which
+# redis-py's cluster client would have followed itself): the slot map is read again.
+RESHARDING = ("MOVED", "ASK", "CLUSTERDOWN")
 # redis-py turns some of them into classes and cuts the word off; inside a pipeline the word
 # follows "... caused error: " (the async client quotes it in a tuple).
-_TRANSIENT_CLASSES = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
-_TRANSIENT_TEXT = re.compile(rf"""(?:^|error: \(?["']?)(?:{"|".join(TRANSIENT)})\b""")
+_TRANSIENT_CLASSES = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    MasterDownError,
+    TryAgainError,
+    AskError,  # MovedError too
+    ClusterDownError,
+)
+_TRANSIENT_TEXT = re.compile(rf"""(?:^|error: \(?["']?)(?:{"|".join(TRANSIENT + RESHARDING)})\b""")
 
 
 class RedisStore(SharedState, CatalogState):
@@ -136,6 +148,8 @@ class RedisStore(SharedState, CatalogState):
                     raise
                 # Every worker's calls fail together in an outage: one line per interval.
                 logs.REDIS.failed(what, exc)
+                if self.cluster and isinstance(exc, ResponseError):
+                    await self.transactions.refresh()
                 if attempt == RETRIES:
                     msg = f"{what}: Redis unavailable after {RETRIES} tries: {exc}"
                     raise StoreError(msg) from exc

@@ -10,16 +10,15 @@ from typing import Any
 import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from stream_reco.storage import scripts
 from stream_reco.storage.apply import Position
 from stream_reco.storage.keys import Keys
 
 STEPS = ("session_step.lua", "item_step.lua", "global_step.lua")
-SESSION_KEYS = ("recent", "cart", "bought", "info", "ids", "items", "outbox")
+SESSION_KEYS = ("recent", "cart", "bought", "info", "ids", "items", "outbox", "marks")
 ITEM_KEYS = ("co", "next", "sessions", "meta", "marks")
-EVENTS_PER_CALL = 64  # a script blocks its node while it runs: keep each short
 Rows = list[list[Any]]  # apply.rows decoded: one list per event
 
 
@@ -54,20 +53,20 @@ class Split:
     ) -> list[bool]:
         if not self.sha:
             await self.load()
-        done = await self.watermark(at)
+        done = await self.watermark()
+        _refuse_if_rewound(at, done, known)
         todo = pending(at, done)
         planned = await self.sessions(rows, todo, done)
         categories = await self.items(rows, planned)
         await self.commit(rows, todo, planned, categories, at, known)
+        await self.tidy(rows, planned)
         return [planned.get(n, (0, []))[0] == 1 for n in range(len(rows))]
 
-    async def watermark(self, at: Sequence[Position | None]) -> dict[str, int]:
-        """Per position, the last offset the shop-wide step committed."""
-        markers = sorted({p.marker for p in at if p is not None})
-        if not markers:
-            return {}
-        got = await self.client.hmget(self.keys.global_("offsets"), markers)
-        return {m: int(v) for m, v in zip(markers, got, strict=True) if v is not None}
+    async def watermark(self) -> dict[str, int]:
+        """Per position, the last offset the shop-wide step committed: every position the
+        store knows (one field per partition), so the session step can prune any of them."""
+        got = await self.client.hgetall(self.keys.global_("offsets"))
+        return {k.decode(): int(v) for k, v in got.items()}
 
     async def sessions(
         self, rows: Rows, todo: list[int], done: dict[str, int]
@@ -77,13 +76,14 @@ class Split:
         watermark = orjson.dumps({m: str(o) for m, o in done.items()})
         pipe = self.client.pipeline()
         calls: list[list[int]] = []
-        for members in by_slot:
-            for chunk in _chunks(members, EVENTS_PER_CALL):
-                sids = dict.fromkeys(rows[n][1] for n in chunk)
-                keys = [self.keys.session(s, k) for s in sids for k in SESSION_KEYS]
-                body = orjson.dumps([rows[n] for n in chunk])
-                self._call(pipe, "session_step.lua", keys, body, watermark)
-                calls.append(chunk)
+        # One call per slot, however many events: two calls for one session could apply its
+        # events out of order when the first fails part way.
+        for chunk in by_slot:
+            sids = dict.fromkeys(rows[n][1] for n in chunk)
+            keys = [self.keys.session(s, k) for s in sids for k in SESSION_KEYS]
+            body = orjson.dumps([rows[n] for n in chunk])
+            self._call(pipe, "session_step.lua", keys, body, watermark)
+            calls.append(chunk)
         out: dict[int, tuple[int, Rows]] = {}
         for chunk, reply in zip(calls, await pipe.execute(), strict=True):
             for n, (status, *planned) in zip(chunk, reply, strict=True):
@@ -144,6 +144,21 @@ class Split:
         self._call(pipe, "global_step.lua", keys, orjson.dumps(shop), orjson.dumps(check))
         await pipe.execute()
 
+    async def tidy(self, rows: Rows, planned: dict[int, tuple[int, Rows]]) -> None:
+        """After the commit: the batch's plans leave their sessions' outboxes (else each
+        session would keep its last batch's plans until its next event or its lifetime).
+        Only tidying: a batch whose tidy fails is pruned by the session step later."""
+        kept: dict[str, list[str]] = defaultdict(list)
+        for n, (status, _) in planned.items():
+            if status > 0:
+                kept[rows[n][1]].append(rows[n][0])
+        if not kept:
+            return
+        pipe = self.client.pipeline()
+        for sid, ids in kept.items():
+            pipe.hdel(self.keys.session(sid, "outbox"), *ids)
+        await pipe.execute()
+
     def _call(self, pipe: Any, step: str, keys: list[str], *args: bytes) -> None:
         # EVALSHA by name: redis-py's cluster pipeline refuses its evalsha() method but routes
         # the command by its keys, which must all share one slot.
@@ -163,8 +178,15 @@ def _grouped(members: Sequence[int] | range, key_of: Callable[[int], str]) -> li
     return list(slots.values())
 
 
-def _chunks(members: list[int], size: int) -> list[list[int]]:
-    return [members[i : i + size] for i in range(0, len(members), size)]
+def _refuse_if_rewound(
+    at: Sequence[Position | None], done: Mapping[str, int], known: Mapping[str, int]
+) -> None:
+    """Before any step writes: a store behind what this worker applied lost acknowledged
+    writes, and must be caught up from Kafka first (the same refusal as apply_event.lua's)."""
+    for marker in sorted({p.marker for p in at if p is not None}):
+        if marker in known and done.get(marker, -1) < known[marker]:
+            have = done.get(marker, -1)
+            raise ResponseError(f"REWOUND {marker}: at {have}, had reached {known[marker]}")
 
 
 def _text(value: Any) -> str:

@@ -74,8 +74,10 @@ def test_a_store_that_lost_writes_is_refused(on: On) -> None:
     client = connect.sync_client(on.settings)
     client.delete(Keys(on.settings.key_prefix).global_("offsets"))  # restored from long ago
     client.close()
+    before = on(on.store.read_session("s2"))
     with pytest.raises(StoreRewound):
         on(on.store.apply_events([_ev(3, "s2", "D")], positions=[Position("ev", 1, 3)]))
+    assert on(on.store.read_session("s2")) == before  # refused before writing anything
 
 
 def test_requests_read_what_events_taught(on: On) -> None:
