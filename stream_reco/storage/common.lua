@@ -59,3 +59,15 @@ local function commit(moved, clock_text, applied)
     redis.call('INCRBY', cfg.applied, applied)
   end
 end
+
+-- A cluster step's marks ({id -> {position -> offset}}): each id's marks hash, key(pieces,
+-- id, name), living as long as what it guards.
+local function save_marks(reached, pieces, name, lifetime)
+  for id, positions in pairs(reached) do
+    local k = key(pieces, id, name)
+    for position, offset in pairs(positions) do
+      redis.call('HSET', k, position, offset)
+    end
+    redis.call('EXPIRE', k, lifetime)
+  end
+end

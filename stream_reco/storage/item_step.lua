@@ -64,13 +64,7 @@ end
 -- A failing command stops the script but keeps what it wrote: the marks still cover the
 -- events before it, so a retry applies the rest once.
 local ok, failure = pcall(apply_all)
-for target, positions in pairs(reached) do
-  local marks = key(cfg.marks, target)
-  for position, offset in pairs(positions) do
-    redis.call('HSET', marks, position, offset)
-  end
-  redis.call('EXPIRE', marks, cfg.item_ttl)
-end
+save_marks(reached, cfg.marks, nil, cfg.item_ttl)
 if not ok then
   return failed(failure)
 end

@@ -105,13 +105,7 @@ end
 -- A failing command stops the script but keeps what it wrote: the marks still cover the
 -- events before it (their plans kept), so a retry applies the rest once.
 local ok, failure = pcall(apply_all)
-for sid, positions in pairs(reached) do
-  local k = key(cfg.session, sid, 'marks')
-  for position, offset in pairs(positions) do
-    redis.call('HSET', k, position, offset)
-  end
-  redis.call('EXPIRE', k, cfg.ttl)
-end
+save_marks(reached, cfg.session, 'marks', cfg.ttl)
 if not ok then
   return failed(failure)
 end
