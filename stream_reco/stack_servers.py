@@ -233,15 +233,16 @@ def _java() -> str:
 
 
 def _spawn(stack: Stack, svc: Service, cmd: list[str]) -> None:
+    # Redis in the C collation: its Lua compares strings with it (ties broken by id), and the
+    # engine's Python port of those reads compares code points. Kafka keeps the user's locale.
+    env = {**os.environ, "LC_ALL": "C"} if "redis" in Path(cmd[0]).name else None
     for sub in ("run", "logs"):
         (stack.home / sub).mkdir(parents=True, exist_ok=True)
     with open(stack.log_file(svc), "ab") as log:
         # A new session: the servers outlive this command and ignore the terminal's Ctrl-C.
-        # The C collation: Redis's Lua compares strings with it (ties broken by id), and
-        # the engine's Python port of those reads compares code points.
         proc = subprocess.Popen(
             cmd,
-            env={**os.environ, "LC_ALL": "C"},
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

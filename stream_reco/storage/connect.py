@@ -8,9 +8,11 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 
 from stream_reco.config import Settings
 
+RESHARDING = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 # RESP2: redis-py 8 on RESP3 re-encodes every zset score to text and back, for no gain here.
 PROTOCOL = 2
 AsyncClient = aioredis.Redis | AsyncRedisCluster
@@ -38,6 +40,14 @@ def async_client(
         timeout=10,
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+def resharding(exc: BaseException) -> bool:
+    """A node's reply while a cluster's slots move or fail over (MOVED, ASK, CLUSTERDOWN,
+    TRYAGAIN): waited out, with the slot map read again (Transactions.refresh)."""
+    if isinstance(exc, AskError | ClusterDownError | TryAgainError):  # MovedError is an AskError
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(RESHARDING)
 
 
 class Transactions:

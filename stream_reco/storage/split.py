@@ -10,12 +10,14 @@ from typing import Any
 import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from stream_reco.errors import ERRORS
 from stream_reco.storage import scripts
 from stream_reco.storage.apply import Position
 from stream_reco.storage.keys import Keys
 
+LOADS = 3  # tries of a batch when a node has lost the step scripts (failover, new node)
 STEPS = ("session_step.lua", "item_step.lua", "global_step.lua")
 SESSION_KEYS = ("recent", "cart", "bought", "info", "ids", "items", "outbox", "marks")
 ITEM_KEYS = ("co", "next", "sessions", "meta", "marks")
@@ -42,31 +44,40 @@ class Split:
     ) -> list[bool]:
         """Apply a batch (rows as apply.rows makes them, their positions, how far this worker
         knows it applied each position); per event whether it was applied now."""
-        try:
-            return await self._apply(rows, at, known)
-        except NoScriptError:
-            await self.load()  # a failover or reshard: the steps are safe to run again
-            return await self._apply(rows, at, known)
+        for _ in range(LOADS - 1):
+            try:
+                return await self._apply(rows, at, known)
+            except NoScriptError:
+                await self.load()  # a failover or reshard: the steps are safe to run again
+        return await self._apply(rows, at, known)
 
     async def _apply(
         self, rows: Rows, at: Sequence[Position | None], known: Mapping[str, int]
     ) -> list[bool]:
         if not self.sha:
             await self.load()
-        done = await self.watermark()
+        done = await self.watermark(at)
         _refuse_if_rewound(at, done, known)
         todo = pending(at, done)
         planned = await self.sessions(rows, todo, done)
         categories = await self.items(rows, planned)
         await self.commit(rows, todo, planned, categories, at, known)
-        await self.tidy(rows, planned)
-        return [planned.get(n, (0, []))[0] == 1 for n in range(len(rows))]
+        applied = [planned.get(n, (0, []))[0] == 1 for n in range(len(rows))]
+        try:
+            await self.tidy(rows, planned)
+        except RedisError:
+            # Committed already: a retry would find the batch done and push nothing for it.
+            ERRORS["outbox_tidy_failed"] += 1
+        return applied
 
-    async def watermark(self) -> dict[str, int]:
-        """Per position, the last offset the shop-wide step committed: every position the
-        store knows (one field per partition), so the session step can prune any of them."""
-        got = await self.client.hgetall(self.keys.global_("offsets"))
-        return {k.decode(): int(v) for k, v in got.items()}
+    async def watermark(self, at: Sequence[Position | None]) -> dict[str, int]:
+        """Per position of the batch, the last offset the shop-wide step committed (outbox
+        entries of other positions are tidied after their commit, or expire)."""
+        markers = sorted({p.marker for p in at if p is not None})
+        if not markers:
+            return {}
+        got = await self.client.hmget(self.keys.global_("offsets"), markers)
+        return {m: int(v) for m, v in zip(markers, got, strict=True) if v is not None}
 
     async def sessions(
         self, rows: Rows, todo: list[int], done: dict[str, int]
@@ -147,7 +158,8 @@ class Split:
     async def tidy(self, rows: Rows, planned: dict[int, tuple[int, Rows]]) -> None:
         """After the commit: the batch's plans leave their sessions' outboxes (else each
         session would keep its last batch's plans until its next event or its lifetime).
-        Only tidying: a batch whose tidy fails is pruned by the session step later."""
+        Only tidying: a batch whose tidy fails is pruned by the session step later (and
+        counted in ERRORS, outbox_tidy_failed)."""
         kept: dict[str, list[str]] = defaultdict(list)
         for n, (status, _) in planned.items():
             if status > 0:

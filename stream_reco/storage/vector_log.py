@@ -104,7 +104,7 @@ class VectorLog:
             latest = (await pipe.execute())[-1]
             return _text(latest[0][0]) if latest else START
 
-        return await _retry("vector log publish", run)
+        return await _retry("vector log publish", run, self.transactions)
 
     async def publish_blended(self, changes: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> int:
         """Replace items' indexed vectors (not their base) and log each change. Each change
@@ -121,7 +121,7 @@ class VectorLog:
         async def run() -> int:
             return int(await self._blend(keys=keys, args=args))
 
-        return await _retry("vector log blend", run)
+        return await _retry("vector log blend", run, self.transactions)
 
     async def base_vectors(self, items: Sequence[str]) -> dict[str, np.ndarray]:
         """The catalogue vectors of those of `items` that have one."""
@@ -132,7 +132,7 @@ class VectorLog:
             raws = await self.client.hmget(self.base_key, list(items))
             return {i: self._decoded(i, r) for i, r in zip(items, raws, strict=True) if r}
 
-        return await _retry("vector log base", run)
+        return await _retry("vector log base", run, self.transactions)
 
     async def changes_since(self, position: str, count: int = 1000) -> tuple[str, list[Change]]:
         """Up to `count` log entries after `position` (exclusive), as the new position and each
@@ -156,7 +156,7 @@ class VectorLog:
             items = list(dict.fromkeys(_text(fields[b"item"]) for _, fields in entries))
             return _text(entries[-1][0]), await self._current(items)
 
-        return await _retry("vector log read", run)
+        return await _retry("vector log read", run, self.transactions)
 
     async def all_vectors(self, batch: int = 1000) -> tuple[str, dict[str, np.ndarray]]:
         """Every stored vector and the log position to follow from: taken before the scan, so a
@@ -177,8 +177,8 @@ class VectorLog:
                 out[_text(item)] = self._decoded(_text(item), raw)
             return at, out
 
-        at = await _retry("vector log position", position)
-        return await _retry("vector log scan", lambda: scan(at))
+        at = await _retry("vector log position", position, self.transactions)
+        return await _retry("vector log scan", lambda: scan(at), self.transactions)
 
     async def _current(self, items: list[str]) -> list[Change]:
         raws = await self.client.hmget(self.vectors_key, items)
@@ -243,16 +243,23 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _retry(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """A few tries with backoff for connection trouble; other errors surface at once."""
+async def _retry(
+    what: str, call: Callable[[], Awaitable[T]], transactions: connect.Transactions
+) -> T:
+    """A few tries with backoff for connection trouble and a cluster's slots moving (the slot
+    map read again first); other errors surface at once."""
     delay = 0.05
     for attempt in range(1, RETRIES + 1):
         try:
             return await call()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+            if isinstance(exc, ResponseError) and not connect.resharding(exc):
+                raise
             if attempt == RETRIES:
                 raise StoreError(f"{what}: Redis unavailable after {RETRIES} tries: {exc}") from exc
             log.warning("%s failed (%s), retry %d in %.2fs", what, exc, attempt, delay)
+            if isinstance(exc, ResponseError):
+                await transactions.refresh()
             await asyncio.sleep(delay)
             delay *= 4
     raise AssertionError("unreachable")

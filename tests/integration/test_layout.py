@@ -7,9 +7,11 @@ import asyncio
 import itertools
 
 import orjson
+import pytest
 import redis
 
 from stream_reco.config import Settings
+from stream_reco.errors import StoreFormatError
 from stream_reco.events import CatalogItem, Event, Tombstone, decode_catalog, decode_event
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.storage.apply import Position
@@ -94,5 +96,36 @@ def test_an_older_layout_is_moved_to_todays_names_by_two_workers_at_once(own: Se
         assert _dump(client, own.key_prefix) == today  # every key back, byte for byte
     finally:
         for key in client.scan_iter(match=f"{own.key_prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def test_only_an_older_versions_names_move_and_a_clash_is_refused(own: Settings) -> None:
+    prefix = own.key_prefix
+    client = redis.Redis.from_url(own.redis_url)
+    foreign = [f"{prefix}:g:lease:s:{{x}}:recent", f"{prefix}:g:somebody-elses"]
+    try:
+        for key in foreign:  # a nested prefix's keys, a name no version wrote
+            client.set(key, 1)
+        client.set(f"{prefix}:g:applied", 5)  # an older layout...
+        client.set(f"{prefix}:g:lease:learner", "w1")
+
+        async def start() -> None:
+            store = RedisStore.connect(own)
+            try:
+                await store.check_format()
+            finally:
+                await store.close()
+
+        asyncio.run(start())
+        assert all(client.exists(key) for key in foreign)
+        assert client.get(f"{prefix}:g:{{g}}:applied") == b"5"
+        assert client.get(f"{prefix}:g:{{g}}:lease:learner") == b"w1"
+        client.set(f"{prefix}:g:clock", 7)  # ...written again beside the new one
+        client.set(f"{prefix}:g:{{g}}:clock", 8)
+        with pytest.raises(StoreFormatError, match="both exist"):
+            asyncio.run(start())
+    finally:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()

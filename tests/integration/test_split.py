@@ -100,7 +100,7 @@ class Steps:
 
     async def first(self) -> None:
         await self.split.load()
-        self.todo = pending(self.at, await self.split.watermark())
+        self.todo = pending(self.at, await self.split.watermark(self.at))
         self.planned = await self.split.sessions(self.rows, self.todo, {})
 
     async def second(self) -> None:
