@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from stream_reco.candidates import newest
 from stream_reco.errors import StoreError
@@ -98,6 +97,7 @@ class CatalogState:
 
     client: aioredis.Redis
     transactions: connect.Transactions
+    cluster: bool
     keys: Keys
     catalog: CatalogCache
     shelf: newest.Shelf
@@ -123,8 +123,7 @@ class CatalogState:
             # written first, then the shop-wide part (log, popularity, newest) in one {g}
             # MULTI, so a reader that sees the log entry finds the change; a retry rewrites
             # both (an upsert or a removal is the same the second time).
-            cluster = isinstance(self.client, RedisCluster)
-            items = self.client.pipeline(transaction=False) if cluster else None
+            items = self.client.pipeline(transaction=False) if self.cluster else None
             shop = await self.transactions.pipeline(self.catalog_log)
             for r in records:
                 own = items if items is not None else shop

@@ -11,12 +11,9 @@ from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.crc import key_slot
 from redis.exceptions import (
-    AskError,
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
-    ClusterDownError,
     MasterDownError,
     NoScriptError,
     OutOfMemoryError,
@@ -45,7 +42,7 @@ from stream_reco.storage.codec import Scored, decayed, meta_json, pairs
 from stream_reco.storage.gather import SKNN_ITEMS, Ask, Gathered, Reader
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.shared import SharedState
-from stream_reco.storage.split import Split
+from stream_reco.storage.split import Split, by_slot
 from stream_reco.storage.vector_log import VectorLog
 
 T = TypeVar("T")
@@ -58,9 +55,6 @@ MAX_TTL_S = 10 * 365 * 86400
 # Server states that pass (memory freed, failover done, disk back, dataset loaded, script ended):
 # waited out like an outage instead of failing valid events.
 TRANSIENT = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
-# A cluster's slots moving or a failover under way (replies a direct node client gets, which
-# redis-py's cluster client would have followed itself): the slot map is read again.
-RESHARDING = ("MOVED", "ASK", "CLUSTERDOWN")
 # redis-py turns some of them into classes and cuts the word off; inside a pipeline the word
 # follows "... caused error: " (the async client quotes it in a tuple).
 _TRANSIENT_CLASSES = (
@@ -68,10 +62,10 @@ _TRANSIENT_CLASSES = (
     ReadOnlyError,
     MasterDownError,
     TryAgainError,
-    AskError,  # MovedError too
-    ClusterDownError,
 )
-_TRANSIENT_TEXT = re.compile(rf"""(?:^|error: \(?["']?)(?:{"|".join(TRANSIENT + RESHARDING)})\b""")
+_TRANSIENT_TEXT = re.compile(
+    rf"""(?:^|error: \(?["']?)(?:{"|".join(TRANSIENT + connect.RESHARDING)})\b"""
+)
 
 
 class RedisStore(SharedState, CatalogState):
@@ -337,14 +331,12 @@ class RedisStore(SharedState, CatalogState):
         cluster one per hash slot, side by side."""
         if not self.cluster:
             return await self._multi_read(keys=keys, args=args)  # type: ignore[no-any-return]
-        groups: dict[int, list[int]] = {}
-        for n, k in enumerate(keys):
-            groups.setdefault(key_slot(k.encode()), []).append(n)
+        groups = by_slot(range(len(keys)), keys.__getitem__)
 
         async def calls() -> list[Any]:
             # One pipeline: a batch per node, not a connection per slot.
             pipe = self.client.pipeline(transaction=False)
-            for g in groups.values():
+            for g in groups:
                 named = [keys[n] for n in g]
                 pipe.execute_command("EVALSHA", self._multi_read.sha, len(named), *named, *args)
             return list(await pipe.execute())
@@ -355,7 +347,7 @@ class RedisStore(SharedState, CatalogState):
             await self.client.script_load(MULTI_READ)
             got = await calls()
         rows: list[list[bytes]] = [[] for _ in keys]
-        for members, replies in zip(groups.values(), got, strict=True):
+        for members, replies in zip(groups, got, strict=True):
             for n, row in zip(members, replies, strict=True):
                 rows[n] = row
         return rows
@@ -397,7 +389,13 @@ class RedisStore(SharedState, CatalogState):
 
 def transient(exc: ResponseError) -> bool:
     """An error reply that passes (memory freed, failover done, script ended): waited out."""
-    return isinstance(exc, _TRANSIENT_CLASSES) or bool(_TRANSIENT_TEXT.search(str(exc)))
+    # A cluster's slots moving or failing over too (connect.resharding): the slot map is
+    # read again before the retry.
+    return (
+        isinstance(exc, _TRANSIENT_CLASSES)
+        or bool(_TRANSIENT_TEXT.search(str(exc)))
+        or connect.resharding(exc)
+    )
 
 
 def item_ttl_s(settings: Settings) -> int:

@@ -83,13 +83,13 @@ class Split:
         self, rows: Rows, todo: list[int], done: dict[str, int]
     ) -> dict[int, tuple[int, Rows]]:
         """Step 1: per event its status and the rows it teaches items."""
-        by_slot = _grouped(todo, lambda n: self.keys.session(rows[n][1], "recent"))
+        groups = by_slot(todo, lambda n: self.keys.session(rows[n][1], "recent"))
         watermark = orjson.dumps({m: str(o) for m, o in done.items()})
         pipe = self.client.pipeline()
         calls: list[list[int]] = []
         # One call per slot, however many events: two calls for one session could apply its
         # events out of order when the first fails part way.
-        for chunk in by_slot:
+        for chunk in groups:
             sids = dict.fromkeys(rows[n][1] for n in chunk)
             keys = [self.keys.session(s, k) for s in sids for k in SESSION_KEYS]
             body = orjson.dumps([rows[n] for n in chunk])
@@ -110,7 +110,7 @@ class Split:
         if not flat:
             return {}
         pipe = self.client.pipeline()
-        for members in _grouped(range(len(flat)), lambda r: self.keys.item(flat[r][3], "co")):
+        for members in by_slot(range(len(flat)), lambda r: self.keys.item(flat[r][3], "co")):
             targets = dict.fromkeys(flat[r][3] for r in members)
             keys = [self.keys.item(t, k) for t in targets for k in ITEM_KEYS]
             self._call(pipe, "item_step.lua", keys, orjson.dumps([flat[r] for r in members]))
@@ -182,7 +182,7 @@ def pending(at: Sequence[Position | None], done: Mapping[str, int]) -> list[int]
     return [n for n, p in enumerate(at) if p is None or p.offset > done.get(p.marker, -1)]
 
 
-def _grouped(members: Sequence[int] | range, key_of: Callable[[int], str]) -> list[list[int]]:
+def by_slot(members: Sequence[int] | range, key_of: Callable[[int], str]) -> list[list[int]]:
     """Members by the hash slot of their key, each group in the original order."""
     slots: dict[int, list[int]] = defaultdict(list)
     for m in members:

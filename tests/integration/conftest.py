@@ -346,12 +346,4 @@ def own(settings: Settings) -> Iterator[Settings]:
     """A key prefix of this test's own, emptied afterwards."""
     mine = settings.isolated(f"own{uuid.uuid4().hex[:6]}")
     yield mine
-
-    async def clear() -> None:
-        store = RedisStore.connect(mine)
-        try:
-            await store.clear()
-        finally:
-            await store.close()
-
-    asyncio.run(clear())
+    clear_store(mine)
