@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stream_reco import pipeline, runtime
+from stream_reco import learning, pipeline, runtime
 from stream_reco.config import Settings
 from stream_reco.evaluation.data import SessionLog
 from stream_reco.evaluation.metrics import Metrics
@@ -85,7 +85,7 @@ async def train(
             continue
         before, picked, after = _cut(batch, seen, share)
         await _apply(store, before, tick)  # each picked session exactly as it was before its pick
-        for _, x in await pipeline.stream_examples(store, settings, live, picked, timed=False):
+        for _, x in await learning.stream_examples(store, settings, live, picked, timed=False):
             learner.learn(x.positive, x.negatives)
         await _apply(store, after, tick)
     if learner is not None and learner.examples:
@@ -173,7 +173,7 @@ async def test(
                         await _feedback(store, live, learner, ev.session_id, answer, step)
                 new = await pipeline.ingest(store, [ev], learn=online)
                 if learner is not None:
-                    await pipeline.learn_from(store, settings, new)
+                    await learning.learn_from(store, settings, new)
 
     await asyncio.gather(*(one(log) for log in logs))
     return tally

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream_reco import messages, pipeline, runtime
+from stream_reco import learning, messages, pipeline, runtime
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Event
@@ -73,7 +73,7 @@ def test_feedback_teaches_the_model_and_changes_the_order(run: Run) -> None:
         loop.run_until_complete(pipeline.answer_session(st, s, live, sid, 5))
         went = ev(500 + n, sid, "P")
         new = loop.run_until_complete(pipeline.ingest(st, [went], learn=False))
-        loop.run_until_complete(pipeline.learn_from(st, s, new))
+        loop.run_until_complete(learning.learn_from(st, s, new))
     learned = loop.run_until_complete(LearnerLoop(s, "me").step(st))
     assert learned == 12
     loop.run_until_complete(runtime.refresh(st, s, live))
@@ -106,7 +106,7 @@ def test_feedback_on_session_context_teaches_the_model(run: Run) -> None:
         loop.run_until_complete(pipeline.ingest(st, [ev(500 + n, sid, "A")], learn=False))
         loop.run_until_complete(pipeline.answer_session(st, s, live, sid, 5))
         new = loop.run_until_complete(pipeline.ingest(st, [ev(600 + n, sid, "Y")], learn=False))
-        loop.run_until_complete(pipeline.learn_from(st, s, new))
+        loop.run_until_complete(learning.learn_from(st, s, new))
     assert loop.run_until_complete(LearnerLoop(s, "me").step(st)) == 12
     loop.run_until_complete(runtime.refresh(st, s, live))
     assert live.model.weights["category_match"] > 0 and live.model_ready(s)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream_reco import pipeline, runtime
+from stream_reco import learning, pipeline, runtime
 from stream_reco.candidates import Candidate
 from stream_reco.config import Settings
 from stream_reco.errors import ERRORS
@@ -49,7 +49,7 @@ def test_an_example_holds_the_features_a_request_would_have_ranked_with(run: Run
     s = st.settings
     loop.run_until_complete(pipeline.ingest(st, [ev(400, "me", "A")], learn=False))
     live = Runtime()
-    made = loop.run_until_complete(pipeline.stream_examples(st, s, live, [ev(401, "me", "X")]))
+    made = loop.run_until_complete(learning.stream_examples(st, s, live, [ev(401, "me", "X")]))
     [(_, x)] = made
     # A request the learned model answers: the candidates it scores carry what it weighs.
     live.model = Weights(1, s.model_min_examples, dict(blend.DEFAULT), edge=0.01)
@@ -69,10 +69,10 @@ def test_no_example_for_a_first_event_or_an_item_no_source_found(run: Run) -> No
     st, loop = run
     s, live = st.settings, Runtime()
     first = [ev(500, "new", "A")]  # nothing came before it in its session
-    assert loop.run_until_complete(pipeline.stream_examples(st, s, live, first)) == []
+    assert loop.run_until_complete(learning.stream_examples(st, s, live, first)) == []
     loop.run_until_complete(pipeline.ingest(st, [ev(501, "other", "A")], learn=False))
     unknown = [ev(502, "other", "never-seen")]
-    assert loop.run_until_complete(pipeline.stream_examples(st, s, live, unknown)) == []
+    assert loop.run_until_complete(learning.stream_examples(st, s, live, unknown)) == []
 
 
 def test_the_lease_holder_learns_from_events_alone_once_per_event(run: Run) -> None:
@@ -122,7 +122,7 @@ def test_a_failing_example_costs_the_examples_not_the_events(run: Run) -> None:
     before = ERRORS["stream_example_failed"]
     try:
         made = loop.run_until_complete(
-            pipeline.stream_examples(down, gone, Runtime(), [ev(800, "me", "X")])
+            learning.stream_examples(down, gone, Runtime(), [ev(800, "me", "X")])
         )
     finally:
         loop.run_until_complete(down.close())
