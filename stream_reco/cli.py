@@ -1,4 +1,4 @@
-"""Thin command line: stack, worker, topics, inspect, demo, evaluate, split, bench, soak."""
+"""Thin command line: stack, worker, topics, inspect, demo, experiments, evaluate, bench..."""
 
 from __future__ import annotations
 
@@ -92,6 +92,28 @@ def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     return inspection.run(settings, args)
 
 
+def _experiments(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_reco.experiments import report
+
+    async def read() -> list[dict[str, object]]:
+        from stream_reco.storage.redis_store import RedisStore
+
+        store = RedisStore.connect(settings)
+        try:
+            return await report.report(store, settings, name=args.name)
+        finally:
+            await store.close()
+
+    reports = asyncio.run(read())
+    if args.name is not None and not reports:
+        raise ConfigError(f"--name {args.name}: no experiment of that name is defined")
+    if args.json:
+        print(orjson.dumps({"experiments": reports}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(report.render(reports))
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from stream_reco.demo import run_demo
 
@@ -102,6 +124,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         start_stack=not args.no_stack,
         items=args.items,
         seed=args.seed,
+        experiment=not args.no_experiment,
     )
 
 
@@ -267,7 +290,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--items", type=int, default=300, help="catalogue size")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--no-stack", action="store_true", help="use the configured servers as they are")
+    d.add_argument(
+        "--no-experiment",
+        action="store_true",
+        help="no A/B experiment (by default one runs: two variants and a holdout)",
+    )
     d.set_defaults(run=_demo)
+    x = sub.add_parser("experiments", help="A/B experiments: the report per variant")
+    x.add_argument("action", choices=["report"])
+    x.add_argument("--name", help="only this experiment (default: every defined one)")
+    x.add_argument("--json", action="store_true", help="JSON instead of the table")
+    x.set_defaults(run=_experiments)
     e = sub.add_parser("evaluate", help="replay sessions: engine vs baselines, HR/MRR/NDCG")
     e.add_argument("--train", required=True, help="CSV: session_id,item_id[,timestamp][,type]")
     e.add_argument("--test", required=True, help="CSV in the same format")

@@ -142,6 +142,9 @@ class Settings:
     app_id: str = "stream-reco"
     key_prefix: str = "reco"
     web_port: int = 6066
+    # Where the web server listens: 127.0.0.1 keeps it on the host; in a container or pod,
+    # 0.0.0.0, so probes, Prometheus and the dashboard reach it (docs/deployment.md).
+    web_bind: str = "127.0.0.1"
     session_ttl_s: int = 1800
     session_max_events: int = 50
     session_max_items: int = 500
@@ -177,6 +180,9 @@ class Settings:
     refresh_s: float = 1.0
     role: str = "all"
     answer_max_lag_ms: int = 5000
+    # Experiments (docs/experiments.md): how long, in event time, a shown item can still earn
+    # its variant a click, cart addition or purchase without a recommendation_id.
+    attribution_window_s: int = 1800
     # Connections (security.py): how Kafka clients authenticate and encrypt, and the HTTP
     # views' token. Redis takes its password and TLS in REDIS_URL (rediss://:password@...).
     kafka_security_protocol: str = "PLAINTEXT"
@@ -224,7 +230,7 @@ class Settings:
             "default_k max_k batch_max cooc_half_life_s "
             "pop_half_life_s "
             "max_future_s budget_ms model_min_examples model_lr examples_max refresh_s "
-            "answer_max_lag_ms"
+            "answer_max_lag_ms attribution_window_s"
         ).split()
         for name in positive:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):

@@ -17,6 +17,19 @@ from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
 
 STATUS_EVERY_S = 2.0
+EXPERIMENT = "demo"  # the experiment the demo runs (reco-config key experiment:demo)
+# The learned ranker against the blend without session-kNN, and a holdout shown popular items.
+EXPERIMENT_DEFINITION = {
+    "salt": "demo-1",
+    "variants": [
+        {"name": "learned", "share": 0.45, "control": True},
+        {"name": "no-sknn", "share": 0.45, "learned_ranker": False, "blend": {"sknn": 0}},
+    ],
+    "holdout": {"share": 0.1, "serve": "popular"},
+}
+# How often the demo's shoppers click an answer, by variant: one is made better on purpose,
+# so the report has something to find.
+CLICK_PROB = {"learned": 0.3, "no-sknn": 0.2, "holdout": 0.1, "default": 0.2}
 
 
 class Board:
@@ -41,7 +54,8 @@ class Board:
         self.engine_ms.append(float(doc["latency_ms"]))  # type: ignore[arg-type]
         items = doc["items"]
         assert isinstance(items, list)
-        print(f"\n🛒 {session} added {self.titles.get(item, item)} → recommendations:")
+        arm = f"  [{doc['experiment']}: {doc['variant']}]" if doc.get("experiment") else ""
+        print(f"\n🛒 {session} added {self.titles.get(item, item)} → recommendations:{arm}")
         for n, rec in enumerate(items[:3], 1):
             print(f"   {n}. {self.titles.get(rec['item_id'], rec['item_id'])}  — {rec['reason']}")
 
@@ -77,8 +91,11 @@ def run_demo(
     start_stack: bool = True,
     items: int = 300,
     seed: int = 7,
+    experiment: bool = True,
 ) -> int:
-    """Run until `duration` seconds pass or Ctrl-C; the stack is left running for the next run."""
+    """Run until `duration` seconds pass or Ctrl-C; the stack is left running for the next run.
+    With `experiment`, an A/B test runs (EXPERIMENT_DEFINITION) and the shoppers click its
+    answers (CLICK_PROB); without, the demo's experiment is ended."""
     if start_stack:
         stack.up(settings)
     kafka_io.ensure_topics(settings)
@@ -88,12 +105,30 @@ def run_demo(
     worker = start_worker(settings, log_path)
     try:
         wait_worker_ready(worker, log_path, since)
+        _announce(settings, experiment)
         return _storefront(settings, duration, rate, items, seed, worker)
     except KeyboardInterrupt:
         return 0
     finally:
         stop_worker(worker)
         print("\nworker stopped; the stack keeps running (`stream-reco stack down` stops it)")
+        if experiment:
+            print(f"experiment {EXPERIMENT!r}: `stream-reco experiments report` shows its figures")
+
+
+def _announce(settings: Settings, experiment: bool) -> None:
+    """Start (or end) the demo's experiment on reco-config; say where to watch it."""
+    producer = kafka_io.producer(settings)
+    value = orjson.dumps(EXPERIMENT_DEFINITION) if experiment else None
+    producer.produce(settings.topic_config, key=f"experiment:{EXPERIMENT}", value=value)
+    producer.flush(10)
+    if experiment:
+        print(
+            f"experiment {EXPERIMENT!r}: variants learned (control) and no-sknn, 10 % holdout; "
+            "report: `stream-reco experiments report`",
+            flush=True,
+        )
+    print(f"dashboard: http://127.0.0.1:{settings.web_port}/dashboard", flush=True)
 
 
 def _storefront(
@@ -120,9 +155,14 @@ def _storefront(
     deadline = time.monotonic() + 30
     while not consumer.assignment() and time.monotonic() < deadline:
         consumer.poll(0.1)  # join the group first, or the first pushes would be missed
-    shop = Storefront(
-        catalog, seed=seed, run_id=f"demo{uuid.uuid4().hex[:6]}", start_ms=int(time.time() * 1000)
-    ).stream()
+    front = Storefront(
+        catalog,
+        seed=seed,
+        run_id=f"demo{uuid.uuid4().hex[:6]}",
+        start_ms=int(time.time() * 1000),
+        click_prob=CLICK_PROB,
+    )
+    shop = front.stream()
     print(
         f"storefront: {len(catalog)} items, publishing ~{rate:.0f} events/s "
         f"({'Ctrl-C' if duration is None else f'{duration:.0f} s'} to stop)",
@@ -152,7 +192,13 @@ def _storefront(
                 if msg.topic() == settings.topic_deadletter:
                     board.on_dead_letter(orjson.loads(msg.value()))
                 else:
-                    board.on_response(orjson.loads(msg.value()))
+                    doc = orjson.loads(msg.value())
+                    board.on_response(doc)
+                    for click in front.react(doc):  # a shopper acting on what it was shown
+                        click["ts"] = int(time.time() * 1000)
+                        key = str(click["session_id"])
+                        producer.produce(settings.topic_events, key=key, value=orjson.dumps(click))
+                        board.sent += 1
             if time.monotonic() - last_status >= STATUS_EVERY_S:
                 board.status()
                 last_status = time.monotonic()

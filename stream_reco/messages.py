@@ -13,7 +13,7 @@ import orjson
 from stream_reco import logs, runtime
 from stream_reco.candidates import vectors
 from stream_reco.config import ENV, Settings
-from stream_reco.errors import ERRORS
+from stream_reco.errors import ERRORS, ConfigError
 from stream_reco.events import (
     MAX_DEADLETTER_BYTES,
     CatalogItem,
@@ -190,13 +190,20 @@ async def on_request_message(
 async def on_config_messages(
     store: Store, settings: Settings, msgs: Sequence[Message]
 ) -> list[Out]:
-    """Rules updates from `reco-config` into the shared rules document every worker reloads.
-    Its single partition has one consumer, so this read-modify-write has no rival."""
+    """Rules updates (and experiments) from `reco-config` into the shared rules document every
+    worker reloads. Its single partition has one consumer, so this read-modify-write has no
+    rival."""
     outs: list[Out] = []
     applied: list[tuple[str, list[str] | None]] = []  # placement, the fields it now sets
     doc = await store.read_published(runtime.RULES)
+    rules = runtime.rules_from(_base_rules(settings), doc)  # what the workers will run
     for m in msgs:
         update = policy.decode_config(m.key, m.value)
+        if not isinstance(update, Rejected):
+            after = rules.apply(update)
+            problem = after.problem()  # e.g. two experiments on one placement
+            update = Rejected(f"invalid rules message: {problem}") if problem else update
+            rules = rules if problem else after
         if isinstance(update, Rejected):
             outs.append(rejected(settings, m, update.reason))
             continue
@@ -210,6 +217,18 @@ async def on_config_messages(
         what = "override removed" if fields is None else f"sets {', '.join(fields) or 'nothing'}"
         log.info("rules update from %s applied: %r %s", settings.topic_config, key, what)
     return outs
+
+
+def _base_rules(settings: Settings) -> policy.RulesConfig:
+    """The rules file the workers started with: experiments in it count when an update's are
+    checked against the running ones. A file unreadable now was readable at start: checked
+    against the topic's entries alone then."""
+    if not settings.rules_file:
+        return policy.RulesConfig()
+    try:
+        return policy.load_file(settings.rules_file)
+    except ConfigError:
+        return policy.RulesConfig()
 
 
 def _vectors(records: Sequence[CatalogItem | Tombstone]) -> list[Change | str]:

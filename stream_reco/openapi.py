@@ -119,7 +119,16 @@ def recommendation_schema(settings: Settings) -> dict[str, Any]:
         "trigger": {"enum": ["request", "add_to_cart"]},
         "recommendation_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN},
         "items": {"type": "array", "maxItems": settings.max_k, "items": item},
-        "variant": {"type": "string"},
+        "experiment": {
+            "type": ["string", "null"],
+            "description": "the A/B experiment this answer was served under; null when none runs "
+            "on its placement (docs/experiments.md)",
+        },
+        "variant": {
+            "type": "string",
+            "description": "the experiment's variant that served it (`holdout` for the holdout); "
+            "`default` when no experiment runs",
+        },
         "model_version": {"type": "integer", "minimum": 0},
         "degraded": {"enum": [None, "blend", "popular"]},
         "ts": {"type": "integer", "description": "epoch milliseconds"},

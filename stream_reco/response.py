@@ -13,7 +13,7 @@ from stream_reco.events import CatalogItem
 from stream_reco.ranking import diversity, explain, model
 from stream_reco.runtime import Runtime
 
-VARIANT = "default"  # the experiment arm; A/B assignment will set it per session
+VARIANT = "default"  # the variant of an answer no experiment runs on (its experiment: null)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,8 @@ class Answer:
     # Every allowed candidate in the first ordering stage's order (a reference, no copy): what
     # the evaluator measures the candidate set's recall on. Never sent.
     ranked: Sequence[tuple[Candidate, float]] = ()
+    # The session's latest event time, under an experiment: where its attribution window opens.
+    clock_ms: int | None = None
 
 
 def pick(
@@ -77,8 +79,10 @@ def response(
     started: float,
     request_id: str | None = None,
     recommendation_id: str | None = None,
+    tested: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `reco-responses` value (docs/contract.md)."""
+    """The `reco-responses` value (docs/contract.md); `tested`: the experiment and variant
+    that served it, if any."""
     return {
         "request_id": request_id,
         "session_id": session_id,
@@ -94,7 +98,8 @@ def response(
             }
             for p in answer.picks
         ],
-        "variant": VARIANT,
+        "experiment": tested[0] if tested else None,
+        "variant": tested[1] if tested else VARIANT,
         "model_version": answer.model_version,
         "degraded": answer.degraded,
         "ts": _now_ms(),

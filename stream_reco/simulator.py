@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterator
-from typing import cast
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
 
 # Category -> (nouns for titles, median price). Medians differ so price features carry signal.
 _CATEGORIES: dict[str, tuple[tuple[str, ...], float]] = {
@@ -39,6 +39,10 @@ _TAGS = (
 ZIPF_EXPONENT = 1.1
 _N_USERS = 1000  # a bounded pool so signed-in users come back across sessions
 _GAP_MS = (2_000, 60_000)
+_KNOWN_SESSIONS = 10_000  # sessions whose user a reaction still knows: bounded for endless runs
+REACT_TOP = 3  # a shopper who clicks a recommendation picks one of its first items
+# A variant name -> the probability a shopper clicks an answer it served (see Storefront.react).
+ClickProb = Mapping[str, float] | Callable[[str | None], float]
 
 
 def make_catalog(
@@ -98,11 +102,17 @@ class Storefront:
         seed: int = 0,
         run_id: str = "sim",
         start_ms: int = 1_700_000_000_000,
+        click_prob: ClickProb | None = None,
     ) -> None:
         if not catalog:
             raise ValueError("catalog is empty")
         self.run_id = run_id
         self._rng = random.Random(seed)
+        self._seed = seed
+        self.click_prob = click_prob
+        self._users: dict[str, str | None] = {}
+        self._answers: dict[str, int] = {}  # per session, how many answers it reacted to
+        self._n_reactions = 0
         self._clock_ms = start_ms
         self._n_sessions = 0
         self._n_events = 0
@@ -184,6 +194,42 @@ class Storefront:
             elif n_sessions is None or started < n_sessions:
                 start(ts + self._rng.randint(*_GAP_MS))
 
+    def react(self, answer: Mapping[str, Any]) -> list[dict[str, object]]:
+        """A shopper's reaction to a recommendation (a reco-responses value): with the click
+        probability of the answer's variant (`click_prob`, by name or a function of it), a
+        click on one of its first items naming its recommendation_id; else nothing."""
+        items = answer.get("items") or []
+        if self.click_prob is None or not items:
+            return []
+        variant = answer.get("variant")
+        prob = (
+            self.click_prob(variant)
+            if callable(self.click_prob)
+            else self.click_prob.get(str(variant), 0.0)
+        )
+        session_id = str(answer["session_id"])
+        n = self._answers[session_id] = self._answers.get(session_id, 0) + 1
+        if len(self._answers) > _KNOWN_SESSIONS:
+            del self._answers[next(iter(self._answers))]
+        # Its own generator per session and answer: the sessions stay what the seed makes them,
+        # and a shopper's reaction does not depend on the order answers arrive in.
+        rng = random.Random(f"react-{self._seed}-{session_id}-{n}")
+        if rng.random() >= prob:
+            return []
+        pick = rng.choice(items[:REACT_TOP])
+        self._n_reactions += 1
+        return [
+            {
+                "event_id": f"{self.run_id}-r{self._n_reactions}",
+                "type": "click",
+                "session_id": session_id,
+                "user_id": self._users.get(session_id),
+                "item_id": str(pick["item_id"]),
+                "ts": self._clock_ms + rng.randint(*_GAP_MS),
+                "recommendation_id": answer.get("recommendation_id"),
+            }
+        ]
+
     def _draw(self, category: str | None) -> str:
         if category is None:
             return self._rng.choices(self._ids, weights=self._all_weights)[0]
@@ -194,6 +240,9 @@ class Storefront:
         session_id = f"{self.run_id}-s{self._n_sessions}"
         self._n_sessions += 1
         user_id = None if rng.random() < 0.5 else f"user-{rng.randrange(_N_USERS)}"
+        self._users[session_id] = user_id
+        if len(self._users) > _KNOWN_SESSIONS:
+            del self._users[next(iter(self._users))]  # the oldest session has long ended
         focus = rng.sample(self._categories, min(len(self._categories), rng.randint(1, 2)))
         events: list[dict[str, object]] = []
         ts = start_ms

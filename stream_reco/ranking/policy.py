@@ -16,6 +16,8 @@ import orjson
 from stream_reco.config import EVENT_TYPES, Weights
 from stream_reco.errors import ConfigError
 from stream_reco.events import CONTROL, MAX_ID_LEN, Rejected, load_json
+from stream_reco.experiments import config as experiments
+from stream_reco.experiments.config import Experiment, Experiments
 
 DEFAULT_KEY = "default"  # the reco-config key (and rules-file section) of the shop-wide policy
 MAX_IDS = 1000  # promoted or excluded ids per policy, like a request's `exclude`
@@ -193,27 +195,38 @@ def _placement(name: Any, where: str) -> str:
     if not isinstance(name, str) or not name or len(name) > MAX_ID_LEN or CONTROL.search(name):
         shown = name[:MAX_ID_LEN] if isinstance(name, str) else name
         raise _Invalid(f"{where}: {shown!r} is not a placement name (1..{MAX_ID_LEN} characters)")
+    if name.startswith(experiments.KEY_PREFIX):
+        raise _Invalid(f"{where}: {name!r}: names starting {experiments.KEY_PREFIX!r} name tests")
     return name
+
+
+def _experiment(key: str, doc: Any) -> Experiment:
+    try:
+        return experiments.parse(key.removeprefix(experiments.KEY_PREFIX), doc)
+    except experiments.Invalid as exc:
+        raise _Invalid(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
 class RulesUpdate:
-    """One reco-config message: the overrides for `key` ("default" or a placement), or None
-    to remove that key's entry so the rules file's entry (if any) applies again."""
+    """One reco-config message: the overrides for `key` ("default" or a placement), or the
+    experiment (key "experiment:<name>"), or None to remove that key's entry so the rules
+    file's entry (if any) applies again."""
 
     key: str
-    overrides: Mapping[str, Any] | None
+    overrides: Mapping[str, Any] | Experiment | None
 
 
 @dataclass(frozen=True, eq=False)
 class RulesConfig:
     """Policies per placement, from two layers: the rules file, then the reco-config topic.
     For each key the topic's entry, when present, replaces the file's; placements are merged
-    field by field over the resolved default."""
+    field by field over the resolved default. Keys "experiment:<name>" hold experiments."""
 
-    file: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    topic: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    file: Mapping[str, Any] = field(default_factory=dict)
+    topic: Mapping[str, Any] = field(default_factory=dict)
     default: Policy = field(init=False)
+    experiments: Experiments = field(init=False)
     _resolved: Mapping[str, Policy] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -221,17 +234,30 @@ class RulesConfig:
         object.__setattr__(self, "topic", MappingProxyType(dict(self.topic)))
         default = Policy(**self._entry(DEFAULT_KEY))
         # Resolved once per config change, so a request's lookup is one dict get.
-        names = (set(self.file) | set(self.topic)) - {DEFAULT_KEY}
+        keys = set(self.file) | set(self.topic)
+        tests = {k for k in keys if k.startswith(experiments.KEY_PREFIX)}
+        names = keys - tests - {DEFAULT_KEY}
         resolved = {p: dataclasses.replace(default, **self._entry(p)) for p in names}
         object.__setattr__(self, "default", default)
+        running = Experiments.of(self._entry(k) for k in sorted(tests))
+        object.__setattr__(self, "experiments", running)
         object.__setattr__(self, "_resolved", MappingProxyType(resolved))
 
-    def _entry(self, key: str) -> Mapping[str, Any]:
+    def _entry(self, key: str) -> Any:
         return self.topic.get(key, self.file.get(key, {}))
+
+    def defined(self) -> list[Experiment]:
+        """Every experiment of both layers (the topic's replacing the file's by name)."""
+        keys = (set(self.file) | set(self.topic)) - {DEFAULT_KEY}
+        return [self._entry(k) for k in sorted(keys) if k.startswith(experiments.KEY_PREFIX)]
 
     def for_placement(self, name: str | None) -> Policy:
         """The policy of a request's placement; unknown or missing placements get the default."""
         return self._resolved.get(name, self.default) if name else self.default
+
+    def problem(self) -> str | None:
+        """Why these rules cannot all apply (two experiments in one scope), else None."""
+        return experiments.conflicts(self.defined())
 
     @property
     def placements(self) -> tuple[str, ...]:
@@ -255,21 +281,32 @@ class RulesConfig:
 
 
 def from_dict(doc: Any) -> RulesConfig:
-    """A rules file's content: {"default": {...}, "placements": {"cart": {...}}}; raises
-    ConfigError naming the field at fault."""
+    """A rules file's content: {"default": {...}, "placements": {"cart": {...}},
+    "experiments": {"name": {...}}}; raises ConfigError naming the field at fault."""
     try:
-        return RulesConfig(file=_layer(doc))
+        rules = RulesConfig(file=_layer(doc))
     except _Invalid as exc:
         raise ConfigError(str(exc)) from None
+    problem = rules.problem()
+    if problem:
+        raise ConfigError(problem)
+    return rules
 
 
-def _layer(doc: Any) -> dict[str, Mapping[str, Any]]:
+def _layer(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, Mapping):
         raise _Invalid(f"the top level must be an object, got {type(doc).__name__}")
-    unknown = sorted(set(doc) - {DEFAULT_KEY, "placements"})
+    top = [DEFAULT_KEY, "placements", "experiments"]
+    unknown = sorted(set(doc) - set(top))
     if unknown:
-        raise _Invalid(f"unknown top-level keys {unknown}; valid: ['default', 'placements']")
-    layer = {DEFAULT_KEY: _overrides(doc.get(DEFAULT_KEY, {}), DEFAULT_KEY)}
+        raise _Invalid(f"unknown top-level keys {unknown}; valid: {top}")
+    layer: dict[str, Any] = {DEFAULT_KEY: _overrides(doc.get(DEFAULT_KEY, {}), DEFAULT_KEY)}
+    tests = doc.get("experiments", {})
+    if not isinstance(tests, Mapping):
+        raise _Invalid("experiments must be an object of experiment name -> definition")
+    for name, definition in tests.items():
+        key = f"{experiments.KEY_PREFIX}{name}"
+        layer[key] = _experiment(key, definition)
     placements = doc.get("placements", {})
     if not isinstance(placements, Mapping):
         raise _Invalid("placements must be an object of placement name -> policy fields")
@@ -300,20 +337,28 @@ def load_file(path: str | Path) -> RulesConfig:
 
 def decode_config(key: bytes | None, value: bytes | None) -> RulesUpdate | Rejected:
     """Parse one reco-config record: key = "default" or a placement, value = JSON object of
-    policy overrides; a null/empty value (or JSON null) removes that key's override."""
+    policy overrides; or key = "experiment:<name>", value = the experiment (docs/experiments.md);
+    a null/empty value (or JSON null) removes that key's entry."""
     try:
         if not key:
-            raise _Invalid("no key: set it to 'default' or a placement name")
+            raise _Invalid("no key: set it to 'default', a placement or experiment:<name>")
         try:
-            name = _placement(key.decode(), "key")
+            text = key.decode()
         except UnicodeDecodeError:
             raise _Invalid("key is not UTF-8") from None
+        test = text.startswith(experiments.KEY_PREFIX)
+        name = text if test else _placement(text, "key")
+        if test:
+            try:
+                experiments.check_name(text.removeprefix(experiments.KEY_PREFIX))
+            except experiments.Invalid as exc:
+                raise _Invalid(f"key {text!r}: {exc}") from None
         if value is None or not value.strip() or value.strip() == b"null":
             return RulesUpdate(name, None)
         try:
             doc = load_json(value)
         except ValueError as exc:
             raise _Invalid(str(exc)) from None
-        return RulesUpdate(name, _overrides(doc, name))
+        return RulesUpdate(name, _experiment(name, doc) if test else _overrides(doc, name))
     except _Invalid as exc:
         return Rejected(f"invalid rules message: {exc}")

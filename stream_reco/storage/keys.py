@@ -40,5 +40,10 @@ class Keys:
         # One hash tag for the vector hash and its change log: one MULTI writes both.
         return f"{self.prefix}:g:{{vectors}}:{name}"
 
+    def experiment(self, name: str, part: str) -> str:
+        # One hash tag per experiment: its counters and session records are updated by one
+        # script per batch, which a Redis Cluster runs only on keys of one slot.
+        return f"{self.prefix}:x:{{x:{name}}}:{part}"
+
     def all_pattern(self) -> str:
         return f"{self.prefix}:*"

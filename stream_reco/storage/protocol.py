@@ -10,6 +10,7 @@ from typing import Protocol
 from stream_reco.candidates.newest import Shelf
 from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Event, Tombstone
+from stream_reco.experiments.store import ExperimentLog
 from stream_reco.state import SessionView
 from stream_reco.storage.apply import Position
 from stream_reco.storage.codec import Scored
@@ -24,6 +25,7 @@ class Store(Protocol):
     settings: Settings
     vectors: VectorLog  # item vectors and their change log (the ANN index follows it)
     shelf: Shelf  # the cold-start list as of one catalogue position
+    experiments: ExperimentLog  # A/B counters: impressions and attributed events per variant
 
     # Events: applied exactly once per position (Kafka) or event id (docs/contract.md).
     async def apply_events(

@@ -24,7 +24,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stream_reco import logs
+from stream_reco import logs, metrics
 from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.decay import value_at
@@ -34,6 +34,7 @@ from stream_reco.errors import (
     StoreFormatError,
 )
 from stream_reco.events import Event
+from stream_reco.experiments.store import ExperimentLog
 from stream_reco.state import SessionView, parse_session
 from stream_reco.storage import apply, connect, layout, scripts
 from stream_reco.storage.apply import Position
@@ -87,6 +88,7 @@ class RedisStore(SharedState, CatalogState):
         # MULTI on one slot, also on a cluster (catalogue and vector logs).
         self.transactions = connect.Transactions(client)
         self.vectors = VectorLog(client, self.keys, transactions=self.transactions)
+        self.experiments = ExperimentLog(client, self.keys, settings)
         self.catalog = CatalogCache()
         self.shelf = newest.Shelf()  # the cold-start list, as of one catalogue position
         self._script_config = orjson.dumps(
@@ -145,8 +147,10 @@ class RedisStore(SharedState, CatalogState):
                 if self.cluster and isinstance(exc, ResponseError):
                     await self.transactions.refresh()
                 if attempt == RETRIES:
+                    metrics.redis_gave_up(what)
                     msg = f"{what}: Redis unavailable after {RETRIES} tries: {exc}"
                     raise StoreError(msg) from exc
+                metrics.redis_retried(what)
                 await asyncio.sleep(delay)
                 delay = min(delay * 4, 2.0)
             else:

@@ -135,3 +135,29 @@ def test_format_eviction_and_clear(on: On) -> None:
     on(on.store.apply_events(_session("c", "ABCDEF")))
     assert on(on.store.clear()) > 0
     assert not on(on.store.holds_anything())
+
+
+def test_experiment_counters_attribute_each_event_once(on: On) -> None:
+    from stream_reco.experiments.config import parse
+    from stream_reco.experiments.store import Shown
+
+    exp = parse("ab", {"variants": [{"name": "a", "share": 0.5, "control": True},
+                                    {"name": "b", "share": 0.5}]})  # fmt: skip
+    log = on.store.experiments
+    first = Shown("ab", "b", "s9", "rec-1", ("A", "B"), TS)
+    on(log.record(first))
+    on(log.record(first))  # a retried call: counted once
+    on(log.record(Shown("ab", "b", "s9", "rec-2", ("C",), TS + 1000)))
+    clicked = Event("s9/1", "click", "s9", "B", TS + 2000, recommendation_id="rec-1")
+    bought = Event("s9/2", "purchase", "s9", "C", TS + 3000, quantity=2, price=5.0)
+    unseen = Event("s9/3", "click", "s9", "Z", TS + 4000)
+    batch = [clicked, bought, unseen]
+    at = [Position("ev", 0, n) for n in range(3)]
+    assert on(log.attribute([exp], batch, at)) == 2
+    assert on(log.attribute([exp], batch, at)) == 0  # redelivered: nothing changes
+    assert on(log.attribute([exp], batch)) == 0  # re-sent without positions: known by id
+    got = on(log.counters(exp))["b"]
+    assert got["sessions"] == 1 and got["impressions"] == 2
+    assert (got["clicks"], got["purchases"], got["revenue"], got["revenue2"]) == (1, 1, 10.0, 100.0)
+    assert got["click_sessions"] == 1 and got["purchase_sessions"] == 1
+    assert on(log.counters(exp))["a"]["sessions"] == 0

@@ -334,7 +334,10 @@ def _json(tmp_path: Path, doc: object) -> Path:
     ("doc", "says"),
     [
         ([], "the top level must be an object, got list"),
-        ({"defaults": {}}, "unknown top-level keys ['defaults']; valid: ['default', 'placements']"),
+        (
+            {"defaults": {}},
+            "unknown top-level keys ['defaults']; valid: ['default', 'placements', 'experiments']",
+        ),
         ({"default": {"mmr": 1}}, "default: unknown fields ['mmr']; valid fields: category_cap"),
         ({"placements": {"cart": {"mmr_lambda": 1.5}}}, "placements.cart.mmr_lambda must be a"),
         ({"placements": {"cart": 1}}, "placements.cart must be an object of policy fields"),

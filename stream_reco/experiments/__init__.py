@@ -1,0 +1,1 @@
+"""A/B experiments: definition, assignment, serving, attribution in the stream, report."""
