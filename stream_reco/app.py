@@ -11,17 +11,18 @@ from contextlib import AbstractContextManager
 import faust
 import mode
 
-from stream_reco import logs, messages, runtime, security
+from stream_reco import logs, messages, metrics, runtime, security
 from stream_reco.candidates import behaviour
 from stream_reco.candidates.index_sync import IndexSync
 from stream_reco.config import Settings
 from stream_reco.consumer import SESSION_TIMEOUT_S, TopicLoop
 from stream_reco.errors import survived
+from stream_reco.health import add_health_views
 from stream_reco.kafka_io import stream_name
 from stream_reco.messages import Message, Out
 from stream_reco.storage.apply import resume_at
 from stream_reco.storage.protocol import Store
-from stream_reco.web import FAUST_BUILTINS_OFF, add_views
+from stream_reco.web import FAUST_BUILTINS_OFF, add_observability, add_views
 from stream_reco.wiring import Handler, Wiring
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def create_app(settings: Settings) -> faust.App:
     """The Faust app of one worker: the agents and timers of its role, and the HTTP views."""
     app = _faust_app(settings)
     w = Wiring(app, settings)
+    # Before any loop takes the sink: every answer and dead letter is counted on its way out.
+    w.sink = metrics.WatchedSink(w.sink, settings)  # type: ignore[assignment]
     if settings.role in ("all", "ingest"):
         _ingestion(app, w)
     if settings.role in ("all", "query"):
@@ -67,6 +70,8 @@ def create_app(settings: Settings) -> faust.App:
     _followers(app, w)
     if settings.role in ("all", "query"):  # an ingest worker's answers would queue behind it
         add_views(app, settings, w.live, w.store)
+    add_observability(app, settings, metrics.Observer(settings, w.live, w.loops, w.store), w.store)
+    add_health_views(app, settings, w.store, w.loops)  # every role: probes ask every pod
     app.service(_Lifecycle(w))
     return app
 
@@ -86,7 +91,7 @@ def _faust_app(settings: Settings) -> faust.App:
         # not in whatever folder the worker was started from.
         datadir=str(datadir),
         web_host="127.0.0.1",
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         # No Faust tables to show, and its router view would expose the cluster layout.
         **FAUST_BUILTINS_OFF,
         consumer_auto_offset_reset="earliest",
@@ -108,8 +113,14 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     stream = stream_name(s, s.topic_events)
 
     async def on_events(st: Store, s: Settings, msgs: list[Message]) -> list[Out]:
+        counted = metrics.CountedStore(st)  # counts each event applied or a duplicate
         return await messages.on_event_messages(
-            st, s, msgs, w.live, emit=w.sink.send, stream=stream
+            counted,  # type: ignore[arg-type]
+            s,
+            msgs,
+            w.live,
+            emit=w.sink.send,
+            stream=stream,
         )
 
     def resume(partitions: list[int]) -> dict[int, int]:

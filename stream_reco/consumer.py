@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ POLL_S = 0.1  # how long one fetch blocks when the topic is quiet: bounds how la
 # come from librdkafka's own thread (and, for Faust's group, from a task every 3 s), so a
 # busy event loop does not make a live worker look dead; Kafka's default is 45 s.
 SESSION_TIMEOUT_S = 10.0
+LAG_EVERY_S = 1.0  # how often the fetching thread re-measures lag (read by /metrics)
 
 
 class TopicLoop:
@@ -80,6 +82,11 @@ class TopicLoop:
         self._reposition: str | None = None
         self.handle, self.sink = handle, sink
         self.consumed = 0
+        # Partition -> messages behind its end, measured on the fetching thread (a scrape only
+        # reads it: the consumer's calls wait for a poll, never worth it on the event loop).
+        self.lag: dict[int, int] = {}
+        self._stored: dict[int, int] = {}  # partition -> the next offset stored, this owner
+        self._lag_due = 0.0
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no batch is in flight
         self._idle.set()
@@ -164,6 +171,7 @@ class TopicLoop:
         self._not_fetching.clear()
         try:
             self._store_done()
+            self._measure_lag()
             first = self._consumer.poll(POLL_S)
             if first is None:
                 return []
@@ -258,10 +266,32 @@ class TopicLoop:
         tps = [TopicPartition(self.topic, p, o + 1) for p, o in done.items()]
         try:
             self._consumer.store_offsets(offsets=tps)
+            self._stored.update((tp.partition, tp.offset) for tp in tps)
         except KafkaException as exc:
             # A partition given away meanwhile: its new owner redoes these messages.
             ERRORS["offset_store"] += 1
             log.info("offsets not stored (%s); the next owner redoes them", exc)
+
+    def _measure_lag(self) -> None:
+        """Each owned partition's high watermark (as of the last fetch: no broker call) minus
+        where this loop stands: the offset stored after handling, else the fetch position."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY_S
+        owned = [TopicPartition(self.topic, p) for p in sorted(self._owned)]
+        lag: dict[int, int] = {}
+        try:
+            at = self._consumer.position(owned) if owned else []
+            for tp in at:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                done = self._stored.get(tp.partition, tp.offset)
+                if high >= 0 and done >= 0:
+                    lag[tp.partition] = max(high - done, 0)
+        except KafkaException as exc:  # unknown for a moment (a rebalance): the gauge waits
+            log.debug("lag of %s not measured: %s", self.topic, exc)
+            return
+        self.lag = lag  # replaced whole: a scrape never sees it half-built
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.lookback_ms is not None:
@@ -270,6 +300,8 @@ class TopicLoop:
             if not positions.from_store(consumer, partitions, self.resume, self.name):
                 self._reposition = self._reposition or "unknown"
         self._generation += 1
+        for tp in partitions:  # stored by an earlier ownership: the group may have moved on
+            self._stored.pop(tp.partition, None)
         self._owned = frozenset(tp.partition for tp in partitions)  # replaced whole: atomic
         owned = sorted(self._owned)
         log.info("%s partitions assigned: %s of %s", self.name, owned, self.topic)

@@ -1,11 +1,12 @@
-"""HTTP on the Faust web server: the same answers as the request topic, re-ranking, and the
-OpenAPI document of both (openapi.py)."""
+"""HTTP on the Faust web server: the same answers as the request topic, re-ranking, the
+OpenAPI document of both (openapi.py), Prometheus metrics and the live dashboard."""
 
 from __future__ import annotations
 
 import hmac
 import re
 from collections.abc import Callable, Collection, Mapping
+from importlib import resources
 from typing import Any
 
 import faust
@@ -13,10 +14,12 @@ import orjson
 from faust.web import Request, Response, View
 from multidict import MultiMapping
 
-from stream_reco import events, openapi, pipeline
+from stream_reco import events, metrics, openapi, pipeline
 from stream_reco.config import Settings
-from stream_reco.errors import StreamRecoError
+from stream_reco.dashboard import data
+from stream_reco.errors import StoreError, StreamRecoError
 from stream_reco.events import BRACES, CONTROL, MAX_ID_LEN, Rejected, decode_request
+from stream_reco.health import PATHS as HEALTH_PATHS
 from stream_reco.openapi import DEFAULT_REQUEST_ID, MAX_RANK_ITEMS, QUERY_PARAMS, RANK_FIELDS
 from stream_reco.runtime import Runtime
 from stream_reco.storage.protocol import Store
@@ -27,6 +30,9 @@ from stream_reco.storage.protocol import Store
 FAUST_BUILTINS_OFF = {"web_router_enabled": False, "web_tables_enabled": False}
 # int() alone would also take " 5", "+5" and "5_0"; nine digits keep it far from its size limit.
 INTEGER = re.compile(r"-?[0-9]{1,9}")
+EXPLORE_PARAMS = {"session_id": "the session to show"}
+# For operators and their tools, on every worker; not part of the answers' API (openapi.py).
+OBSERVABILITY = ("/metrics", "/dashboard", "/dashboard/data", "/dashboard/session", *HEALTH_PATHS)
 
 
 class BadInput(StreamRecoError):
@@ -49,7 +55,9 @@ def add_views(
                 req = request_from_query(request.query, settings)  # type: ignore[arg-type]
             except BadInput as exc:
                 return self.error(400, str(exc))
-            return self.json(await pipeline.handle_request(store(), settings, req, live))
+            answer = await pipeline.handle_request(store(), settings, req, live)
+            metrics.answered(answer, "http")
+            return self.json(answer)
 
     @app.page("/rank")
     class Rank(View):
@@ -72,7 +80,9 @@ def add_views(
                 placement=req.placement,
                 only=items,
                 item_id=req.item_id,
+                user_id=req.user_id,
             )
+            metrics.answered(answer, "http")
             return self.json(answer)
 
     @app.page("/openapi.json")
@@ -83,6 +93,59 @@ def add_views(
             except BadInput as exc:
                 return self.error(400, str(exc))
             return self.json(spec)
+
+
+def add_observability(
+    app: faust.App, settings: Settings, obs: metrics.Observer, store: Callable[[], Store]
+) -> None:
+    """On every worker, whatever its role: GET /metrics (Prometheus' text format) and the live
+    dashboard: its page, /dashboard/data (polled by the page) and /dashboard/session (the
+    explorer: a session's state and last answers, under the bearer token when there is one)."""
+    board = data.Board(obs)
+    page = resources.files("stream_reco.dashboard").joinpath("index.html").read_text("utf-8")
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(await obs.scrape(), content_type=metrics.CONTENT_TYPE)
+
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(page)
+
+    @app.page("/dashboard/data")
+    class Data(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                _no_query(request.query, "GET /dashboard/data takes no query parameters")
+            except BadInput as exc:
+                return self.error(400, str(exc))
+            return self.json(await board.snapshot())
+
+    @app.page("/dashboard/session")
+    class Explore(View):
+        async def get(self, request: Request) -> Response:
+            if (refused := _refused(self, request, settings)) is not None:
+                return refused
+            try:
+                session_id = session_from_query(request.query, settings)  # type: ignore[arg-type]
+            except BadInput as exc:
+                return self.error(400, str(exc))
+            try:
+                return self.json(await data.session(store(), session_id))
+            except (TimeoutError, StoreError):
+                return self.error(503, "the store did not answer in time; try again")
+
+
+def session_from_query(query: MultiMapping[str], settings: Settings) -> str:
+    """The explorer's `session_id`, valid as a request's session id is (the same decoder)."""
+    _known(query, EXPLORE_PARAMS, "GET /dashboard/session", "query parameter")
+    given = query.getall("session_id", [])
+    if len(given) != 1:
+        raise BadInput(f"give session_id once (given {len(given)} times), e.g. ?session_id=s-1")
+    doc = {"request_id": "dashboard", "session_id": given[0]}
+    return _decode(doc, settings).session_id
 
 
 def _refused(view: View, request: Request, settings: Settings) -> Response | None:

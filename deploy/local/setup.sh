@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) setup of a development machine: Python deps in .venv, redis-server,
-# Java/Maven checks and the Kafka 3.9.1 jars. Safe to run again: it skips what is already done.
+# chromium (the dashboard's browser test), Java/Maven checks and the Kafka 3.9.1 jars. Safe to
+# run again: it skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,6 +36,9 @@ if ! command -v redis-server >/dev/null; then
   service redis-server stop >/dev/null 2>&1 || true
 fi
 
+# Debian's chromium for the dashboard's browser test (Playwright drives it: no browser download).
+command -v chromium >/dev/null || apt_install chromium
+
 # Python environment, reinstalled only when pyproject.toml changes.
 stamp=.venv/.stream-reco-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
@@ -51,4 +55,6 @@ fi
 
 # Kafka jars from Maven Central, cached under .stream-reco/kafka/libs.
 .venv/bin/python -c "from stream_reco.config import Settings; from stream_reco.stack_servers import Stack, ensure_kafka_jars; ensure_kafka_jars(Stack(Settings.from_env()), print)"
+# KEDA's ScaledObject CRD for tests/unit/test_manifests.py (cached; needs go once)
+bash deploy/k8s/fetch-schemas.sh
 say "ready (.venv, redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), $(java -version 2>&1 | head -1), Kafka jars)"
