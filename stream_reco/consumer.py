@@ -39,6 +39,12 @@ POLL_S = 0.1  # how long one fetch blocks when the topic is quiet: bounds how la
 # busy event loop does not make a live worker look dead; Kafka's default is 45 s.
 SESSION_TIMEOUT_S = 10.0
 LAG_EVERY_S = 1.0  # how often the fetching thread re-measures lag (read by /metrics)
+# Lag measured while a batch holds the fetching back asks the brokers (the cached watermarks
+# move only with fetches): bounded per partition, so the batch's end is noticed soon after.
+WATERMARK_TIMEOUT_S = 0.5
+# While the brokers were reported down, how often one metadata request checks they answer
+# again: messages and rebalances clear the trouble too, but a quiet topic brings neither.
+RECHECK_S = 1.0
 
 
 class TopicLoop:
@@ -87,6 +93,7 @@ class TopicLoop:
         self.lag: dict[int, int] = {}
         self._stored: dict[int, int] = {}  # partition -> the next offset stored, this owner
         self._lag_due = 0.0
+        self._recheck_due = 0.0
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no batch is in flight
         self._idle.set()
@@ -134,7 +141,8 @@ class TopicLoop:
                     await self._dispatch(batch)
                     continue
                 if in_flight is not None:
-                    await in_flight  # batch N before batch N+1: order per session
+                    await self._wait_measuring({in_flight})  # batch N before N+1: in order
+                    await in_flight  # done: its exception, if any, raised here
                     in_flight = None
                 if self._reposition is not None:  # what was fetched is read again
                     batch = []
@@ -159,6 +167,17 @@ class TopicLoop:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _wait_measuring(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Until one of `tasks` is done, measuring lag every LAG_EVERY_S meanwhile: no fetch
+        runs while a batch holds the loop (a Redis outage waited out), yet its lag grows."""
+        while True:
+            done, _ = await asyncio.wait(
+                tasks, timeout=LAG_EVERY_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if done:
+                return
+            await asyncio.to_thread(self._measure_lag, fresh=True)
+
     def _close(self) -> None:
         self._store_done()
         self._consumer.close()  # commits what is stored
@@ -172,6 +191,7 @@ class TopicLoop:
         try:
             self._store_done()
             self._measure_lag()
+            self._recheck()
             first = self._consumer.poll(POLL_S)
             if first is None:
                 return []
@@ -224,7 +244,7 @@ class TopicLoop:
         """Start one task per message; at most MAX_IN_FLIGHT at once (then wait for one)."""
         for m in batch:
             while len(self._tasks) >= MAX_IN_FLIGHT:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                await self._wait_measuring(self._tasks)
             if self._counted != self._generation:  # a rebalance: start the books afresh
                 self._pending, self._seen, self._counted = {}, {}, self._generation
             p, o = m.partition or 0, m.offset or 0
@@ -272,9 +292,10 @@ class TopicLoop:
             ERRORS["offset_store"] += 1
             log.info("offsets not stored (%s); the next owner redoes them", exc)
 
-    def _measure_lag(self) -> None:
-        """Each owned partition's high watermark (as of the last fetch: no broker call) minus
-        where this loop stands: the offset stored after handling, else the fetch position."""
+    def _measure_lag(self, fresh: bool = False) -> None:
+        """Each owned partition's high watermark minus where this loop stands: the offset
+        stored after handling, else the fetch position. The watermark is the last fetch's (no
+        broker call), or with `fresh` the brokers' (when no fetch runs to update it)."""
         now = time.monotonic()
         if now < self._lag_due:
             return
@@ -284,7 +305,10 @@ class TopicLoop:
         try:
             at = self._consumer.position(owned) if owned else []
             for tp in at:
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if fresh:
+                    _, high = self._consumer.get_watermark_offsets(tp, WATERMARK_TIMEOUT_S)
+                else:
+                    _, high = self._consumer.get_watermark_offsets(tp, cached=True)
                 done = self._stored.get(tp.partition, tp.offset)
                 if high >= 0 and done >= 0:
                     lag[tp.partition] = max(high - done, 0)
@@ -292,6 +316,19 @@ class TopicLoop:
             log.debug("lag of %s not measured: %s", self.topic, exc)
             return
         self.lag = lag  # replaced whole: a scrape never sees it half-built
+
+    def _recheck(self) -> None:
+        """While failing, once per RECHECK_S: one metadata request (on the fetching thread);
+        answered, the brokers are back and the loop is no longer failing (readiness)."""
+        if not self.trouble.failing or time.monotonic() < self._recheck_due:
+            return
+        self._recheck_due = time.monotonic() + RECHECK_S
+        try:
+            self._consumer.list_topics(self.topic, timeout=RECHECK_S)
+        except KafkaException as exc:
+            log.debug("brokers of %s still unreachable: %s", self.topic, exc)
+            return
+        self.trouble.ok()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.lookback_ms is not None:

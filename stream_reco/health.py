@@ -65,7 +65,8 @@ async def check(
 ) -> tuple[bool, Doc]:
     """Readiness: Redis answers PING, Kafka answers a metadata request (cached for
     KAFKA_CACHE_S), and no consumer loop of `consumers` is failing. The document says why
-    when not ok, and never holds a secret (no URL, no credentials)."""
+    when not ok, naming an unreachable server by host and port only: never a connection URL,
+    a password or a token."""
     redis_doc, kafka_doc = await asyncio.gather(ping_redis(store), _probe(settings).reach(settings))
     doc: Doc = {"redis": redis_doc, "kafka": kafka_doc}
     if consumers is not None:

@@ -21,7 +21,10 @@ LOG = logging.getLogger("stream_reco")
 
 # A reason quotes what it names from the message (`got 'teleport'`, `key 'k1' does not match
 # item_id 'k2'`): quoted text, lists and numbers are the message's values, maybe personal data.
-_QUOTED = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)")
+# A quote ends only at an unescaped quote (repr and JSON escape the quotes inside with a
+# backslash), else at the end of the reason: a value cut short, even right after a backslash,
+# is masked to the end rather than let the rest of it through.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*(?:'|\\?\Z)|\"(?:[^\"\\]|\\.)*(?:\"|\\?\Z)", re.S)
 _LIST = re.compile(r"\[[^\]]*(?:\]|$)")
 _NUMBER = re.compile(r"(?<![A-Za-z_-])\d[\d.,_]*")
 

@@ -11,17 +11,42 @@ from stream_reco import runtime
 from stream_reco.config import Settings
 from stream_reco.experiments import stats
 from stream_reco.experiments.config import Experiment
+from stream_reco.experiments.store import COUNTERS
 from stream_reco.ranking import policy
 from stream_reco.ranking.policy import RulesConfig
 from stream_reco.storage.protocol import Store
 
-# Rates: (name, numerator counter, denominator counter). CTR is clicks per answer shown.
+# Rates: (name, numerator counter, denominator counter). CTR is the share of answers shown
+# that were clicked (by their recommendation id); the others count sessions. The session_*
+# ones count every outcome of an exposed session, attributed to an answer or not: a holdout
+# shows little or nothing to attribute to, so only they compare an arm against it.
 RATES = (
-    ("ctr", "clicks", "impressions"),
+    ("ctr", "clicked_impressions", "impressions"),
+    # CTR by the unit of randomisation: its test does not assume a session's answers are
+    # independent, which CTR's per-impression z-test does.
+    ("click_rate", "click_sessions", "sessions"),
     ("cart_rate", "cart_sessions", "sessions"),
     ("conversion", "purchase_sessions", "sessions"),
+    ("session_cart_rate", "session_cart_sessions", "sessions"),
+    ("session_conversion", "session_purchase_sessions", "sessions"),
 )
-COUNTS = ("sessions", "impressions", "clicks", "carts", "purchases", "revenue")
+# Revenue per session: (name, revenue counter, its sum-of-squares counter).
+REVENUES = (
+    ("revenue_per_session", "revenue", "revenue2"),
+    ("session_revenue_per_session", "session_revenue", "session_revenue2"),
+)
+COUNTS = (
+    "sessions",
+    "impressions",
+    "clicks",
+    "carts",
+    "purchases",
+    "revenue",
+    "clicked_impressions",
+    "session_carts",
+    "session_purchases",
+    "session_revenue",
+)
 
 
 def _num(x: float | None, digits: int = 6) -> float | None:
@@ -33,13 +58,11 @@ def _num(x: float | None, digits: int = 6) -> float | None:
 def _rate(k: float, n: float, ck: float, cn: float, is_control: bool) -> dict[str, Any]:
     """A proportion with its Wilson interval and, beside control, the z-test, the lift and
     the units still needed per arm to detect the observed difference at 80 % power."""
-    k = min(k, n)  # several clicks on one answer: the rate is capped at one per answer
     value = k / n if n else 0.0
     low, high = stats.wilson(k, n)
     out: dict[str, Any] = {"value": _num(value), "low": _num(low), "high": _num(high)}
     if is_control:
         return out
-    ck = min(ck, cn)
     base = ck / cn if cn else 0.0
     _, p = stats.two_proportions(ck, cn, k, n)
     need = stats.n_proportions(base, value) if n and cn else math.inf
@@ -50,7 +73,7 @@ def _rate(k: float, n: float, ck: float, cn: float, is_control: bool) -> dict[st
 
 def _revenue(m: stats.Moments, c: stats.Moments, is_control: bool) -> dict[str, Any]:
     """Revenue per session with its t interval and, beside control, Welch's test."""
-    low, high = stats.mean_interval(m)
+    low, high = stats.mean_interval(m, floor=0.0)  # revenue is never negative
     out: dict[str, Any] = {"value": _num(m.mean), "low": _num(low), "high": _num(high)}
     if is_control:
         return out
@@ -61,16 +84,18 @@ def _revenue(m: stats.Moments, c: stats.Moments, is_control: bool) -> dict[str, 
     return out
 
 
-def _moments(c: Mapping[str, float]) -> stats.Moments:
-    return stats.Moments(c["sessions"], c["revenue"], c["revenue2"])
+def _moments(c: Mapping[str, float], total: str, squares: str) -> stats.Moments:
+    return stats.Moments(c["sessions"], c[total], c[squares])
 
 
 def figures(exp: Experiment, counters: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """One experiment's report from its counters (pure: the unit tests feed it)."""
     control = exp.control.name
-    ctl = counters[control]
     shares = exp.shares()
     variants = []
+    # A counter never incremented (or stored before it existed) is 0.
+    counters = {n: {k: got.get(k, 0.0) for k in COUNTERS} for n, got in counters.items()}
+    ctl = counters[control]
     for name, c in counters.items():
         is_control = name == control
         row: dict[str, Any] = {
@@ -81,7 +106,9 @@ def figures(exp: Experiment, counters: Mapping[str, Mapping[str, float]]) -> dic
         }
         for rate, num, den in RATES:
             row[rate] = _rate(c[num], c[den], ctl[num], ctl[den], is_control)
-        row["revenue_per_session"] = _revenue(_moments(c), _moments(ctl), is_control)
+        for rev, total, squares in REVENUES:
+            m, base = _moments(c, total, squares), _moments(ctl, total, squares)
+            row[rev] = _revenue(m, base, is_control)
         variants.append(row)
     chi2, p = stats.srm({n: c["sessions"] for n, c in counters.items()}, shares)
     return {
@@ -121,10 +148,10 @@ async def report(
 async def summary(
     store: Store, settings: Settings | None = None, rules: RulesConfig | None = None
 ) -> list[dict[str, Any]]:
-    """One JSON-ready row per (experiment, variant): the counts (sessions, impressions,
-    clicks, carts, purchases, revenue) as numbers, each rate and revenue per session as
-    {value, low, high[, lift, p_value, needed]}, `control`, `share`, `enabled` (false: a
-    stopped experiment's final figures) and `srm_mismatch`."""
+    """One JSON-ready row per (experiment, variant): the counts (COUNTS) as numbers, each
+    rate (RATES) and revenue per session (REVENUES) as {value, low, high[, lift, p_value,
+    needed]}, `control`, `share`, `enabled` (false: a stopped experiment's final figures) and
+    `srm_mismatch`."""
     rows = []
     for exp in await report(store, settings, rules):
         for v in exp["variants"]:
@@ -157,6 +184,30 @@ def _vs(r: Mapping[str, Any]) -> str:
     return f"{lift} {shown}{star} need {need}"
 
 
+# The two views of a variant's outcomes; only the second compares against a holdout.
+_BLOCKS = (
+    ("attributed to recommendations", ""),
+    ("all outcomes of exposed sessions", "session_"),
+)
+
+
+def _money(x: float | None) -> str:
+    return "?" if x is None else f"{x:.2f}"  # None: unbounded (fewer than two sessions)
+
+
+def _outcomes(v: Mapping[str, Any], prefix: str) -> list[str]:
+    rev = v[f"{prefix}revenue_per_session"]
+    lines = [
+        f"{label:<16}{_pct(v[prefix + rate])}  {_vs(v[prefix + rate])}"
+        for rate, label in (("cart_rate", "add-to-cart"), ("conversion", "conversion"))
+    ]
+    lines.append(
+        f"{'revenue/session':<16}{rev['value']:.2f} [{_money(rev['low'])}, "
+        f"{_money(rev['high'])}]  {_vs(rev)}"
+    )
+    return lines
+
+
 def render(reports: list[dict[str, Any]]) -> str:
     """The report as a table per experiment (95 % intervals in brackets; * = p < 0.05)."""
     if not reports:
@@ -169,21 +220,17 @@ def render(reports: list[dict[str, Any]]) -> str:
             f"experiment {exp['experiment']} on {scope} (control: {exp['control']}{state})"
         )
         for v in exp["variants"]:
-            rev = v["revenue_per_session"]
             lines.append(
                 f"  {v['variant']}: {v['sessions']:.0f} sessions "
                 f"(share {v['share']:.3f}), {v['impressions']:.0f} impressions"
             )
-            for rate, label in (
-                ("ctr", "CTR"),
-                ("cart_rate", "add-to-cart"),
-                ("conversion", "conversion"),
-            ):
-                lines.append(f"    {label:<18}{_pct(v[rate])}  {_vs(v[rate])}")
+            lines.append(f"    {'CTR':<18}{_pct(v['ctr'])}  {_vs(v['ctr'])}")
             lines.append(
-                f"    {'revenue/session':<18}{rev['value']:.2f} [{rev['low']:.2f}, "
-                f"{rev['high']:.2f}]  {_vs(rev)}"
+                f"    {'clicking sessions':<18}{_pct(v['click_rate'])}  {_vs(v['click_rate'])}"
             )
+            for title, prefix in _BLOCKS:
+                lines.append(f"    {title}:")
+                lines += [f"      {line}" for line in _outcomes(v, prefix)]
         srm = exp["srm"]
         if srm["mismatch"]:
             lines.append(

@@ -65,12 +65,17 @@ class Moments:
         return max(0.0, (self.squares - self.total * self.total / self.n) / (self.n - 1))
 
 
-def mean_interval(m: Moments, confidence: float = 1 - ALPHA) -> tuple[float, float]:
-    """Student-t interval of the mean (normal for large n)."""
-    if m.n < 2:
-        return (m.mean, m.mean) if m.n else (0.0, 0.0)
-    half = t_quantile(1 - (1 - confidence) / 2, m.n - 1) * math.sqrt(m.variance / m.n)
-    return m.mean - half, m.mean + half
+def mean_interval(
+    m: Moments, confidence: float = 1 - ALPHA, floor: float | None = None
+) -> tuple[float, float]:
+    """Student-t interval of the mean (normal for large n), raised to `floor` when the
+    quantity cannot go below it (revenue: 0). Below two observations nothing bounds the
+    spread: (floor or -inf, inf), never a zero-width interval that claims certainty."""
+    low, high = -math.inf, math.inf
+    if m.n >= 2:
+        half = t_quantile(1 - (1 - confidence) / 2, m.n - 1) * math.sqrt(m.variance / m.n)
+        low, high = m.mean - half, m.mean + half
+    return (low, high) if floor is None else (max(floor, low), max(floor, high))
 
 
 def welch(a: Moments, b: Moments) -> tuple[float, float, float]:

@@ -8,12 +8,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_reco.config import Settings
-from stream_reco.errors import StoreError
 from stream_reco.events import Event
 from stream_reco.experiments import scripts
 from stream_reco.experiments.config import HOLDOUT, Experiment
@@ -22,12 +18,9 @@ from stream_reco.storage.apply import Position
 from stream_reco.storage.keys import Keys
 
 T = TypeVar("T")
-RETRIES = 3
 MAX_SHOWN = 10  # shown lists a session record keeps: older ones rarely earn a click
 MAX_ITEMS = 20  # items kept per shown list: with MAX_SHOWN, bounds a record's bytes
 MAX_IDS = 50  # recent event ids kept per session record: a re-sent event is known by its id
-# An event may carry a time slightly before the answer's (its clock vs the session's).
-SLACK_MS = 60_000
 ATTRIBUTED = frozenset({"click", "add_to_cart", "purchase"})
 COUNTERS = (
     "sessions",
@@ -40,7 +33,18 @@ COUNTERS = (
     "click_sessions",
     "cart_sessions",
     "purchase_sessions",
+    # Answers clicked at least once (by their recommendation id): CTR's numerator.
+    "clicked_impressions",
+    # Every cart addition and purchase of an exposed session, attributed or not: the figures
+    # a holdout (which shows little or nothing to attribute to) is compared on.
+    "session_carts",
+    "session_purchases",
+    "session_revenue",
+    "session_revenue2",
+    "session_cart_sessions",
+    "session_purchase_sessions",
 )
+UNKNOWN_TS = -1  # an answer's time when no event dates it: the session's next event will
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,10 @@ class Shown:
     session_id: str
     recommendation_id: str
     items: tuple[str, ...]
-    ts: int  # event time: the session's latest event when answered, else the wall clock
+    # Event time: a push's trigger event's, else the session's latest event's when answered;
+    # UNKNOWN_TS (a holdout's or a fallback's answer, read without the session): attribution
+    # dates it by the session's next event, never by a clock the events do not share.
+    ts: int
 
 
 def arms(exp: Experiment) -> list[str]:
@@ -79,22 +86,14 @@ class ExperimentLog:
     def _session(self, name: str, session_id: str) -> str:
         return self._key(name, f"s:{session_id}")
 
+    def _tombstone(self, name: str, session_id: str) -> str:
+        return self._key(name, f"s:{session_id}:forgotten")
+
     def _variant(self, name: str, variant: str) -> str:
         return self._key(name, f"v:{variant}")
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """A few quick tries: the caller's budget (or batch) bounds the rest."""
-        for attempt in range(1, RETRIES + 1):
-            try:
-                return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
-                if isinstance(exc, ResponseError) and not connect.resharding(exc):
-                    # A script's error is no outage, but the callers count StoreErrors only.
-                    raise StoreError(f"{what}: Redis refused it: {exc}") from exc
-                if attempt == RETRIES:
-                    raise StoreError(f"{what}: Redis unavailable after {RETRIES} tries") from exc
-                await asyncio.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")
+        return await connect.briefly(what, call)
 
     async def record(self, shown: Shown) -> None:
         """Count an answer (and its session, the first time per variant) and remember its
@@ -102,6 +101,7 @@ class ExperimentLog:
         keys = [
             self._session(shown.experiment, shown.session_id),
             self._variant(shown.experiment, shown.variant),
+            self._tombstone(shown.experiment, shown.session_id),
         ]
         items = orjson.dumps(list(shown.items))
         args = [self._shown_cfg, shown.variant, shown.recommendation_id, shown.ts, items]
@@ -115,10 +115,11 @@ class ExperimentLog:
     ) -> int:
         """Attribute a batch's clicks, cart additions and purchases to the variants that showed
         their items, per running experiment one script call. Pass every event of the batch
-        with its position, redeliveries too: the records know what they counted. Returns how
-        many events were attributed."""
+        with its position, redeliveries too: the records know what they counted, and any
+        event dates its session's answers of unknown time. Returns how many events were
+        attributed to an answer."""
         at = positions if positions is not None else [None] * len(events)
-        picked = [(e, p) for e, p in zip(events, at, strict=True) if e.type in ATTRIBUTED]
+        picked = list(zip(events, at, strict=True))
         if not picked:
             return 0
         calls = [self._attribution(exp, picked) for exp in running]
@@ -130,10 +131,15 @@ class ExperimentLog:
     ) -> int:
         sessions: dict[str, int] = {}
         rows: list[list[Any]] = []
+        firsts: list[list[Any]] = []  # per session its first event: dates unknown answer times
         for e, p in picked:
-            n = sessions.setdefault(e.session_id, len(sessions) + 1)
-            value = (e.price or 0.0) * e.quantity if e.type == "purchase" else 0.0
             marker, offset = (p.marker, p.offset) if p is not None else ("", -1)
+            n = sessions.setdefault(e.session_id, len(sessions) + 1)
+            if n > len(firsts):
+                firsts.append([e.ts, marker, offset])
+            if e.type not in ATTRIBUTED:
+                continue
+            value = (e.price or 0.0) * e.quantity if e.type == "purchase" else 0.0
             rows.append(
                 [n, e.type, e.item_id, e.recommendation_id or "", e.ts, value, e.event_id,
                  marker, offset]
@@ -141,8 +147,8 @@ class ExperimentLog:
         names = arms(exp)
         keys = [self._session(exp.name, sid) for sid in sessions]
         keys += [self._variant(exp.name, v) for v in names]
-        cfg = {"window_ms": self.window_ms, "slack_ms": SLACK_MS, "max_ids": MAX_IDS}
-        args = [orjson.dumps({**cfg, "variants": names}), orjson.dumps(rows)]
+        cfg = {"window_ms": self.window_ms, "max_ids": MAX_IDS, "variants": names}
+        args = [orjson.dumps(cfg), orjson.dumps(rows), orjson.dumps(firsts)]
         got = await self._retry("attribute", lambda: self._attribute(keys=keys, args=args))
         return int(got)
 
@@ -151,8 +157,12 @@ class ExperimentLog:
         names = arms(exp)
 
         async def run() -> list[dict[bytes, bytes]]:
-            # One call per arm: on a cluster a pipeline would need every key's slot resolved.
-            return [await self.client.hgetall(self._variant(exp.name, v)) for v in names]
+            # One round trip: every arm's key carries the experiment's hash tag, so on a
+            # cluster the pipeline goes to the one node holding that slot.
+            pipe = self.client.pipeline(transaction=False)
+            for v in names:
+                pipe.hgetall(self._variant(exp.name, v))
+            return list(await pipe.execute())
 
         raw = await self._retry("experiment_counters", run)
         out: dict[str, dict[str, float]] = {}
@@ -160,3 +170,26 @@ class ExperimentLog:
             got = {k.decode(): float(v) for k, v in row.items()}
             out[name] = {c: got.get(c, 0.0) for c in COUNTERS}
         return out
+
+    async def forget(
+        self, names: Iterable[str], session_ids: Sequence[str], tombstone_s: int
+    ) -> int:
+        """Delete the sessions' records in every named experiment (privacy.py's forget), each
+        after a tombstone living `tombstone_s` in its slot, which keeps an answer computed
+        before the forget from writing the record back: the variants' sums stay, as they name
+        nobody. Returns how many records were deleted."""
+        pairs = [(name, sid) for name in names for sid in session_ids]
+        if not pairs:
+            return 0
+
+        async def run() -> int:
+            # Per key a command: on a cluster each experiment's records share a slot, but a
+            # forget spans experiments, and a pipeline routes each command by its key (the
+            # tombstone and its record share a slot, so a node runs them in this order).
+            pipe = self.client.pipeline(transaction=False)
+            for name, sid in pairs:
+                pipe.set(self._tombstone(name, sid), b"1", ex=tombstone_s)
+                pipe.delete(self._session(name, sid))
+            return sum(int(x) for x in (await pipe.execute())[1::2])
+
+        return await self._retry("forget_sessions", run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import secrets
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from PIL import Image
 
 from stream_reco.config import Settings
 from stream_reco.kafka_io import ensure_topics
@@ -75,6 +77,26 @@ def shop(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         forget_isolated(settings, own)
 
 
+@pytest.fixture(scope="module")
+def guarded(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A worker of this module's own with an HTTP token (no traffic: the page's token path)."""
+    own = dataclasses.replace(
+        settings.isolated(uid("guarded")),
+        require_catalog=False,
+        web_port=settings.web_port + 54,
+        http_token=secrets.token_urlsafe(16),
+    )
+    log = tmp_path_factory.mktemp("guarded") / "worker.log"
+    ensure_topics(own)
+    proc = start_worker(own, log)
+    try:
+        wait_worker_ready(proc, log)
+        yield own
+    finally:
+        stop_worker(proc)
+        forget_isolated(settings, own)
+
+
 class Shoppers(threading.Thread):
     """Simulated shoppers (simulator.Storefront) streamed to the events topic in real time."""
 
@@ -121,7 +143,6 @@ def test_the_dashboard_shows_the_live_stream_and_explores_a_session(
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail(f"Playwright for Python is not installed: {SETUP}")
-    from PIL import Image
 
     path = chromium()
     base = f"http://127.0.0.1:{shop.settings.web_port}"
@@ -182,6 +203,10 @@ def test_the_dashboard_shows_the_live_stream_and_explores_a_session(
             assert "item-" in reasons and any(w in reasons for w in ("with", "popular", "similar"))
 
             shot = page.screenshot(full_page=True)
+            # Where data renders: the event-rate bars and the trending table. The header's
+            # gradient alone would make a whole-page check pass on an empty dashboard.
+            spark = page.locator("#spark").screenshot()
+            trending = page.locator("#trending").screenshot()
             page.fill("#session-input", "{bad}")
             page.click("#session-go")
             page.wait_for_selector("#session-result .bad")
@@ -190,9 +215,80 @@ def test_the_dashboard_shows_the_live_stream_and_explores_a_session(
             browser.close()
     assert not errors, errors
 
-    (tmp_path / "dashboard.png").write_bytes(shot)  # to look at when this fails
-    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).reshape(-1, 3)
-    colours = len(np.unique(pixels, axis=0))
-    assert colours > 200, f"a nearly blank screenshot: {colours} colours"
-    spread = float(pixels.mean(axis=1).std())
-    assert spread > 10, f"a nearly uniform screenshot (brightness spread {spread:.1f})"
+    for name, png in (("dashboard", shot), ("spark", spark), ("trending", trending)):
+        (tmp_path / f"{name}.png").write_bytes(png)  # to look at when this fails
+    colours, ink = _ink(spark)
+    assert colours >= 10 and ink > 0.01, f"no rate bars drawn: {colours} colours, {ink:.1%} ink"
+    colours, ink = _ink(trending)
+    assert colours >= 8 and ink > 0.02, f"an empty trending table: {colours} colours, {ink:.1%}"
+
+
+def _ink(png: bytes) -> tuple[int, float]:
+    """A region's distinct colours, and the share of its pixels unlike its background (its
+    most common colour): a region nothing rendered into has one colour and no ink."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+    _, counts = np.unique(pixels, axis=0, return_counts=True)
+    return len(counts), 1.0 - float(counts.max()) / len(pixels)
+
+
+def test_the_page_sends_the_token_it_is_given_and_survives_odd_answers(
+    guarded: Settings,
+) -> None:
+    """With a token, the page shows why it has no data; opened as /dashboard#token=..., it
+    polls with the token, drops it from the address bar, and the explorer uses it too. A null
+    interval bound renders as "–" and a non-JSON error page as its HTTP status."""
+    try:
+        from playwright.sync_api import Route, sync_playwright
+    except ImportError:
+        pytest.fail(f"Playwright for Python is not installed: {SETUP}")
+
+    base, token = f"http://127.0.0.1:{guarded.web_port}", guarded.http_token
+    errors: list[str] = []
+
+    def one_bound_unknown(route: Route) -> None:
+        """The worker's real data, with an experiment row whose figures are partly unknown."""
+        real = route.fetch()
+        doc = real.json()
+        row = {"experiment": "e", "variant": "v", "sessions": 3, "impressions": 0}
+        doc["experiments"] = [{**row, "revenue_per_session": None, "revenue_interval": [None, 1.5]}]
+        route.fulfill(response=real, json=doc)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base}/dashboard")
+            page.wait_for_function("document.getElementById('updated').textContent !== 'never'")
+            assert "token" in page.inner_text("#updated")  # a 401, said
+
+            fresh = browser.new_page()  # a new tab opened with the token: read at load
+            fresh.on("pageerror", lambda exc: errors.append(str(exc)))
+            fresh.goto(f"{base}/dashboard#token={token}")
+            fresh.wait_for_function("document.getElementById('ranker').textContent !== '–'")
+            assert token not in fresh.url
+
+            page.route("**/dashboard/data", one_bound_unknown)
+            page.goto(f"{base}/dashboard#token={token}")  # added to the open page: hashchange
+            page.wait_for_selector("#experiments table")
+            assert page.inner_text("#ranker") in ("blend", "model")  # polled with the token
+            assert token not in page.url  # out of the address bar (and the history)
+            assert "(– – 1.50)" in page.inner_text("#experiments")
+
+            page.fill("#session-input", "nobody-here")
+            page.click("#session-go")  # the token field left empty: the page's own is sent
+            page.wait_for_selector("#session-result .warn")
+            assert "not found" in page.inner_text("#session-result")
+
+            page.route(
+                "**/dashboard/session?**",
+                lambda route: route.fulfill(status=502, body="<html>bad gateway</html>"),
+            )
+            page.click("#session-go")
+            page.wait_for_selector("#session-result .bad")
+            assert "HTTP 502" in page.inner_text("#session-result")
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -69,6 +70,19 @@ def _wait_applied(settings: Settings, n: int, timeout: float = 90) -> None:
         time.sleep(0.2)
 
 
+def _wait_report(
+    settings: Settings, done: Callable[[dict[str, dict[str, Any]]], bool], timeout: float = 30
+) -> dict[str, Any]:
+    """The experiment's report (--json) once `done` holds for its arms, else the last read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = orjson.loads(run_cli(settings, "experiments", "report", "--json"))
+        [exp] = doc["experiments"]
+        if done({v["variant"]: v for v in exp["variants"]}) or time.monotonic() > deadline:
+            return exp
+        time.sleep(0.5)
+
+
 def test_a_better_variant_is_detected_and_an_equal_one_is_not(
     own: tuple[Settings, Kafka],
 ) -> None:
@@ -106,6 +120,10 @@ def test_a_better_variant_is_detected_and_an_equal_one_is_not(
         )
         answers[str(doc["session_id"])] = doc
     assert {d["experiment"] for d in answers.values()} == {"ab"}
+    # An impression is stored after its answer is sent: a click sent before would find no
+    # answer to credit. Wait until every answer with items is counted.
+    shown = sum(1 for d in answers.values() if d["items"])
+    _wait_report(settings, lambda arms: sum(v["impressions"] for v in arms.values()) >= shown)
     clicks = [c for doc in answers.values() for c in shop.react(doc)]
     for c in clicks:
         kafka.producer.produce(
@@ -114,15 +132,14 @@ def test_a_better_variant_is_detected_and_an_equal_one_is_not(
     kafka.producer.flush(30)
     _wait_applied(settings, len(events) + len(clicks))
 
-    deadline = time.monotonic() + 30
-    while True:  # attribution follows application within the same batch
-        doc = orjson.loads(run_cli(settings, "experiments", "report", "--json"))
-        [exp] = doc["experiments"]
-        arms = {v["variant"]: v for v in exp["variants"]}
-        if sum(v["clicks"] for v in arms.values()) >= len(clicks) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    # Attribution follows application within the same batch.
+    exp = _wait_report(
+        settings, lambda arms: sum(v["clicks"] for v in arms.values()) >= len(clicks)
+    )
+    arms = {v["variant"]: v for v in exp["variants"]}
+    assert sum(v["impressions"] for v in arms.values()) == shown
     assert sum(v["clicks"] for v in arms.values()) == len(clicks)
+    assert sum(v["clicked_impressions"] for v in arms.values()) == len(clicks)  # one per answer
     assert sum(v["sessions"] for v in arms.values()) == len(sessions)
     assert not exp["srm"]["mismatch"]
     assert arms["better"]["ctr"]["p_value"] < 0.01 and arms["better"]["ctr"]["lift"] > 0.5

@@ -166,3 +166,34 @@ def test_a_redelivered_kafka_batch_is_attributed_once(rig: Rig) -> None:
     assert (once["clicks"], once["purchases"], once["revenue"]) == (1, 1, 12.0)
     deliver()
     assert rig.counters()["b"] == once
+
+
+def test_a_variant_without_sknn_and_the_learned_ranker_is_served_so(rig: Rig) -> None:
+    """With a ready model, control answers carry its version; variant b (learned_ranker
+    false, sknn weight 0) is ranked by the fixed blend without session-kNN."""
+    from stream_reco.config import FEATURES
+    from stream_reco.ranking.model import Weights
+
+    weights = {f: 1.0 for f in FEATURES}
+    rig.live.model = Weights(version=7, examples=10**6, weights=weights, edge=0.5)
+    assert rig.live.model_ready(rig.settings)
+    sids = [f"y{n}" for n in range(40)]
+    training = [e for n, sid in enumerate(sids) for e in _browse(sid, n, "ABCDEFG"[n % 4 :][:4])]
+    rig.run(handle_events(rig.store, rig.settings, training, rig.live))
+    outs = {
+        sid: rig.run(handle_request(rig.store, rig.settings, Request(f"r-{sid}", sid, 3), rig.live))
+        for sid in sids
+    }
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for out in outs.values():
+        by_arm.setdefault(str(out["variant"]), []).append(out)
+    assert by_arm["a"] and by_arm["b"]
+
+    def features(out: dict[str, Any]) -> set[str]:
+        return {c["feature"] for i in out["items"] for c in i["contributions"]}
+
+    assert {o["model_version"] for o in by_arm["a"]} == {7}
+    assert {o["model_version"] for o in by_arm["b"]} == {0}
+    assert any("sknn" in features(o) for o in by_arm["a"])  # the sessions overlap: it matters
+    assert not any("sknn" in features(o) for o in by_arm["b"])
+    assert all(o["items"] for o in by_arm["b"])

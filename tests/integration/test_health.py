@@ -15,10 +15,16 @@ from typing import Any
 import aiohttp
 import faust
 import pytest
+from confluent_kafka import KafkaError
 
 from stream_reco import health, logs
 from stream_reco.config import Settings
+from stream_reco.consumer import TopicLoop
+from stream_reco.errors import ERRORS
+from stream_reco.kafka_io import Sink, ensure_topics
+from stream_reco.messages import Message, Out
 from stream_reco.storage.redis_store import RedisStore
+from tests.integration.conftest import forget_isolated
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +141,52 @@ def test_a_failing_consumer_is_not_ready_and_an_idle_one_is(mine: Settings) -> N
     ok, doc = _check(mine, [idle, busy])
     assert not ok
     assert [c["ok"] for c in doc["consumers"]] == [True, False]
+
+
+def test_a_consumer_is_ready_again_after_a_kafka_blip_on_a_quiet_topic(
+    base_settings: Settings, mine: Settings
+) -> None:
+    """librdkafka reports all brokers down, then they answer again while nothing is produced
+    (requests come over HTTP only): no message and no rebalance arrives to clear the failure,
+    yet readiness comes back within a few seconds."""
+    ensure_topics(mine)
+
+    async def handle(batch: list[Message]) -> list[Out]:
+        return []
+
+    async def run() -> tuple[bool, bool, float]:
+        sink = Sink(mine, ERRORS)
+        loop = TopicLoop(mine, "events", mine.topic_events, f"{mine.app_id}-events", handle, sink)
+        task = asyncio.create_task(loop.run())
+        store = RedisStore.connect(mine)
+        try:
+            for _ in range(300):  # joined (an assignment clears any trouble on its own)
+                if loop._owned:
+                    break
+                await asyncio.sleep(0.1)
+            assert loop._owned, "the loop was never assigned its partitions"
+            # As librdkafka's error callback reports a blip on the fetching thread.
+            loop._client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+            failing = loop.trouble.failing  # readiness reads this (health._consumers)
+            started = time.monotonic()
+            ready = False
+            while not ready and time.monotonic() - started < 10:
+                await asyncio.sleep(0.2)
+                ready = (await health.check(store, mine, [loop]))[0]
+            return failing, ready, time.monotonic() - started
+        finally:
+            loop.stop()
+            await task
+            await store.close()
+            sink.flush(5)
+
+    try:
+        failing, ready, took = asyncio.run(run())
+    finally:
+        forget_isolated(base_settings, mine)
+    assert failing  # the blip is seen at once
+    assert ready, "still not ready 10 s after the brokers answered again"
+    assert took < 5, took
 
 
 def test_views_over_http(mine: Settings) -> None:

@@ -3,7 +3,9 @@ counters equal what the worker was given (events by outcome, dead letters, answe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -11,13 +13,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
+import faust
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_reco import metrics, web
 from stream_reco.config import Settings
-from stream_reco.kafka_io import ensure_topics
+from stream_reco.consumer import TopicLoop
+from stream_reco.errors import ERRORS
+from stream_reco.kafka_io import Sink, ensure_topics, producer
+from stream_reco.messages import Message, Out
+from stream_reco.runtime import Runtime
+from stream_reco.storage.redis_store import RedisStore
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
-from tests.integration.conftest import Kafka, forget_isolated, uid
+from tests.integration.conftest import Kafka, clear_store, forget_isolated, uid
 from tests.integration.test_end_to_end import event
 
 Series = list[tuple[str, dict[str, str], float]]
@@ -58,6 +68,15 @@ def total(samples: Series, name: str, **labels: str) -> float:
     return sum(
         v for n, got, v in samples if n == name and all(got.get(k) == w for k, w in labels.items())
     )
+
+
+def one(samples: Series, name: str, **labels: str) -> float:
+    """The value of the one series `name` with `labels`: missing or ambiguous fails."""
+    found = [
+        v for n, got, v in samples if n == name and all(got.get(k) == w for k, w in labels.items())
+    ]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} series"
+    return found[0]
 
 
 def until(s: Settings, done: Callable[[Series], bool], what: str, timeout: float = 30.0) -> Series:
@@ -154,10 +173,19 @@ def test_metrics_count_what_the_worker_did(observed: Kafka) -> None:
     lags = [(lb, v) for n, lb, v in got if n == "stream_reco_consumer_lag"]
     assert {lb["loop"] for lb, _ in lags} == {"events", "requests"}
     assert all(v == 0 for _, v in lags), lags  # everything handled and stored
-    assert total(got, "stream_reco_ranker") == 1  # exactly one ranker in use
-    assert total(got, "stream_reco_model_version") >= 0
-    # The experiments' summary is read at each scrape (none running here), without failing.
-    assert total(got, "stream_reco_failures_total", kind="experiments_summary") == 0
+    # A fresh worker has seen too few examples for the model: the blend ranks.
+    examples = one(got, "stream_reco_model_examples")
+    assert 0 <= examples < s.model_min_examples
+    assert one(got, "stream_reco_ranker", ranker="blend") == 1
+    assert one(got, "stream_reco_ranker", ranker="model") == 0
+    version = one(got, "stream_reco_model_version")
+    assert version >= 0 and version == int(version)
+    # The experiments' summary is read at each scrape (none running here), without failing:
+    # its families are there (empty), and no failure of that kind was counted.
+    families = {f.name for f in text_string_to_metric_families(scrape(s)[0])}
+    assert "stream_reco_experiment_sessions" in families, sorted(families)
+    failures = {lb["kind"]: v for n, lb, v in got if n == "stream_reco_failures_total"}
+    assert failures.get("experiments_summary", 0) == 0, failures
 
 
 def test_a_scrape_is_quick_and_the_failure_counts_are_exposed(observed: Kafka) -> None:
@@ -180,3 +208,93 @@ def test_the_explorer_refuses_a_bad_session_id(observed: Kafka) -> None:
             urllib.request.urlopen(url, timeout=10)
         assert err.value.code == 400, query
         assert b"error" in err.value.read()
+
+
+def test_lag_rises_while_a_batch_holds_the_loop(settings: Settings) -> None:
+    """An ordered loop fetches nothing while a batch is in hand (a Redis outage waited out):
+    messages produced meanwhile still show as lag within a couple of seconds."""
+    own = settings.isolated(uid("lag"))
+    ensure_topics(own)
+    more = 20
+
+    async def run() -> tuple[int, int]:
+        gate, started = asyncio.Event(), asyncio.Event()
+
+        async def handle(batch: list[Message]) -> list[Out]:
+            started.set()
+            await gate.wait()
+            return []
+
+        sink = Sink(own, ERRORS)
+        loop = TopicLoop(own, "events", own.topic_events, f"{own.app_id}-events", handle, sink)
+        task = asyncio.create_task(loop.run())
+        send = producer(own)
+        try:
+            send.produce(own.topic_events, key=b"s", value=b"{}")
+            send.flush(10)
+            await asyncio.wait_for(started.wait(), 30)  # the first batch is held
+            await asyncio.sleep(0.5)  # the loop has fetched again and now waits for the batch
+            before = sum(loop.lag.values())
+            for _ in range(more):
+                send.produce(own.topic_events, key=b"s", value=b"{}")
+            send.flush(10)
+            produced = time.monotonic()
+            while sum(loop.lag.values()) < more and time.monotonic() - produced < 2.5:
+                await asyncio.sleep(0.1)
+            return before, sum(loop.lag.values())
+        finally:
+            gate.set()
+            loop.stop()
+            await task
+            sink.flush(5)
+
+    try:
+        before, after = asyncio.run(run())
+    finally:
+        forget_isolated(settings, own)
+    assert before < more
+    assert after >= more, (before, after)
+
+
+def test_a_counting_bug_never_costs_an_http_answer(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metrics.answered failing (a bug, injected here) is counted, and the answers still go
+    out: GET /recommendations and POST /rank on a real Faust web server and Redis."""
+    own = settings.isolated(uid("counting"))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = int(free.getsockname()[1])
+
+    def broken(doc: Any, via: str) -> None:
+        raise ValueError("a counting bug")
+
+    monkeypatch.setattr(metrics, "answered", broken)
+
+    async def run() -> list[int]:
+        app = faust.App(
+            own.app_id, web_port=port, web_bind="127.0.0.1", web_host="127.0.0.1",
+            **web.FAUST_BUILTINS_OFF,
+        )  # fmt: skip
+        store = RedisStore.connect(own)
+        web.add_views(app, own, Runtime(), lambda: store)
+        await app.web.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                base = f"http://127.0.0.1:{port}"
+                async with http.get(f"{base}/recommendations?session_id=s1") as r:
+                    statuses = [r.status]
+                body = {"session_id": "s1", "items": ["a", "b"]}
+                async with http.post(f"{base}/rank", json=body) as r:
+                    statuses.append(r.status)
+                return statuses
+        finally:
+            await app.web.stop()
+            await store.close()
+
+    before = ERRORS["metrics"]
+    try:
+        assert asyncio.run(run()) == [200, 200]
+    finally:
+        clear_store(own)  # it made no topic nor group: its keys are all
+    assert ERRORS["metrics"] == before + 2

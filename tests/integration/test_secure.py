@@ -118,6 +118,14 @@ def test_a_worker_over_sasl_scram_kafka_and_tls_redis_with_a_token(
         assert _get(web, "/recommendations?session_id=s1", token) == 200
         assert _get(web, "/recommendations?session_id=s1", token, "bearer") == 200
         assert _get(web, "/") == 200  # liveness stays open
+        # The dashboard's data views carry sessions' activity and revenue per variant: behind
+        # the token too. The page (no data), /metrics and the probes stay open.
+        for path in ("/dashboard/session?session_id=s1", "/dashboard/data"):
+            assert _get(web, path) == 401, path
+            assert _get(web, path, "wrong") == 401, path
+            assert _get(web, path, token) == 200, path
+        for path in ("/dashboard", "/metrics", "/health/live", "/health/ready"):
+            assert _get(web, path) == 200, path
     finally:
         stop_worker(proc)
         forget_isolated(settings, plain)

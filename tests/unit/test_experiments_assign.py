@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -49,3 +50,19 @@ def test_a_new_salt_reassigns_and_users_outrank_sessions() -> None:
     assert unit("u1", "s9") == "u:u1" and unit(None, "s9") == "s:s9"
     assert bucket("ab", "c:x") != bucket("a", "bc:x")  # the salt's length is part of the hash
     assert 0.0 <= bucket("s1", "anything") < 1.0
+
+
+def test_recommendation_ids_are_derived_from_what_asked() -> None:
+    """A redelivered request (or push trigger) answered again keeps its id, so its impression
+    counts once; HTTP's constant default request id never makes two answers one."""
+    from stream_reco.openapi import DEFAULT_REQUEST_ID
+    from stream_reco.response import recommendation_id
+
+    rid = recommendation_id("s1", "r-1", None)
+    assert rid == recommendation_id("s1", "r-1", None) and re.fullmatch(r"[0-9a-f]{32}", rid)
+    assert rid != recommendation_id("s2", "r-1", None)
+    assert recommendation_id("s1", None, "e-1") == recommendation_id("s1", None, "e-1")
+    assert recommendation_id("s1", None, "r-1") != rid  # an event id is no request id
+    for default in DEFAULT_REQUEST_ID.values():
+        assert recommendation_id("s1", default, None) != recommendation_id("s1", default, None)
+    assert recommendation_id("s1", None, None) != recommendation_id("s1", None, None)

@@ -140,3 +140,72 @@ def test_a_stopped_experiment_claims_nothing_but_stays_defined() -> None:
     assert alone.experiments.for_placement(None) is None and not alone.experiments.running
     with pytest.raises(config.Invalid, match="enabled must be true or false"):
         config.parse("b", AB | {"enabled": "no"})
+
+
+def test_a_conflict_the_rules_already_had_blocks_only_updates_that_touch_it() -> None:
+    """A rules file changed under topic entries (then a restart) may leave two experiments
+    on one scope: unrelated updates still apply; one adding or joining a clash does not."""
+    a, b = config.parse("a", AB), config.parse("b", AB)
+    before = [a, b]  # both shop-wide: the clash the workers restarted with
+    policy_update = before  # a placement's policy changes no experiment
+    assert config.conflicts(before) is not None
+    assert config.added_conflict(before, policy_update, None) is None
+    cart = config.parse("c", AB | {"placement": "cart"})
+    assert config.added_conflict(before, [*before, cart], "c") is None
+    home = [*before, cart, config.parse("d", AB | {"placement": "cart"})]
+    assert "both run on placement 'cart'" in str(config.added_conflict(before, home, "d"))
+    # An update of one of the clashing experiments must resolve it, not keep it.
+    changed = [a, config.parse("b", AB | {"salt": "new"})]
+    says = config.added_conflict(before, changed, "b")
+    assert says is not None and '"enabled": false' in says
+    stopped = [a, config.parse("b", AB | {"enabled": False})]
+    assert config.added_conflict(before, stopped, "b") is None
+    # A third on the clashing scope adds to it.
+    assert config.added_conflict(before, [*before, config.parse("e", AB)], "e") is not None
+
+
+def test_defined_experiments_are_bounded_stopped_ones_too() -> None:
+    stopped = [config.parse(f"x{n}", AB | {"enabled": False}) for n in range(config.MAX_DEFINED)]
+    assert config.conflicts(stopped) is None
+    more = [*stopped, config.parse("y", AB | {"enabled": False})]
+    says = config.conflicts(more)
+    assert says is not None and f"at most {config.MAX_DEFINED}" in says
+    assert config.added_conflict(stopped, more, "y") == says
+    fewer = more[1:]  # removing one of too many is allowed
+    assert config.added_conflict(more, fewer, "x0") is None
+
+
+@pytest.mark.parametrize(
+    ("placement", "says"),
+    [
+        ("", "placement must be a placement name"),
+        ("x" * 129, "placement must be a placement name"),
+        ("car\x00t", "placement must be a placement name"),
+        (7, "placement must be a placement name"),
+        ("experiment:ab", "name experiments"),
+    ],
+)
+def test_an_experiments_placement_is_checked_as_the_policys_are(
+    placement: object, says: str
+) -> None:
+    with pytest.raises(config.Invalid, match=says):
+        config.parse("ab", AB | {"placement": placement})
+    assert config.parse("ab", AB | {"placement": "x" * 128}).placement == "x" * 128
+
+
+def test_errors_repeat_at_most_64_characters_of_a_value() -> None:
+    long = "s" * 10_000
+    for doc in (
+        AB | {"salt": 10**300},
+        AB | {"holdout": {"share": 0.1, "serve": long}},
+        AB | {"placement": long},
+        AB | {"enabled": long},
+        AB | {long: 1},
+    ):
+        with pytest.raises(config.Invalid) as err:
+            config.parse("ab", doc)
+        assert len(str(err.value)) < 300, str(err.value)[:400]
+    with pytest.raises(config.Invalid) as err:
+        config.check_name(long)
+    assert len(str(err.value)) < 200
+    assert config.shown(long).endswith("...") and len(config.shown(long)) == config.MAX_SHOWN

@@ -40,10 +40,17 @@ def test_a_variant_configures_the_blend_the_model_and_the_policy() -> None:
 
 
 def _counters(sessions: int, impressions: int, clicks: int, buyers: int, spend: float) -> dict:
+    """Each click on its own answer; every buyer's purchase attributed (the session's
+    outcomes: the same plus one unattributed purchase of `spend` per ten sessions)."""
+    extra = sessions // 10
     return {
         "sessions": sessions, "impressions": impressions, "clicks": clicks, "carts": buyers,
         "purchases": buyers, "revenue": buyers * spend, "revenue2": buyers * spend * spend,
         "click_sessions": clicks, "cart_sessions": buyers, "purchase_sessions": buyers,
+        "clicked_impressions": clicks, "session_carts": buyers,
+        "session_purchases": buyers + extra, "session_revenue": (buyers + extra) * spend,
+        "session_revenue2": (buyers + extra) * spend * spend, "session_cart_sessions": buyers,
+        "session_purchase_sessions": buyers + extra,
     }  # fmt: skip
 
 
@@ -77,3 +84,46 @@ def test_a_broken_split_is_flagged() -> None:
     }
     doc = report.figures(EXP, counters)
     assert doc["srm"]["mismatch"] and "sample-ratio mismatch" in report.render([doc])
+
+
+def test_ctr_is_the_share_of_answers_clicked() -> None:
+    """Several clicks on one answer, or clicks beyond the answers shown, never raise CTR:
+    its numerator is the answers clicked at least once."""
+    a = _counters(1000, 1000, 100, 50, 20.0)
+    b = {**_counters(1000, 1000, 100, 50, 20.0), "clicks": 1400, "clicked_impressions": 80}
+    arms = {v["variant"]: v for v in report.figures(EXP, {"a": a, "b": b})["variants"]}
+    assert arms["b"]["ctr"]["value"] == pytest.approx(0.08) and arms["b"]["clicks"] == 1400
+    assert arms["b"]["ctr"]["lift"] == pytest.approx(-0.2)
+
+
+def test_the_holdout_is_compared_on_every_outcome_of_exposed_sessions() -> None:
+    """A holdout shown nothing has no attributed outcome; its sessions' own purchases are
+    what the variants are compared against."""
+    counters = {
+        "a": _counters(1000, 1000, 100, 50, 20.0),
+        "b": _counters(1000, 1000, 150, 50, 20.0),
+        "holdout": {**_counters(220, 0, 0, 0, 0.0), "session_purchase_sessions": 11,
+                    "session_purchases": 11, "session_revenue": 220.0,
+                    "session_revenue2": 11 * 400.0},
+    }  # fmt: skip
+    arms = {v["variant"]: v for v in report.figures(EXP, counters)["variants"]}
+    held = arms["holdout"]
+    assert held["conversion"]["value"] == 0.0 and held["revenue_per_session"]["value"] == 0.0
+    assert held["session_conversion"]["value"] == pytest.approx(0.05)
+    assert held["session_revenue_per_session"]["value"] == pytest.approx(1.0)
+    assert arms["a"]["session_conversion"]["value"] == pytest.approx(0.15)
+    assert held["session_conversion"]["p_value"] < 0.001  # against control's 15 %
+    assert held["session_revenue_per_session"]["low"] >= 0.0
+    table = report.render([report.figures(EXP, counters)])
+    assert "attributed to recommendations:" in table
+    assert "all outcomes of exposed sessions:" in table
+
+
+def test_a_lone_session_gets_an_unbounded_revenue_interval_and_a_readable_table() -> None:
+    counters = {"a": _counters(1, 1, 1, 1, 20.0), "b": _counters(1, 1, 0, 0, 0.0)}
+    doc = report.figures(EXP, counters)
+    a = {v["variant"]: v for v in doc["variants"]}["a"]
+    assert a["revenue_per_session"] == {"value": 20.0, "low": 0.0, "high": None}
+    assert a["click_rate"]["value"] == 1.0
+    table = report.render([doc])
+    assert "revenue/session 20.00 [0.00, ?]" in table and "clicking sessions" in table

@@ -65,3 +65,13 @@ def test_sample_ratio_mismatch() -> None:
     chi2, p = stats.srm({"a": 5300, "b": 4700}, shares)
     assert chi2 == pytest.approx(36.0) and p < stats.SRM_P
     assert stats.srm({}, shares) == (0.0, 1.0)
+
+
+def test_a_mean_interval_is_honest_about_one_observation_and_its_floor() -> None:
+    one = stats.Moments(1, 12.0, 144.0)
+    assert stats.mean_interval(one) == (-math.inf, math.inf)  # nothing bounds the spread
+    assert stats.mean_interval(one, floor=0.0) == (0.0, math.inf)
+    few = stats.Moments(3, 1.0, 1.0)  # one buyer of three: the t interval reaches below 0
+    low, high = stats.mean_interval(few)
+    assert low < 0 < high
+    assert stats.mean_interval(few, floor=0.0) == (0.0, high)

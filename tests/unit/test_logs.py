@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream_reco import logs
 from stream_reco.logs import ManualClock, Tally, Throttled, Trouble, reason_kind
@@ -58,6 +60,40 @@ def test_a_reason_kind_keeps_the_problem_and_drops_the_values() -> None:
     assert reason_kind("invalid event: not UTF-8") == "invalid event: not UTF-8"
     assert reason_kind('internal error: KeyError: "alice"') == "internal error: KeyError: '…'"
     assert len(reason_kind("x: " + "y" * 500)) == logs.KIND_CHARS
+
+
+def test_escaped_and_cut_quotes_never_let_a_value_through() -> None:
+    """Hostile values that close a naive quote early: repr and JSON escape the quote inside."""
+    hostile = "x'SECRET-EMAIL@x.com\""
+    prefix = "invalid event: type must be one of […], got "
+    assert reason_kind(f"invalid event: type must be one of ['view'], got {hostile!r}") == (
+        prefix + "'…'"
+    )
+    assert reason_kind(f"bad: {orjson.dumps(hostile).decode()} then 'b'") == "bad: '…' then '…'"
+    assert reason_kind("got 'abc\\") == "got '…'"  # cut right after a backslash
+    assert reason_kind('got "a\\"SECRET') == "got '…'"  # cut inside an escaped quote
+    assert reason_kind("key 'a\\\\' SECRET 'b'") == "key '…' SECRET '…'"  # an escaped backslash
+
+
+REASON = "invalid event: type must be one of ['view', 'click'], got "
+# Quotes and backslashes, the characters that end a naive quote, often; then anything.
+VALUES = st.text(alphabet="'\"\\aZ@. \n", min_size=1) | st.text(min_size=1)
+
+
+@given(VALUES, st.data())
+def test_no_quoted_value_survives_masking(value: str, data: st.DataObject) -> None:
+    """Any value quoted as events.py quotes it (repr) or as JSON does, whole or cut short
+    anywhere (reasons are clipped), masks to the same kind: nothing of it is left."""
+    quoted = data.draw(st.sampled_from([repr(value), orjson.dumps(value).decode()]))
+    cut = data.draw(st.integers(1, len(quoted)))
+    kind = reason_kind(REASON + quoted[:cut])
+    assert kind == "invalid event: type must be one of […], got '…'", (quoted[:cut], kind)
+
+
+@given(VALUES, VALUES)
+def test_two_quoted_values_mask_separately(first: str, second: str) -> None:
+    kind = reason_kind(f"invalid catalogue record: key {first!r} does not match item_id {second!r}")
+    assert kind == "invalid catalogue record: key '…' does not match item_id '…'"
 
 
 def test_dead_letters_first_at_once_then_one_line_per_topic_per_interval(

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import http.server
+import importlib.util
+import io
+import os
 import re
 import subprocess
+import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +24,20 @@ import yaml
 
 from stream_reco import health
 from stream_reco.config import ENV, Settings
+from stream_reco.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
+# deploy/k8s is no package: its fetcher is loaded by path (for its pins).
+_spec = importlib.util.spec_from_file_location("fetch_schemas", K8S / "fetch_schemas.py")
+assert _spec is not None and _spec.loader is not None
+fetch_schemas = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fetch_schemas)
 # The oldest Kubernetes release the manifests promise to work on; its schemas are strict
 # (unknown fields refused, as `kubectl apply` refuses them by default).
 K8S_VERSION = "1.31.0"
-# Settings the manifests need that stream_reco/config.py does not have yet: the web server
-# must bind the pod's address for probes and scrapes (docs/deployment.md). Empty once added.
-PENDING = {"STREAM_RECO_WEB_BIND"} - set(ENV.values())
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -52,7 +61,7 @@ def _kind(kind: str) -> dict[str, Any]:
 def _settings() -> Settings:
     """The settings a pod gets: the ConfigMap and the Secret as its environment."""
     env = {**_kind("ConfigMap")["data"], **_kind("Secret")["stringData"]}
-    return Settings.from_env({k: v for k, v in env.items() if k not in PENDING})
+    return Settings.from_env(env)
 
 
 def _container() -> dict[str, Any]:
@@ -91,20 +100,77 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def _keda_crd() -> dict[str, Any]:
     """KEDA's ScaledObject CRD, as deploy/k8s/fetch-schemas.sh caches it (fetched here when
-    missing: the script is idempotent and pins the module's hash)."""
-    script = (K8S / "fetch-schemas.sh").read_text(encoding="utf-8")
-    found = re.search(r"^KEDA_VERSION=(\S+)$", script, re.M)
-    assert found, "fetch-schemas.sh must pin KEDA_VERSION"
+    missing: the script is idempotent and pins the module zip's SHA-256)."""
     home = Settings.from_env().home
     home = home if home.is_absolute() else ROOT / home
-    path = home / "k8s-schemas" / f"keda-{found.group(1)}" / "keda.sh_scaledobjects.yaml"
+    path = home / "k8s-schemas" / f"keda-{fetch_schemas.KEDA_VERSION}" / fetch_schemas.NAME
     if not path.is_file():
-        run = subprocess.run(
-            ["bash", str(K8S / "fetch-schemas.sh")], capture_output=True, text=True, timeout=600
-        )
+        run = _fetch_schemas({})
         assert run.returncode == 0, f"deploy/k8s/fetch-schemas.sh failed: {run.stderr}"
     (crd,) = _docs(path)
     return crd
+
+
+def _fetch_schemas(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """deploy/k8s/fetch-schemas.sh as setup.sh runs it, with `env` over this environment."""
+    return subprocess.run(
+        ["bash", str(K8S / "fetch-schemas.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+
+
+def test_fetch_schemas_fills_an_empty_cache_without_go(tmp_path: Path) -> None:
+    """A fresh clone: no cache and no `go` on PATH (setup.sh does not install it)."""
+    path = ":".join(
+        d for d in os.environ.get("PATH", "").split(":") if d and not (Path(d) / "go").exists()
+    )
+    env = {"STREAM_RECO_HOME": str(tmp_path), "PATH": path}
+    run = _fetch_schemas(env)
+    assert run.returncode == 0, run.stderr
+    dest = tmp_path / "k8s-schemas" / f"keda-{fetch_schemas.KEDA_VERSION}"
+    crd = dest / fetch_schemas.NAME
+    (doc,) = _docs(crd)
+    assert doc["spec"]["names"]["kind"] == "ScaledObject"
+    assert crd.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in dest.iterdir()) == ["SOURCE", fetch_schemas.NAME]  # no temp
+    before = crd.stat().st_mtime_ns
+    again = _fetch_schemas(env)  # idempotent: nothing fetched, nothing rewritten
+    assert again.returncode == 0 and again.stdout == ""
+    assert crd.stat().st_mtime_ns == before
+
+
+def test_fetch_schemas_refuses_a_zip_that_does_not_match_its_pin(tmp_path: Path) -> None:
+    """A proxy serving another file: refused with the hashes, and nothing cached."""
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as z:
+        member = f"{fetch_schemas.KEDA_MODULE}@{fetch_schemas.KEDA_VERSION}/{fetch_schemas.CRD}"
+        z.writestr(member, "kind: CustomResourceDefinition\n")
+    body = bad.getvalue()
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's API)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        run = _fetch_schemas({"STREAM_RECO_HOME": str(tmp_path), "GOPROXY": f"{url},direct"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 1
+    assert fetch_schemas.KEDA_ZIP_SHA256 in run.stderr
+    assert not list(tmp_path.rglob("*.yaml"))
 
 
 def _strict(schema: Any) -> Any:
@@ -163,13 +229,20 @@ def test_scaledobject_scales_the_worker_on_its_own_consumer_groups() -> None:
 def test_every_variable_is_a_real_setting() -> None:
     """A misspelt or retired name would be ignored silently by the worker."""
     given = {**_kind("ConfigMap")["data"], **_kind("Secret")["stringData"]}
-    assert set(given) - set(ENV.values()) - PENDING == set()
+    assert set(given) - set(ENV.values()) == set()
     _settings()  # and their values pass Settings.validate()
 
 
-def test_pending_settings_exist() -> None:
-    if PENDING:
-        pytest.skip(f"{sorted(PENDING)} not yet in stream_reco/config.py (docs/deployment.md)")
+def test_the_pods_bind_an_address_the_settings_accept() -> None:
+    """Probes and scrapes reach the pod's address; a bind with a port or brackets is refused
+    at start (Settings.validate), not turned into a server nobody reaches."""
+    assert _settings().web_bind in ("0.0.0.0", "::")
+    env = {**_kind("ConfigMap")["data"], **_kind("Secret")["stringData"]}
+    for bad in ("0.0.0.0:6066", "[::]", "", " 0.0.0.0", "http://0.0.0.0"):
+        with pytest.raises(ConfigError, match="STREAM_RECO_WEB_BIND"):
+            Settings.from_env({**env, "STREAM_RECO_WEB_BIND": bad})
+    for good in ("127.0.0.1", "::", "::1", "localhost", "worker-0.stream-reco"):
+        assert Settings.from_env({**env, "STREAM_RECO_WEB_BIND": good}).web_bind == good
 
 
 def test_secrets_are_in_the_secret_only() -> None:
@@ -201,11 +274,24 @@ def test_service_and_budget_select_the_worker_pods() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     (port,) = service["spec"]["ports"]
     assert port["name"] == port["targetPort"] == "web"
-    notes = service["metadata"]["annotations"]
+    # Scraped through the pods only: annotations on the Service too would have a Prometheus
+    # that discovers both scrape every pod twice (and sum doubled counters).
+    assert not any(
+        k.startswith("prometheus.io/") for k in service["metadata"].get("annotations", {})
+    )
+    notes = _kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert notes["prometheus.io/scrape"] == "true"
     assert notes["prometheus.io/path"] == "/metrics"
     assert int(notes["prometheus.io/port"]) == _settings().web_port
     web = (ROOT / "stream_reco" / "web.py").read_text(encoding="utf-8")
     assert '@app.page("/metrics")' in web
+
+
+def test_a_drain_never_takes_the_last_worker() -> None:
+    """Without KEDA the Deployment's own count stands: more than the budget lets a drain take."""
+    replicas = _kind("Deployment")["spec"]["replicas"]
+    assert replicas > _kind("PodDisruptionBudget")["spec"]["maxUnavailable"]
+    assert replicas == _kind("ScaledObject")["spec"]["minReplicaCount"]
 
 
 def _dockerfile_final_stage() -> list[str]:
