@@ -131,6 +131,9 @@ def _ingestion(app: faust.App, w: Wiring) -> None:
     # One partition, compacted: one consumer applies rules updates in order.
     config = app.topic(s.topic_config, partitions=1, compacting=True)
     w.batch_agent(config, messages.on_config_messages, "update_rules")
+    # One partition: forget requests are few, each applied once, in order (docs/privacy.md).
+    privacy = app.topic(s.topic_privacy, partitions=1)
+    w.batch_agent(privacy, messages.on_privacy_messages, "forget")
 
     @app.timer(interval=s.refresh_s)
     async def learn() -> None:

@@ -92,6 +92,29 @@ def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     return inspection.run(settings, args)
 
 
+def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_reco import privacy
+
+    subject, given = ("user", args.user) if args.user is not None else ("session", args.session)
+    key = given if subject == "user" else privacy.SESSION_KEY + given
+    doc = {f"{subject}_id": given, "requested_by": args.requested_by}
+    req = privacy.decode_forget(key.encode(), orjson.dumps(doc), hashed=bool(settings.user_id_key))
+    if not isinstance(req, privacy.Forget):
+        raise ConfigError(req.reason)
+
+    async def run() -> dict[str, object]:
+        from stream_reco.storage.redis_store import RedisStore
+
+        store = RedisStore.connect(settings)
+        try:
+            return await privacy.forget(store, settings, req, scan=not args.no_scan)
+        finally:
+            await store.close()
+
+    print(orjson.dumps(asyncio.run(run()), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def _experiments(settings: Settings, args: argparse.Namespace) -> int:
     from stream_reco.experiments import report
 
@@ -296,6 +319,26 @@ def parser() -> argparse.ArgumentParser:
         help="no A/B experiment (by default one runs: two variants and a holdout)",
     )
     d.set_defaults(run=_demo)
+    f = sub.add_parser(
+        "forget",
+        help="remove everything stored about a user or a session; print the audit record",
+        description="Right to be forgotten (docs/privacy.md): a user's profile and sessions, or "
+        "one session, with their shown lists, dedup markers, experiment records and session-kNN "
+        "memberships. The audit record (no personal data) goes to the audit stream and stdout.",
+    )
+    whom = f.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--user", help="a user id as the storefront sends it")
+    whom.add_argument("--session", help="a session id")
+    f.add_argument(
+        "--requested-by", default="cli", help="who asked (kept in the audit record; default cli)"
+    )
+    f.add_argument(
+        "--no-scan",
+        action="store_true",
+        help="only what the user's keys name: skip the two SCANs of the whole keyspace (live "
+        "sessions naming the user that the profile does not list, and stale kNN memberships)",
+    )
+    f.set_defaults(run=_forget)
     x = sub.add_parser("experiments", help="A/B experiments: the report per variant")
     x.add_argument("action", choices=["report"])
     x.add_argument("--name", help="only this experiment (default: every defined one)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import math
 import os
 import re
@@ -18,12 +19,17 @@ from stream_reco.errors import ConfigError
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")
 DEFAULT_WEIGHTS = "view=1,click=2,add_to_cart=4,remove_from_cart=0,purchase=8"
 TOPIC_FIELDS = tuple(
-    f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter", "config")
+    f"topic_{t}"
+    for t in ("events", "catalog", "requests", "responses", "deadletter", "config", "privacy")
 )
 # What a worker process does: everything, or one side of the split that keeps answers from
 # queueing behind ingestion (docs/performance.md).
 ROLES = ("all", "ingest", "query")
 MAX_K = 1000  # a response longer than this is a scrape, not a recommendation
+BOT_LIMITS = tuple(
+    f"bot_max_{n}"
+    for n in ("events_per_min", "new_items_per_min", "carts_per_min", "repeats", "events_per_s")
+)
 # Kafka's own rule for topic names; the Faust app id prefixes its internal topics too.
 _KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # Redis glob and hash-tag characters would break SCAN patterns and cluster slot placement.
@@ -82,6 +88,8 @@ FEATURES = (
     "trending",
     "pop",
     "new",  # cold start: catalogue order, for shops with too little behaviour yet
+    "profile",  # a returning user's profile items (candidates/profile.py)
+    "profile_co",  # what goes with them
     # Session context of the head candidates (ranking/context.py): weight 0 in the fixed blend.
     "category_match",
     "price_match",
@@ -138,6 +146,8 @@ class Settings:
     topic_responses: str = "reco-responses"
     topic_deadletter: str = "reco-deadletter"
     topic_config: str = "reco-config"
+    # Right-to-be-forgotten requests (docs/privacy.md): key the user id or session:<id>.
+    topic_privacy: str = "reco-privacy"
     partitions: int = 4
     app_id: str = "stream-reco"
     key_prefix: str = "reco"
@@ -157,6 +167,13 @@ class Settings:
     sknn_ttl_s: int = 7 * 86400
     cooc_half_life_s: float = 7 * 86400.0
     pop_half_life_s: float = 86400.0
+    # Returning users (storage/profiles.py): what a signed-in user's profile keeps.
+    profile_max_items: int = 100
+    # Every session a user had within the session-kNN TTL (7 days), for a human: `forget --user`
+    # finds them here, without scanning the store.
+    profile_max_sessions: int = 200
+    profile_half_life_s: float = 30 * 86400.0
+    profile_ttl_s: int = 90 * 86400
     weights: Mapping[str, float] = field(default_factory=lambda: _weights(DEFAULT_WEIGHTS))
     default_k: int = 10
     max_k: int = 100
@@ -183,6 +200,14 @@ class Settings:
     # Experiments (docs/experiments.md): how long, in event time, a shown item can still earn
     # its variant a click, cart addition or purchase without a recommendation_id.
     attribution_window_s: int = 1800
+    # Bot and abuse guard (bots.py, docs/reliability.md): a session past any limit, in event
+    # time, is flagged and stops teaching shared state; 0 switches one rule off.
+    bot_guard: bool = True
+    bot_max_events_per_min: int = 120
+    bot_max_new_items_per_min: int = 90
+    bot_max_carts_per_min: int = 30
+    bot_max_repeats: int = 50
+    bot_max_events_per_s: int = 8
     # Connections (security.py): how Kafka clients authenticate and encrypt, and the HTTP
     # views' token. Redis takes its password and TLS in REDIS_URL (rediss://:password@...).
     kafka_security_protocol: str = "PLAINTEXT"
@@ -191,6 +216,10 @@ class Settings:
     kafka_sasl_password: str = field(default="", repr=False)
     kafka_ssl_ca_file: str = ""
     http_token: str = field(default="", repr=False)
+    # Privacy (docs/privacy.md): the secret that turns every user id into a keyed hash before
+    # anything stores or uses it (empty: ids as sent), and how many forget audit records stay.
+    user_id_key: str = field(default="", repr=False)
+    audit_max: int = 10000
 
     def __repr__(self) -> str:
         # Secrets never reach a log line or a report: repr is what tracebacks and logs show.
@@ -228,9 +257,10 @@ class Settings:
             "neighbours_max popular_max cooc_window seq_window sknn_sessions_per_item "
             "sknn_neighbours sknn_ttl_s "
             "default_k max_k batch_max cooc_half_life_s "
-            "pop_half_life_s "
+            "pop_half_life_s profile_max_items profile_max_sessions profile_half_life_s "
+            "profile_ttl_s "
             "max_future_s budget_ms model_min_examples model_lr examples_max refresh_s "
-            "answer_max_lag_ms attribution_window_s"
+            "answer_max_lag_ms attribution_window_s audit_max"
         ).split()
         for name in positive:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
@@ -245,6 +275,14 @@ class Settings:
             problems.append(f"{ENV['redis_cluster_port']} must be a port number in 1..55533")
         if self.role not in ROLES:
             problems.append(f"{ENV['role']} must be one of {', '.join(ROLES)}")
+        if not _listen_address(self.web_bind):
+            problems.append(
+                f"{ENV['web_bind']} must be an address to listen on, without a port or brackets: "
+                "127.0.0.1, 0.0.0.0 (every IPv4 address), :: (every IPv6 one) or a host name"
+            )
+        for name in BOT_LIMITS:
+            if getattr(self, name) < 0:
+                problems.append(f"{ENV[name]} must be >= 0 (0: that rule off)")
         if self.batch_within_ms < 0:
             problems.append(f"{ENV['batch_within_ms']} must be >= 0")
         if self.max_k > MAX_K:
@@ -296,7 +334,7 @@ class Settings:
     def isolated(self, tag: str, *, keys: bool = True) -> Settings:
         """The same settings on their own topics and consumer group (with `keys`, their own
         Redis key space too), so tests, replays and deployments can share one stack."""
-        names = ("events", "catalog", "requests", "responses", "deadletter", "config")
+        names = ("events", "catalog", "requests", "responses", "deadletter", "config", "privacy")
         changes: dict[str, object] = {
             "app_id": f"{self.app_id}-{tag}",
             **{f"topic_{t}": f"{getattr(self, f'topic_{t}')}-{tag}" for t in names},
@@ -355,6 +393,15 @@ ENV: dict[str, str] = {
 def _db(url: str) -> str:
     """The database a redis:// URL names ("" when none)."""
     return urlparse(url).path.lstrip("/")
+
+
+def _listen_address(bind: str) -> bool:
+    """An IP address (v4 or v6) or a host name: what the web server can listen on."""
+    try:
+        ipaddress.ip_address(bind)
+        return True
+    except ValueError:
+        return re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})", bind) is not None
 
 
 def _parse(name: str, raw: str) -> object:

@@ -36,7 +36,9 @@ KINDS: dict[str, Kind] = {
     "s:recent": Kind("list", True, "a session's events in its own order, capped by count"),
     "s:cart": Kind("hash", True, "sums of quantities"),
     "s:bought": Kind("set", True, "a set"),
-    "s:info": Kind("hash", True, "event count, newest time, user (the session's last)"),
+    "s:info": Kind(
+        "hash", True, "event count, newest time, user (the session's last), bot guard state"
+    ),
     "s:items": Kind("set", True, "a set, capped by count in the session's own order"),
     "s:ids": Kind("list", True, "a session's last event ids, in its own order, capped by count"),
     "i:co": Kind("zset", False, "capped: which neighbour is trimmed depends on arrival order"),
@@ -52,6 +54,7 @@ KINDS: dict[str, Kind] = {
     "g:clock": Kind("string", True, "the newest event time"),
     "g:applied": Kind("string", True, "events applied, each once"),
 }
+PROFILE_NOTE = b"joined"  # storage/profiles.JOINED, as Redis returns it
 _KEY = re.compile(r"^(?P<scope>[si]):\{(?P<id>[^}]*)\}:(?P<name>.*)$")
 
 
@@ -139,6 +142,11 @@ def _contents(
         else:
             pipe.exists(key)
     for (key, kind), value in zip(batch, pipe.execute(), strict=True):
+        if kind == "s:info" and isinstance(value, Mapping):
+            # The profile step's note that the session joined its user (storage/profiles.py)
+            # comes after the events are applied, best effort, like the experiments' records:
+            # it is no effect of the events alone, so it is not digested.
+            value = {f: v for f, v in value.items() if f != PROFILE_NOTE}
         yield key[len(prefix) + 1 :], kind, _canonical(value)
 
 

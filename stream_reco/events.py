@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is almost surely seconds, not
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_PRICE = 1e9
 MAX_QUANTITY = 10_000
+PSEUDONYM_CHARS = 32  # hex of the keyed hash kept: 128 bits, no collision among real users
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +210,32 @@ def _text(doc: dict[str, Any], name: str, limit: int = 512) -> str:
     return value
 
 
-def decode_event(raw: bytes | None, latest_ts: int = MAX_TS_MS) -> Event | Rejected:
+def pseudonym(user_key: str, user_id: str) -> str:
+    """The user id as the engine stores and uses it when STREAM_RECO_USER_ID_KEY is set: a
+    keyed hash (HMAC-SHA256, hex, cut to PSEUDONYM_CHARS), the same for the same id and key,
+    and not reversible nor guessable from a list of ids without the key."""
+    mac = hmac.new(user_key.encode(), user_id.encode(), hashlib.sha256)
+    return mac.hexdigest()[:PSEUDONYM_CHARS]
+
+
+def _user(doc: dict[str, Any], user_key: str) -> str | None:
+    """The validated user id, pseudonymised when a key is given (never by a client: the
+    worker holds the key, so ids are hashed once and the same way)."""
+    user_id = _id(doc, "user_id", optional=True)
+    if user_id is not None and not user_key and user_id.startswith("}"):
+        # Unhashed, the id is the hash tag of its user's keys (`u:{<id>}:...`): a leading `}`
+        # empties the tag, and each key would land in a slot of its own on a Redis Cluster.
+        # Braces further in leave every key of the user on one slot (a braced GUID is fine).
+        raise _Invalid("user_id starts with }, which ends the Redis key's hash tag")
+    return pseudonym(user_key, user_id) if user_key and user_id is not None else user_id
+
+
+def decode_event(
+    raw: bytes | None, latest_ts: int = MAX_TS_MS, user_key: str = ""
+) -> Event | Rejected:
     """Parse and validate one `reco-events` value; `ts` may not be later than `latest_ts`
-    (a future-dated event would outweigh every real one under forward decay)."""
+    (a future-dated event would outweigh every real one under forward decay). With a
+    `user_key` (STREAM_RECO_USER_ID_KEY), the user id comes back as its pseudonym."""
     try:
         doc = _load(raw)
         kind = doc.get("type")
@@ -223,7 +248,7 @@ def decode_event(raw: bytes | None, latest_ts: int = MAX_TS_MS) -> Event | Rejec
             session_id=_id(doc, "session_id", key=True),  # type: ignore[arg-type]
             item_id=_id(doc, "item_id", key=True),  # type: ignore[arg-type]
             ts=_ts(doc, latest_ts),
-            user_id=_id(doc, "user_id", optional=True),
+            user_id=_user(doc, user_key),
             quantity=_int(doc, "quantity", 1, MAX_QUANTITY, default=1),
             price=_number(doc, "price", 0.0, MAX_PRICE),
             recommendation_id=_id(doc, "recommendation_id", optional=True),
@@ -274,8 +299,10 @@ def decode_catalog(key: bytes | None, raw: bytes | None) -> CatalogItem | Tombst
         return Rejected(f"invalid catalogue record: {exc}")
 
 
-def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | Rejected:
-    """Parse one `reco-requests` value."""
+def decode_request(
+    raw: bytes | None, default_k: int, max_k: int, user_key: str = ""
+) -> Request | Rejected:
+    """Parse one `reco-requests` value (the user id pseudonymised with a `user_key`)."""
     try:
         doc = _load(raw)
         _context(doc)
@@ -292,7 +319,7 @@ def decode_request(raw: bytes | None, default_k: int, max_k: int) -> Request | R
             request_id=_id(doc, "request_id"),  # type: ignore[arg-type]
             session_id=_id(doc, "session_id", key=True),  # type: ignore[arg-type]
             k=default_k if k is None else _int(doc, "k", 1, max_k),
-            user_id=_id(doc, "user_id", optional=True),
+            user_id=_user(doc, user_key),
             placement=_id(doc, "placement", optional=True),
             exclude=frozenset(exclude),
             item_id=_id(doc, "item_id", optional=True, key=True),

@@ -23,6 +23,7 @@ QUEUE_FULL_TRIES = 100  # x 10 ms: how long an output waits for room in the prod
 # errors still surface as exceptions and delivery failures.
 QUIET = {"log_level": 3}
 NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # Kafka's zero UUID, base64: the broker has none
+PRIVACY_RETENTION_MS = 3 * 86400 * 1000  # reco-privacy: three days
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
@@ -35,8 +36,13 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             continue
         compacted = name in (settings.topic_catalog, settings.topic_config)
         config = {"cleanup.policy": "compact"} if compacted else {}
-        # One order for dead letters; one partition for rules so their updates apply in order.
-        single = name in (settings.topic_deadletter, settings.topic_config)
+        if name == settings.topic_privacy:
+            # Its keys name the people to forget: kept long enough to outlast a worker outage,
+            # not for the broker's default week (docs/privacy.md).
+            config = {"retention.ms": str(PRIVACY_RETENTION_MS)}
+        # One order for dead letters; one partition for rules so their updates apply in order,
+        # and for forget requests (few, each applied once by one consumer).
+        single = name in (settings.topic_deadletter, settings.topic_config, settings.topic_privacy)
         parts = 1 if single else settings.partitions
         wanted.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=config))
     if not wanted:

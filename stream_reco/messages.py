@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from stream_reco import logs, runtime
+from stream_reco import logs, privacy, runtime
 from stream_reco.candidates import vectors
 from stream_reco.config import ENV, Settings
-from stream_reco.errors import ERRORS, ConfigError
+from stream_reco.errors import ERRORS, ConfigError, StoreError
 from stream_reco.events import (
     MAX_DEADLETTER_BYTES,
     CatalogItem,
@@ -26,11 +26,13 @@ from stream_reco.events import (
     decode_request,
     encode,
 )
+from stream_reco.experiments.config import KEY_PREFIX, added_conflict
 from stream_reco.pipeline import handle_events, handle_request
 from stream_reco.ranking import policy
 from stream_reco.runtime import Runtime
 from stream_reco.storage.apply import Position
 from stream_reco.storage.protocol import Store
+from stream_reco.storage.redis_store import RedisStore
 from stream_reco.storage.vector_log import Change
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,7 @@ async def on_event_messages(
     latest = now + settings.max_future_s * 1000  # wall clock bounds input, never decay
     late: set[str] = set()  # cart additions that waited too long in Kafka to be worth a push
     for m in msgs:
-        ev = decode_event(m.value, latest)
+        ev = decode_event(m.value, latest, settings.user_id_key)
         if isinstance(ev, Rejected):
             outs.append(rejected(settings, m, ev.reason))
             continue
@@ -170,7 +172,7 @@ async def on_request_message(
         why = f"request waited {waited} ms in Kafka (over {ENV['answer_max_lag_ms']}"
         late = f"{why}={settings.answer_max_lag_ms}): not answered"
         return rejected(settings, m, late, kind="request waited too long in Kafka: not answered")
-    req = decode_request(m.value, settings.default_k, settings.max_k)
+    req = decode_request(m.value, settings.default_k, settings.max_k, settings.user_id_key)
     if isinstance(req, Rejected):
         return rejected(settings, m, req.reason)
     key = req.session_id.encode()
@@ -201,7 +203,9 @@ async def on_config_messages(
         update = policy.decode_config(m.key, m.value)
         if not isinstance(update, Rejected):
             after = rules.apply(update)
-            problem = after.problem()  # e.g. two experiments on one placement
+            # Only a conflict this update adds or takes part in (e.g. a second experiment on
+            # one placement): one the rules already had must not block every later update.
+            problem = added_conflict(rules.defined(), after.defined(), _experiment(update.key))
             update = Rejected(f"invalid rules message: {problem}") if problem else update
             rules = rules if problem else after
         if isinstance(update, Rejected):
@@ -217,6 +221,36 @@ async def on_config_messages(
         what = "override removed" if fields is None else f"sets {', '.join(fields) or 'nothing'}"
         log.info("rules update from %s applied: %r %s", settings.topic_config, key, what)
     return outs
+
+
+async def on_privacy_messages(
+    store: Store, settings: Settings, msgs: Sequence[Message]
+) -> list[Out]:
+    """Forget requests from `reco-privacy`, each applied in order (privacy.py); the audit
+    record goes to the audit stream (once per offset) and the log, an invalid request to the
+    dead letters. A Redis outage raises StoreError: the batch is held, not dead-lettered."""
+    if not isinstance(store, RedisStore):
+        raise StoreError("forget requests need the Redis store itself, not a wrapper of it")
+    outs: list[Out] = []
+    for m in msgs:
+        req = privacy.decode_forget(m.key, m.value, hashed=bool(settings.user_id_key))
+        if isinstance(req, Rejected):
+            outs.append(rejected(settings, m, req.reason))
+            continue
+        at = None
+        if m.partition is not None and m.offset is not None:
+            at = privacy.At(f"{m.topic}:{m.partition}", m.offset)
+            if await privacy.done_before(store, at):
+                continue  # a redone batch: forgotten and audited already
+        # What the subject's keys name now (the one-second part); the scans of the whole
+        # keyspace in small steps in the background, so answers are not held behind them.
+        await privacy.forget(store, settings, req, scan=False, later=True, at=at)
+    return outs
+
+
+def _experiment(key: str) -> str | None:
+    """The experiment a reco-config key names, None for a policy key."""
+    return key.removeprefix(KEY_PREFIX) if key.startswith(KEY_PREFIX) else None
 
 
 def _base_rules(settings: Settings) -> policy.RulesConfig:

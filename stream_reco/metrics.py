@@ -92,8 +92,22 @@ REDIS_ERRORS = Counter(
     ["call"],
     registry=None,
 )
+BOT_EVENTS = Counter(
+    "stream_reco_bot_events",
+    "Events applied to sessions flagged as bots (their session only, nothing shared), by "
+    "the rule that flagged the session (rate, items, carts, repeats, burst)",
+    ["reason"],
+    registry=None,
+)
+BOT_SESSIONS = Counter(
+    "stream_reco_bot_sessions",
+    "Sessions flagged as bots by the abuse guard, each once, by rule (rate, items, carts, "
+    "repeats, burst)",
+    ["reason"],
+    registry=None,
+)
 HOT_PATH = (EVENTS, DEAD_LETTERS, REQUEST_LATENCY, PUSH_LATENCY, ANSWERS, DEGRADED)
-HOT_PATH += (REDIS_RETRIES, REDIS_ERRORS)
+HOT_PATH += (REDIS_RETRIES, REDIS_ERRORS, BOT_EVENTS, BOT_SESSIONS)
 _REASONS: set[str] = set()
 COUNTING = logs.Trouble("metrics")  # a counting bug: one line per interval, not one per output
 _EVENT_CHILDREN: dict[tuple[str, str], Any] = {}
@@ -175,6 +189,19 @@ def _claimed_type(doc: Mapping[str, Any]) -> str:
     except (ValueError, AttributeError, TypeError):
         return "unknown"
     return claimed if isinstance(claimed, str) and claimed in EVENT_TYPES else "unknown"
+
+
+def bots_seen(applied: Any) -> None:
+    """Hook for storage/redis_store.py `apply_events` (an apply.Applied): the events applied to
+    flagged sessions, and the sessions the batch flagged, by reason. Nothing when none."""
+    if not any(applied.flags):
+        return
+    for new, reason in zip(applied, applied.flags, strict=True):
+        if new and reason:
+            BOT_EVENTS.labels(reason).inc()
+    for reason in applied.newly:
+        BOT_SESSIONS.labels(reason).inc()
+        ERRORS["bot_session_flagged"] += 1
 
 
 def redis_retried(call: str) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from stream_reco import logs, response
+from stream_reco import effects, logs, response
 from stream_reco.candidates.collect import POPULAR_EXTRA, collect
 from stream_reco.config import Settings
 from stream_reco.deadline import within
@@ -17,10 +16,9 @@ from stream_reco.errors import ERRORS, StoreError, survived
 from stream_reco.events import Event, Request
 from stream_reco.experiments import serve
 from stream_reco.experiments.assign import Arm
-from stream_reco.experiments.config import Experiment
-from stream_reco.experiments.store import Shown
+from stream_reco.experiments.store import UNKNOWN_TS
 from stream_reco.learning import learn_from, stream_examples
-from stream_reco.ranking import blend, feedback, rank
+from stream_reco.ranking import blend, rank
 from stream_reco.response import Answer
 from stream_reco.runtime import Runtime
 from stream_reco.storage.apply import Position
@@ -31,14 +29,15 @@ async def ingest(
     store: Store,
     events: Sequence[Event],
     *,
-    learn: bool = True,
+    learn: bool | Sequence[bool] = True,
     positions: Sequence[Position | None] | None = None,
 ) -> list[Event]:
     """Apply a batch of valid events; the new ones. Redeliveries are not among them: they
     change nothing (`positions`: where each was read in Kafka, if it was).
 
-    `learn=False` updates only each session's own state, never the global models: frozen
-    evaluation and untrusted traffic use it.
+    `learn=False` (for all, or per event) updates only each session's own state, never the
+    global models: frozen evaluation and untrusted traffic use it; the store adds sessions it
+    flags as bots (bots.py).
     """
     applied = await store.apply_events(events, learn=learn, positions=positions)
     return [e for e, new in zip(events, applied, strict=True) if new]
@@ -56,12 +55,15 @@ async def recommend(
     only: Sequence[str] | None = None,
     item_id: str | None = None,
     arm: Arm | None = None,
+    user_id: str | None = None,
 ) -> Answer:
     """Top-k items for a session under the placement's rules, each explained; never a blocked
     or unavailable item, nor (unless the placement allows it) the item in view: `item_id`, the
     page's item, else the session's latest. Answers within `settings.budget_ms`, degrading if
     it must. `only`: rank just these items (POST /rank) instead of gathering candidates.
-    `arm`: the experiment's variant it is served under (its ranking configuration)."""
+    `arm`: the experiment's variant it is served under (its ranking configuration).
+    `user_id`: the signed-in user asking (else the session's stored one): a short session of a
+    returning user starts from their profile."""
     budget = rank.Budget(settings.budget_ms / 1000, time.perf_counter())
     live = live or Runtime()
     a = rank.ask(live, k, exclude, placement, item_id, only)
@@ -74,7 +76,7 @@ async def recommend(
         a, fixed, learned = serve.configure(arm.variant, a, fixed)
     try:
         session, found, seen = await within(
-            collect(store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only, a),
+            collect(store, settings, live, session_id, k + POPULAR_EXTRA, fixed, only, a, user_id),
             budget.left(0.8),
             "late_gather_failed",
         )
@@ -113,11 +115,13 @@ async def answer_session(
     on_ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     item_id: str | None = None,
     user_id: str | None = None,
+    event_ts: int | None = None,
 ) -> dict[str, Any]:
     """Recommend, build the response, remember what was shown (the learner's next example,
     the experiment's impression). `on_ready` gets the response before the shown list is
     stored: the caller need not wait for that write, which may queue in Redis behind
-    ingestion. `item_id`: the page's item; `user_id`: the unit an experiment assigns by."""
+    ingestion. `item_id`: the page's item; `user_id`: the unit an experiment assigns by;
+    `event_id`, `event_ts`: a push's triggering event."""
     started = time.perf_counter()
     arm = serve.arm_for(live.rules, placement, user_id, session_id)  # a hash: no Redis
     answer = await recommend(
@@ -131,43 +135,20 @@ async def answer_session(
         only=only,
         item_id=item_id,
         arm=arm,
+        user_id=user_id,
     )
-    rid = uuid.uuid4().hex
+    rid = response.recommendation_id(session_id, request_id, event_id)
     tested = (arm.experiment.name, arm.name) if arm is not None else None
     out = response.response(session_id, trigger, answer, started, request_id, rid, tested)
     if event_id is not None:
         out["event_id"] = event_id
     if on_ready is not None:
         await on_ready(out)
-    await _remember(store, settings, session_id, rid, answer, arm)
+    # A push is as old as its trigger; an answer read without the session (holdout, fallback)
+    # has no event time of its own: attribution dates it by the session's next event.
+    ts = event_ts if event_ts is not None else (answer.clock_ms or UNKNOWN_TS)
+    await effects.remember(store, settings, session_id, rid, answer, arm, ts)
     return out
-
-
-async def _remember(
-    store: Store, settings: Settings, session_id: str, rid: str, answer: Answer, arm: Arm | None
-) -> None:
-    """After the answer is out: its shown list for the learner and, under an experiment, its
-    impression; side by side, best effort (never worth failing an answer for)."""
-    writes: list[tuple[str, Awaitable[None]]] = []
-    if answer.shown:
-        doc = feedback.shown(rid, answer.shown)
-        writes.append(("shown_not_stored", store.remember_shown(session_id, doc)))
-    if arm is not None:
-        items = tuple(p.item_id for p in answer.picks)
-        ts = answer.clock_ms or int(time.time() * 1000)
-        shown = Shown(arm.experiment.name, arm.name, session_id, rid, items, ts)
-        writes.append(("impression_not_stored", store.experiments.record(shown)))
-
-    async def one(kind: str, write: Awaitable[None]) -> None:
-        try:
-            await within(write, settings.budget_ms / 1000, f"late_{kind}")
-        except (TimeoutError, StoreError):
-            ERRORS[kind] += 1
-
-    if len(writes) == 1:  # no experiment: the one write, without gathering
-        await one(*writes[0])
-    elif writes:
-        await asyncio.gather(*(one(kind, w) for kind, w in writes))
 
 
 async def handle_request(
@@ -210,14 +191,17 @@ async def handle_events(
     live = live or Runtime()
     picked = live.fresh.pick(events) if live.fresh else []
     made = await stream_examples(store, settings, live, picked)  # before the events change them
-    new = await ingest(store, events, positions=positions)
+    applied = await store.apply_events(events, positions=positions)
+    new = [e for e, fresh in zip(events, applied, strict=True) if fresh]
+    # A session flagged as a bot (bots.py) teaches the learner nothing either.
+    taught = [e for n, e in enumerate(events) if applied[n] and not applied.flagged(n)]
     if made and live.fresh:  # a redelivered event taught its lesson the first time
-        applied = {e.event_id for e in new}
-        live.fresh.add([x for e, x in made if e.event_id in applied])
+        ids = {e.event_id for e in taught}
+        live.fresh.add([x for e, x in made if e.event_id in ids])
     # From here on the events are applied: a failure costs only its own effect (counted and
     # logged), never the batch, which would be redone as duplicates or dead-lettered.
     with survived("feedback_failed", logs.AFTER_APPLY):
-        await learn_from(store, settings, new)
+        await learn_from(store, settings, taught)
     # One push per session, naming its latest cart addition so a client can match it.
     carts = [e for e in new if e.type == "add_to_cart"]
     carted = {e.session_id: e for e in carts if e.event_id not in no_push}
@@ -236,28 +220,23 @@ async def handle_events(
                 event_id=eid,
                 on_ready=on_push,
                 user_id=e.user_id,  # the experiment's unit, as for a request
+                event_ts=e.ts,
             )
         return None
 
     # Sessions are independent: their reads overlap on the pool. Each push is sent the moment
     # it is ready (`on_push`); the batch still waits for all of them, so every shown list is
     # stored before the session's next event is applied, and the batch's offsets after its pushes.
-    # Attribution beside the pushes, not before them: a push never waits for the counters.
+    # Profiles and attribution beside the pushes, not before them: a push never waits for them
+    # (a bot's events join no profile: they teach nothing).
     running = live.rules.experiments.running
-    credit = [attribute(store, running, events, positions)] if running else []
-    done = await asyncio.gather(*(push(sid, e) for sid, e in carted.items()), *credit)
+    learned = [not applied.flagged(n) for n in range(len(events))]
+    after = [effects.remember_users(store, events, positions, learn=learned)]
+    # A flagged session's clicks and purchases credit no variant (skipped, never counted).
+    human = [n for n in range(len(events)) if not applied.flagged(n)]
+    kept = [events[n] for n in human]
+    at = [positions[n] for n in human] if positions is not None else None
+    after += [effects.attribute(store, running, kept, at)] if running else []
+    done = await asyncio.gather(*(push(sid, e) for sid, e in carted.items()), *after)
     pushes = done[: len(carted)]
     return [] if on_push is not None else [p for p in pushes if p is not None]
-
-
-async def attribute(
-    store: Store,
-    running: Sequence[Experiment],
-    events: Sequence[Event],
-    positions: Sequence[Position | None] | None,
-) -> None:
-    """Credit the running experiments' variants with the batch's clicks, cart additions and
-    purchases. Every event goes, redeliveries too: the session records skip what they counted
-    before, so a batch applied but not yet attributed when a worker died is attributed once."""
-    with survived("attribution_failed", logs.AFTER_APPLY):
-        await store.experiments.attribute(running, events, positions)

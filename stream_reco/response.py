@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 from stream_reco.candidates import Candidate
 from stream_reco.events import CatalogItem
+from stream_reco.openapi import DEFAULT_REQUEST_ID
 from stream_reco.ranking import diversity, explain, model
 from stream_reco.runtime import Runtime
 
@@ -109,3 +111,16 @@ def response(
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def recommendation_id(session_id: str, request_id: str | None, event_id: str | None) -> str:
+    """An answer's id (32 hex): derived from what asked, so a redelivered request or trigger
+    answered again carries the same id and its impression counts once; random only when
+    nothing names the ask (HTTP without its own request_id sends a constant one)."""
+    if request_id is not None and request_id not in DEFAULT_REQUEST_ID.values():
+        ask = f"r{len(request_id)}:{request_id}:{session_id}"
+    elif event_id is not None:
+        ask = f"e{len(event_id)}:{event_id}:{session_id}"
+    else:
+        return uuid.uuid4().hex
+    return hashlib.blake2b(ask.encode(), digest_size=16).hexdigest()

@@ -43,6 +43,10 @@ _KNOWN_SESSIONS = 10_000  # sessions whose user a reaction still knows: bounded 
 REACT_TOP = 3  # a shopper who clicks a recommendation picks one of its first items
 # A variant name -> the probability a shopper clicks an answer it served (see Storefront.react).
 ClickProb = Mapping[str, float] | Callable[[str | None], float]
+# Abusive traffic (bots.py flags it): a crawler walks hundreds of distinct items, a cart spammer
+# adds item after item, a repeater sends one event again and again; all at machine pace.
+BOT_KINDS = ("crawler", "cart_spammer", "repeater")
+_BOT_GAP_MS = (10, 60)
 
 
 def make_catalog(
@@ -103,9 +107,14 @@ class Storefront:
         run_id: str = "sim",
         start_ms: int = 1_700_000_000_000,
         click_prob: ClickProb | None = None,
+        bot_share: float = 0.0,
     ) -> None:
         if not catalog:
             raise ValueError("catalog is empty")
+        if not 0.0 <= bot_share <= 1.0:
+            raise ValueError(f"bot_share must be in [0, 1], got {bot_share}")
+        self.bot_share = bot_share
+        self.bots: dict[str, str] = {}  # bot session -> its kind (the latest _KNOWN_SESSIONS)
         self.run_id = run_id
         self._rng = random.Random(seed)
         self._seed = seed
@@ -235,8 +244,67 @@ class Storefront:
             return self._rng.choices(self._ids, weights=self._all_weights)[0]
         return self._rng.choices(self._by_category[category], weights=self._weights[category])[0]
 
+    def _event(self, kind: str, sid: str, item: str, ts: int) -> dict[str, object]:
+        event: dict[str, object] = {"event_id": f"{self.run_id}-e{self._n_events}", "type": kind}
+        event.update(session_id=sid, user_id=None, item_id=item, ts=ts)
+        self._n_events += 1
+        if kind == "add_to_cart":
+            event.update(quantity=1, price=self._price[item])
+        return event
+
+    def _bot_at(self, start_ms: int) -> list[dict[str, object]]:
+        """One bot session (a kind of BOT_KINDS), drawn from the storefront's generator."""
+        rng, kind = self._rng, self._rng.choice(BOT_KINDS)
+        session_id = f"{self.run_id}-s{self._n_sessions}"
+        self._n_sessions += 1
+        self.bots[session_id] = kind
+        if len(self.bots) > _KNOWN_SESSIONS:
+            del self.bots[next(iter(self.bots))]
+        n = rng.randint(150, 400)
+        if kind == "crawler":
+            first = rng.randrange(len(self._ids))
+            plan = [("view", self._ids[(first + i) % len(self._ids)]) for i in range(n)]
+        elif kind == "cart_spammer":
+            stocked = [i for i in self._ids if self._in_stock[i]] or self._ids
+            plan = [("add_to_cart", rng.choice(stocked)) for _ in range(n // 3)]
+        else:
+            plan = [("view", self._draw(None))] * n
+        events, ts = [], start_ms
+        for kind_, item in plan:
+            events.append(self._event(kind_, session_id, item, ts))
+            ts += rng.randint(*_BOT_GAP_MS)
+        return events
+
+    def shilling(
+        self,
+        target: str,
+        lure: str,
+        n_sessions: int = 20,
+        rounds: int = 50,
+        start_ms: int = 0,
+        gap_ms: tuple[int, int] = _BOT_GAP_MS,
+    ) -> list[dict[str, object]]:
+        """A shilling attack: `n_sessions` fake sessions, each viewing the popular `lure` then
+        the `target` `rounds` times, `gap_ms` (low, high) apart: machine pace by default, a
+        person's with seconds, so the target looks bought together with the lure. Its own
+        generator (the shoppers' sessions stay what the seed makes them); events in time order,
+        from `start_ms` (default: the storefront's clock)."""
+        rng = random.Random(f"shill-{self._seed}-{target}")
+        start = start_ms or self._clock_ms
+        events: list[dict[str, object]] = []
+        for s in range(n_sessions):
+            sid, ts = f"{self.run_id}-shill{s}", start + rng.randint(0, 120_000)
+            for _ in range(rounds):
+                for item in (lure, target):
+                    events.append(self._event("view", sid, item, ts))
+                    ts += rng.randint(*gap_ms)
+        return sorted(events, key=lambda e: cast(int, e["ts"]))
+
     def _session_at(self, start_ms: int) -> list[dict[str, object]]:
         rng = self._rng
+        # Drawn only when bots are asked for: a bot-free stream stays what it always was.
+        if self.bot_share > 0 and rng.random() < self.bot_share:
+            return self._bot_at(start_ms)
         session_id = f"{self.run_id}-s{self._n_sessions}"
         self._n_sessions += 1
         user_id = None if rng.random() < 0.5 else f"user-{rng.randrange(_N_USERS)}"

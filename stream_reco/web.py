@@ -17,7 +17,7 @@ from multidict import MultiMapping
 from stream_reco import events, metrics, openapi, pipeline
 from stream_reco.config import Settings
 from stream_reco.dashboard import data
-from stream_reco.errors import StoreError, StreamRecoError
+from stream_reco.errors import ERRORS, StoreError, StreamRecoError
 from stream_reco.events import BRACES, CONTROL, MAX_ID_LEN, Rejected, decode_request
 from stream_reco.health import PATHS as HEALTH_PATHS
 from stream_reco.openapi import DEFAULT_REQUEST_ID, MAX_RANK_ITEMS, QUERY_PARAMS, RANK_FIELDS
@@ -56,7 +56,7 @@ def add_views(
             except BadInput as exc:
                 return self.error(400, str(exc))
             answer = await pipeline.handle_request(store(), settings, req, live)
-            metrics.answered(answer, "http")
+            _count(answer)
             return self.json(answer)
 
     @app.page("/rank")
@@ -82,7 +82,7 @@ def add_views(
                 item_id=req.item_id,
                 user_id=req.user_id,
             )
-            metrics.answered(answer, "http")
+            _count(answer)
             return self.json(answer)
 
     @app.page("/openapi.json")
@@ -100,7 +100,9 @@ def add_observability(
 ) -> None:
     """On every worker, whatever its role: GET /metrics (Prometheus' text format) and the live
     dashboard: its page, /dashboard/data (polled by the page) and /dashboard/session (the
-    explorer: a session's state and last answers, under the bearer token when there is one)."""
+    explorer: a session's state and last answers). With a bearer token set, both data views
+    need it: the data shows revenue per variant, the explorer a session's activity. /metrics
+    and the page itself (no data: it sends the token it is given) stay open, for scrapers."""
     board = data.Board(obs)
     page = resources.files("stream_reco.dashboard").joinpath("index.html").read_text("utf-8")
 
@@ -117,6 +119,8 @@ def add_observability(
     @app.page("/dashboard/data")
     class Data(View):
         async def get(self, request: Request) -> Response:
+            if (refused := _refused(self, request, settings)) is not None:
+                return refused
             try:
                 _no_query(request.query, "GET /dashboard/data takes no query parameters")
             except BadInput as exc:
@@ -136,6 +140,16 @@ def add_observability(
                 return self.json(await data.session(store(), session_id))
             except (TimeoutError, StoreError):
                 return self.error(503, "the store did not answer in time; try again")
+
+
+def _count(answer: Mapping[str, Any]) -> None:
+    """An HTTP answer into the metrics: a counting bug must never turn an answer into a 500
+    (as metrics.WatchedSink does for the topics)."""
+    try:
+        metrics.answered(answer, "http")
+    except Exception as exc:
+        ERRORS["metrics"] += 1
+        metrics.COUNTING.failed("counting an HTTP answer", exc, trace=True)
 
 
 def session_from_query(query: MultiMapping[str], settings: Settings) -> str:
@@ -205,7 +219,9 @@ def rank_request(raw: bytes, settings: Settings) -> tuple[events.Request, list[s
 
 
 def _decode(doc: dict[str, Any], settings: Settings) -> events.Request:
-    req = decode_request(orjson.dumps(doc), settings.default_k, settings.max_k)
+    req = decode_request(
+        orjson.dumps(doc), settings.default_k, settings.max_k, settings.user_id_key
+    )
     if isinstance(req, Rejected):
         raise BadInput(req.reason)
     return req

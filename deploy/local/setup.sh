@@ -55,6 +55,6 @@ fi
 
 # Kafka jars from Maven Central, cached under .stream-reco/kafka/libs.
 .venv/bin/python -c "from stream_reco.config import Settings; from stream_reco.stack_servers import Stack, ensure_kafka_jars; ensure_kafka_jars(Stack(Settings.from_env()), print)"
-# KEDA's ScaledObject CRD for tests/unit/test_manifests.py (cached; needs go once)
+# KEDA's ScaledObject CRD for tests/unit/test_manifests.py (cached; Python stdlib, no go)
 bash deploy/k8s/fetch-schemas.sh
 say "ready (.venv, redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), $(java -version 2>&1 | head -1), Kafka jars)"

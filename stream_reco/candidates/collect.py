@@ -10,6 +10,7 @@ from stream_reco.candidates import (
     cooccurrence,
     newest,
     popularity,
+    profile,
     revisit,
     sessions,
     similar,
@@ -38,12 +39,16 @@ async def collect(
     fixed: Mapping[str, float],
     only: Sequence[str] | None,
     a: rank.Ask,
+    user_id: str | None = None,
 ) -> tuple[SessionView, dict[str, Candidate], str]:
     """The session and every source's candidates for it, per-source scores kept as features;
     with `only`, just those items (their features where a source found them). A source whose
     weight is 0 in the `fixed` blend is not even read. `a`: the request's rules and blocked
-    items, which only the cold-start source needs (it fills what is left to show)."""
+    items, which only the cold-start source needs (it fills what is left to show).
+    `user_id`: the request's signed-in user (else the session's stored one): a short session
+    of a known user also gets its profile's candidates."""
     cooc = min(settings.cooc_window, COOC_SOURCES)
+    n_profile, profile_sources = profile.wanted(fixed)
     got = await store.gather(
         session_id,
         n_popular,
@@ -51,6 +56,9 @@ async def collect(
         SEQ_SOURCES if fixed["seq"] > 0 else 0,
         sknn=fixed["sknn"] > 0,
         trending=fixed["trending"] > 0,
+        user_id=user_id,
+        profile=n_profile,
+        profile_sources=profile_sources,
     )
     session = got.session
     expand = cooccurrence.sources(session, settings.weights, cooc)
@@ -62,6 +70,7 @@ async def collect(
     sessions.gather(got.votes, found)
     similar.gather(live.index if fixed["similar"] > 0 else None, latest, found)
     revisit.gather(session, found)
+    profile.gather(got.profile, got.profile_co, found)  # a returning user's earlier visits
     popularity.gather_trending(got.trending, found)  # what the shopper is browsing now
     popularity.gather(got.popular, found)
     # Cold start: only when behaviour cannot fill the list, and never for /rank's own items.

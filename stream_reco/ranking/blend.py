@@ -28,6 +28,13 @@ WEIGHTS = {
     # just above plain popularity.
     "similar": 0.05,
     "trending": 0.002,
+    # A returning user's profile (short sessions of known users only): its items and what goes
+    # with them. Chosen on a validation split of rsc15_100k's train set under two simulations
+    # of users (docs/evaluation.md, "Returning users"), never on test data: the weights best
+    # on average for users who return to their interests and users who never do. What goes
+    # with the profile's items gained nothing there: off (not even read) until shown to help.
+    "profile": 0.2,
+    "profile_co": 0.0,
 }
 # Popularity must never outrank a session-based candidate; it only fills the remaining slots.
 POP_SHARE = 1e-3

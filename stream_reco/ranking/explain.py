@@ -32,6 +32,8 @@ def reason(c: Candidate, meta: Mapping[str, CatalogItem]) -> str:
         return "you viewed it earlier in this visit"
     if c.features.get("sknn", 0.0) > 0:
         return "chosen in shopping sessions like yours"
+    if c.features.get("profile", 0.0) > 0:
+        return "you looked at it on an earlier visit"
     info = meta.get(c.item_id)
     if c.features.get("trending", 0.0) > 0 and info and info.category:
         return f"trending in {info.category}"

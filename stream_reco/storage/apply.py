@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -41,13 +42,63 @@ def marker(stream: str, partition: int) -> str:
     return f"{stream}:{partition}"
 
 
+class Applied(list[bool]):
+    """Per event whether it was applied now (the list itself, as the store always answered),
+    and `flags`: per event the reason its session is flagged as a bot ('' none, bots.py), for
+    an event seen before too (the session's sticky flag): such an event updated its session
+    only and taught nothing shared, and whatever follows it (learner, profiles, attribution)
+    must not learn from it either."""
+
+    def __init__(
+        self,
+        applied: Iterable[bool],
+        flags: Sequence[str],
+        committed: Iterable[bool] | None = None,
+    ) -> None:
+        super().__init__(applied)
+        # "!": this event flagged its session; "=": seen before, its session's sticky flag.
+        self.flags = tuple(f.lstrip("!=") for f in flags)
+        # The reasons of the sessions this batch flagged ("!" marks the event that did it),
+        # counted once: only where this call committed the event (`committed`, default: the
+        # events applied now; a cluster also commits what an unfinished try applied).
+        done = list(self) if committed is None else list(committed)
+        self.newly = tuple(f[1:] for f, d in zip(flags, done, strict=True) if d and f[:1] == "!")
+
+    def flagged(self, n: int) -> bool:
+        return self.flags[n] != ""
+
+
+def reply(values: Iterable[Any]) -> Applied:
+    """apply_event.lua's answer: 1 applied, 0 seen before, or a flagged session's reason
+    ("=" before it: seen before)."""
+    applied: list[bool] = []
+    flags: list[str] = []
+    for v in values:
+        text = v.decode() if isinstance(v, bytes) else ""
+        applied.append(text[:1] != "=" if text else int(v) == 1)
+        flags.append(text)
+    return Applied(applied, flags)
+
+
+def learn_flags(learn: bool | Sequence[bool], n: int) -> list[int]:
+    """Per event whether it may teach shared state (1/0), from one answer or one per event."""
+    if isinstance(learn, bool):
+        return [int(learn)] * n
+    if len(learn) != n:
+        raise ValueError(f"learn: {len(learn)} flags for {n} events (one per event, or one bool)")
+    return [int(bool(v)) for v in learn]
+
+
 def rows(
-    settings: Settings, events: Sequence[Event], at: Sequence[Position | None], learn: bool
+    settings: Settings,
+    events: Sequence[Event],
+    at: Sequence[Position | None],
+    learn: bool | Sequence[bool],
 ) -> list[bytes]:
     """One JSON row per event, as apply_event.lua reads them."""
-    flag = 1 if learn else 0
+    flags = learn_flags(learn, len(events))
     out: list[bytes] = []
-    for e, p in zip(events, at, strict=True):
+    for e, p, flag in zip(events, at, flags, strict=True):
         w = settings.weight(e.type)
         out.append(
             orjson.dumps(

@@ -15,15 +15,18 @@
 --         applied, offsets, session, co, next, sessions, meta}: key names and the pieces that
 --         wrap an id into a key, all made by storage/keys.py (the one key builder)
 -- ARGV 2: the events, JSON [[event_id, session_id, type, item, ts (string: exact), quantity,
---         user_id ('' = none), learn (1/0), log2 of the pair weight at the epoch for the
---         co-occurrence half-life, the same for popularity (null: adds nothing; decay.py),
+--         user_id ('' = none), learn (1/0: asked of this event; a session flagged as a bot
+--         never learns), log2 of the pair weight at the epoch for the co-occurrence
+--         half-life, the same for popularity (null: adds nothing; decay.py),
 --         session-list entry ("item\31type\31ts"), position ('' = none: "<topic>:<topic id>:
 --         <partition>"), offset (string: exact)], ...], each partition's in offset order
 -- ARGV 3: JSON {position: offset}: what the calls before this one in the same pipeline were to
 --         apply; the call refuses to run (error GAP) when one of them did not get that far.
 -- ARGV 4: JSON {position: offset}: how far the caller knows it applied each position before;
 --         a store behind that lost acknowledged writes: the call refuses (error REWOUND).
--- Returns one number per event: 1 applied, 0 seen before.
+-- Returns per event: 1 applied, 0 seen before, or, its session flagged as a bot (bots.lua: it
+-- taught nothing shared), the reason: '!' before it when this event flagged it, '=' before it
+-- when the event was seen before (the session's sticky flag: a redelivery stays flagged).
 -- Keys are built here, across many hash slots: a single Redis node only. On a Redis Cluster
 -- the same functions (session.lua, items.lua) run as per-slot steps (storage/split.py).
 
@@ -87,8 +90,9 @@ local function apply_all()
     local event_id, sid, etype, item, ts_text = ev[1], ev[2], ev[3], ev[4], ev[5]
     local again = seen_before(sid, event_id, ev[12], ev[13])
     if not again then
-      local previous = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
-      if ev[8] == 1 then  -- learning (not for frozen evaluation or untrusted traffic)
+      local previous, flag, newly = update_session(sid, etype, item, ts_text, ev[6], ev[7], ev[11])
+      -- Learning: not for frozen evaluation, untrusted traffic, nor a flagged session.
+      if ev[8] == 1 and flag == '' then
         plan(item, previous, ev[9], teach)
         count_popular(item, ev[10], own(item, sid, ts_text))
         remember_items(sid, item)
@@ -96,10 +100,11 @@ local function apply_all()
       if tonumber(ts_text) > clock then
         clock, clock_text = tonumber(ts_text), ts_text
       end
-      results[n] = 1
+      results[n] = flag == '' and 1 or ((newly and '!' or '') .. flag)
       applied = applied + 1
     else
-      results[n] = 0
+      local flag = flag_of(sid)
+      results[n] = flag == '' and 0 or ('=' .. flag)
     end
     record(sid, event_id, ev[12], ev[13], not again)
   end

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stream_reco import metrics
 from stream_reco.config import Settings
+from stream_reco.errors import StoreError
 
 RESHARDING = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 # RESP2: redis-py 8 on RESP3 re-encodes every zset score to text and back, for no gain here.
@@ -99,3 +105,25 @@ def primaries(client: SyncClient) -> list[redis.Redis]:
     if isinstance(client, RedisCluster):
         return [client.get_redis_connection(node) for node in client.get_primaries()]
     return [client]
+
+
+T = TypeVar("T")
+BRIEF_TRIES = 3
+
+
+async def briefly(what: str, call: Callable[[], Awaitable[T]], tries: int = BRIEF_TRIES) -> T:
+    """A few quick tries, for work that follows an applied batch or an answer (experiments,
+    profiles): its caller's budget bounds the rest, and a failure costs only that work
+    (StoreError, which the caller counts). A script's own error is no outage: not retried."""
+    for attempt in range(1, tries + 1):
+        try:
+            return await call()
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+            if isinstance(exc, ResponseError) and not resharding(exc):
+                raise StoreError(f"{what}: Redis refused it: {exc}") from exc
+            if attempt == tries:
+                metrics.redis_gave_up(what)
+                raise StoreError(f"{what}: Redis unavailable after {tries} tries") from exc
+            metrics.redis_retried(what)
+            await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")

@@ -11,20 +11,27 @@
 --     items, weighted (n - age) / n; the `sample` most recent past sessions sharing one are
 --     compared by cosine similarity and the `sknn_k` most similar vote for their items.
 --     The client orders the votes (storage/redis_store.py).
--- ARGV 1: static JSON {session, item, pop, per_source, per_item, sample, sknn_k,
---         catpop, catalog_log}
---         (session/item: the pieces that wrap an id into a key, from storage/keys.py)
--- ARGV 2: session id; ARGV 3: JSON [n_popular, cooc_window, seq_sources, sknn_items, trending]
+--   profile (returning users): only for a session with fewer than `profile_below` distinct
+--     items, so the hot path grows for nobody else; the user named by the request, else the
+--     session's stored one: the top `profile_n` items of their profile, and the
+--     co-occurrence lists of the first `profile_sources` of them.
+-- ARGV 1: static JSON {session, item, user, pop, per_source, per_item, sample, sknn_k,
+--         catpop, catalog_log, profile_below}
+--         (session/item/user: the pieces that wrap an id into a key, from storage/keys.py)
+-- ARGV 2: session id; ARGV 3: JSON [n_popular, cooc_window, seq_sources, sknn_items, trending,
+--         user id ('' = the session's own), profile_n (0: no profile), profile_sources]
 -- Returns {recent, cart, bought, info, popular, {item, row, ...} co, {item, row, ...} next,
 --          votes {item, billionths, ...} unordered, trending {item, score, ...} in the category of
 --          the latest item with one,
---          the catalogue log's last id or ''}.
+--          the catalogue log's last id or '', profile {item, score, ...} ({} if not read),
+--          {item, row, ...} co-occurrence of the profile's first items}.
 -- Scores are sent as text (Lua numbers would reach the client truncated to integers).
 local cfg = cjson.decode(ARGV[1])
 local sid = ARGV[2]
 local ask = cjson.decode(ARGV[3])
 local n_popular, cooc_window, seq_sources, sknn_items, trending =
   ask[1], ask[2], ask[3], ask[4], ask[5]
+local asked_user, profile_n, profile_sources = ask[6] or '', ask[7] or 0, ask[8] or 0
 
 local function skey(name) return cfg.session[1] .. sid .. cfg.session[2] .. name end
 local function ikey(item, name) return cfg.item[1] .. item .. cfg.item[2] .. name end
@@ -146,8 +153,27 @@ if norm > 0 then
   end
 end
 
+-- A returning user's profile, for a short session only.
+local profile, pco = {}, {}
+if profile_n > 0 and distinct_recent < cfg.profile_below then
+  local uid = asked_user
+  if uid == '' then
+    for i = 1, #info, 2 do
+      if info[i] == 'user_id' then uid = info[i + 1] end
+    end
+  end
+  if uid ~= '' then
+    profile = top(cfg.user[1] .. uid .. cfg.user[2] .. 'profile', profile_n)
+    for i = 1, math.min(#profile / 2, profile_sources) do
+      pco[#pco + 1] = profile[2 * i - 1]
+      pco[#pco + 1] = top(ikey(profile[2 * i - 1], 'co'), cfg.per_source)
+    end
+  end
+end
+
 -- The catalogue log's position: the client serves metadata from its cache if that is as new.
 local latest = redis.call('XREVRANGE', cfg.catalog_log, '+', '-', 'COUNT', 1)
 local catalog_at = latest[1] and latest[1][1] or ''
 
-return {recent, cart, bought, info, top(cfg.pop, n_popular), co, nxt, votes, trend, catalog_at}
+return {recent, cart, bought, info, top(cfg.pop, n_popular), co, nxt, votes, trend, catalog_at,
+  profile, pco}

@@ -1,11 +1,12 @@
 """Everything a recommendation reads before ranking: one gather.lua call on a single node, or
-on a Redis Cluster the same reads and the same choices in three pipelined rounds."""
+on a Redis Cluster the same reads and the same choices in three pipelined rounds (four for a
+returning user's short session: its profile first)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,9 @@ SKNN_ITEMS = 3  # 5 measured the same HR/MRR on all three data sets, at more cos
 SKNN_LIMIT = 50  # items session-kNN returns (100 measured the same HR/MRR on all three data sets)
 NEIGHBOURS_PER_SOURCE = 30  # list entries read per candidate source item
 TRENDING_LOOKS = 3  # latest session items whose category trending may come from
+# A profile is read only for a session with fewer distinct items than this: a returning user's
+# first answers, when the session says little yet; longer sessions read what they did before.
+PROFILE_BELOW = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,10 @@ class Gathered:
     votes: Scored  # session-kNN, best first
     trending: Scored  # popularity in the category of the latest session item that has one
     catalog_at: str  # the catalogue log's position: metadata read later is at least this new
+    # A returning user's profile (a short session only; empty otherwise), best first, and the
+    # co-occurrence lists of its first items.
+    profile: Scored = field(default_factory=list)
+    profile_co: dict[str, Scored] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,9 @@ class Ask:
     seq_sources: int
     sknn_items: int  # 0: no session-kNN
     trending: bool
+    user_id: str = ""  # the request's user ('' = the session's stored one, if any)
+    profile_n: int = 0  # profile items to read for a short session (0: none)
+    profile_sources: int = 0  # of them, those whose co-occurrence lists are read
 
 
 class Reader:
@@ -58,10 +69,13 @@ class Reader:
         self._script = client.register_script(GATHER)
         ipre, _ = keys.item_pattern("")
         spre, ssuf = keys.session_pattern()
+        upre, usuf = keys.user_pattern()
         self._config = orjson.dumps(
             {
                 "session": [spre, ssuf],
                 "item": [ipre, "}:"],
+                "user": [upre, usuf],
+                "profile_below": PROFILE_BELOW,
                 "pop": keys.global_("pop"),
                 "per_source": NEIGHBOURS_PER_SOURCE,
                 "per_item": per_item,
@@ -76,8 +90,9 @@ class Reader:
         if self.cluster:
             return await self._rounds(session_id, ask)
         args = [ask.n_popular, ask.cooc_window, ask.seq_sources, ask.sknn_items, int(ask.trending)]
+        args += [ask.user_id, ask.profile_n, ask.profile_sources]
         got = await self._script(keys=[], args=[self._config, session_id, orjson.dumps(args)])
-        recent, cart, bought, info, popular, co, nxt, votes, trend, at = got
+        recent, cart, bought, info, popular, co, nxt, votes, trend, at, profile, pco = got
         return Gathered(
             parse_session(session_id, recent, hash_fields(cart), set(bought), hash_fields(info)),
             decayed(popular),
@@ -86,6 +101,8 @@ class Reader:
             best_votes(votes[::2], [int(v) for v in votes[1::2]]),
             decayed(trend),
             at.decode() if isinstance(at, bytes) else "",
+            decayed(profile),
+            {pco[i].decode(): decayed(pco[i + 1]) for i in range(0, len(pco), 2)},
         )
 
     async def _rounds(self, sid: str, ask: Ask) -> Gathered:
@@ -106,12 +123,16 @@ class Reader:
         co_from, seq_from = co_from[: ask.cooc_window], order[: ask.seq_sources]
         knn_from = [i for i in order[: ask.sknn_items] if i in weight]
         looks = order[:TRENDING_LOOKS] if ask.trending else []
+        profile = await self._profile(ask, len(weight), _fields(info))
+        pco_from = [i.decode() for i in profile[::2][: ask.profile_sources]]
         second = await self._round(
-            [_top(k.item(i, "co"), NEIGHBOURS_PER_SOURCE) for i in co_from]
+            [_top(k.item(i, "co"), NEIGHBOURS_PER_SOURCE) for i in pco_from]
+            + [_top(k.item(i, "co"), NEIGHBOURS_PER_SOURCE) for i in co_from]
             + [_top(k.item(i, "next"), NEIGHBOURS_PER_SOURCE) for i in seq_from]
             + [("HGET", k.item(i, "meta"), "category") for i in looks]
             + [_top(k.item(i, "sessions"), self.per_item) for i in knn_from]
         )
+        pco_rows, second = second[: len(pco_from)], second[len(pco_from) :]
         co_rows = second[: len(co_from)]
         seq_rows = second[len(co_from) : len(co_from) + len(seq_from)]
         cats = second[len(co_from) + len(seq_from) : len(second) - len(knn_from)]
@@ -133,7 +154,21 @@ class Reader:
             best_votes(voted, scores),
             decayed(trend),
             latest[0][0].decode() if latest else "",
+            decayed(profile),
+            {i: decayed(row) for i, row in zip(pco_from, pco_rows, strict=True)},
         )
+
+    async def _profile(self, ask: Ask, distinct: int, info: dict[bytes, bytes]) -> list[bytes]:
+        """A returning user's profile, as gather.lua reads it: for a short session only, the
+        request's user else the session's stored one; one more round, only then."""
+        if ask.profile_n <= 0 or distinct >= PROFILE_BELOW:
+            return []
+        stored = info.get(b"user_id", b"").decode()
+        uid = ask.user_id or stored
+        if not uid:
+            return []
+        [row] = await self._round([_top(self.keys.user(uid, "profile"), ask.profile_n)])
+        return list(row)
 
     async def _round(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not commands:

@@ -27,6 +27,15 @@ class Keys:
         """What wraps a session id; a script appends the name (`recent`, `cart`, ...)."""
         return f"{self.prefix}:s:{{", "}:"
 
+    def user(self, user_id: str, name: str) -> str:
+        # A user's keys (profile, sessions, marks) share the user's slot, not a session's:
+        # they are updated in their own step after the events (storage/profiles.py).
+        return f"{self.prefix}:u:{{{user_id}}}:{name}"
+
+    def user_pattern(self) -> tuple[str, str]:
+        """What wraps a user id; a script appends the name (`profile`, ...)."""
+        return f"{self.prefix}:u:{{", "}:"
+
     def global_(self, name: str) -> str:
         # One hash tag for every shop-wide key: on a Redis Cluster they share one slot, so a
         # batch's shop-wide effects (popularity, clock, offsets) are one atomic step.

@@ -12,9 +12,10 @@ from stream_reco.config import Settings
 from stream_reco.events import CatalogItem, Event, Tombstone
 from stream_reco.experiments.store import ExperimentLog
 from stream_reco.state import SessionView
-from stream_reco.storage.apply import Position
+from stream_reco.storage.apply import Applied, Position
 from stream_reco.storage.codec import Scored
 from stream_reco.storage.gather import Gathered
+from stream_reco.storage.profiles import Profiles
 from stream_reco.storage.vector_log import VectorLog
 
 
@@ -26,15 +27,16 @@ class Store(Protocol):
     vectors: VectorLog  # item vectors and their change log (the ANN index follows it)
     shelf: Shelf  # the cold-start list as of one catalogue position
     experiments: ExperimentLog  # A/B counters: impressions and attributed events per variant
+    profiles: Profiles  # returning users: per user a decayed item profile and their sessions
 
     # Events: applied exactly once per position (Kafka) or event id (docs/contract.md).
     async def apply_events(
         self,
         events: Sequence[Event],
         *,
-        learn: bool = True,
+        learn: bool | Sequence[bool] = True,
         positions: Sequence[Position | None] | None = None,
-    ) -> list[bool]: ...
+    ) -> Applied: ...
 
     async def applied_count(self) -> int: ...
 
@@ -47,6 +49,9 @@ class Store(Protocol):
         seq_sources: int,
         sknn: bool,
         trending: bool,
+        user_id: str | None = None,
+        profile: int = 0,
+        profile_sources: int = 0,
     ) -> Gathered: ...
 
     async def read_session(self, session_id: str) -> SessionView: ...

@@ -24,7 +24,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stream_reco import logs, metrics
+from stream_reco import bots, logs, metrics
 from stream_reco.candidates import newest
 from stream_reco.config import Settings
 from stream_reco.decay import value_at
@@ -37,11 +37,13 @@ from stream_reco.events import Event
 from stream_reco.experiments.store import ExperimentLog
 from stream_reco.state import SessionView, parse_session
 from stream_reco.storage import apply, connect, layout, scripts
-from stream_reco.storage.apply import Position
+from stream_reco.storage.apply import Applied, Position
 from stream_reco.storage.catalog import CatalogCache, CatalogState
 from stream_reco.storage.codec import Scored, decayed, meta_json, pairs
+from stream_reco.storage.forget import TOMBSTONE
 from stream_reco.storage.gather import SKNN_ITEMS, Ask, Gathered, Reader
 from stream_reco.storage.keys import Keys
+from stream_reco.storage.profiles import Profiles
 from stream_reco.storage.shared import SharedState
 from stream_reco.storage.split import Split, by_slot
 from stream_reco.storage.vector_log import VectorLog
@@ -50,6 +52,13 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 APPLY_EVENT = scripts.event_script("apply_event.lua")
 MULTI_READ = resources.files("stream_reco.storage").joinpath("multi_read.lua").read_text()
+# KEYS: a session's shown list, its tombstone (storage/forget.py); ARGV: the list, its TTL.
+# One slot: a forget's tombstone and this check are one atomic step.
+SHOWN = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 RETRIES = 5
 ITEM_TTL_HALF_LIVES = 10  # 2^-10: an item unseen this long has faded from every list
 MAX_TTL_S = 10 * 365 * 86400
@@ -82,6 +91,7 @@ class RedisStore(SharedState, CatalogState):
         # lost acknowledged writes (apply.calls).
         self._reached: dict[str, int] = {}
         self._multi_read = client.register_script(MULTI_READ)
+        self._shown = client.register_script(SHOWN)
         self._reader = Reader(
             client, self.keys, settings.sknn_sessions_per_item, settings.sknn_neighbours
         )
@@ -89,6 +99,7 @@ class RedisStore(SharedState, CatalogState):
         self.transactions = connect.Transactions(client)
         self.vectors = VectorLog(client, self.keys, transactions=self.transactions)
         self.experiments = ExperimentLog(client, self.keys, settings)
+        self.profiles = Profiles(client, self.keys, settings)  # returning users
         self.catalog = CatalogCache()
         self.shelf = newest.Shelf()  # the cold-start list, as of one catalogue position
         self._script_config = orjson.dumps(
@@ -114,6 +125,7 @@ class RedisStore(SharedState, CatalogState):
                 "meta": self.keys.item_pattern("meta"),
                 "marks": self.keys.item_pattern("marks"),
                 "catpop": self.keys.global_("pop:cat:"),
+                **bots.Limits.of(settings).script_config(),
             }
         )
         # On a cluster the event script runs as per-slot steps (storage/split.py).
@@ -157,6 +169,18 @@ class RedisStore(SharedState, CatalogState):
                 logs.REDIS.ok()
                 return result
         raise AssertionError("unreachable")
+
+    async def retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` under the store's bounded retry (for callers beyond this class, e.g. the
+        forget): a Redis outage raises StoreError after the retries, which holds a batch."""
+        return await self._retry(what, call)
+
+    async def remember_shown(self, session_id: str, shown: bytes) -> None:
+        """What the session was last shown (candidates with features), until its next event;
+        nothing for a session forgotten since the answer was computed (its tombstone)."""
+        keys = [self.keys.session(session_id, "shown"), self.keys.session(session_id, TOMBSTONE)]
+        args = [shown, self.settings.session_ttl_s]
+        await self._retry("remember_shown", lambda: self._shown(keys=keys, args=args))
 
     async def check_format(self, upgrade: bool = True) -> None:
         """Refuse a store whose decayed scores an older version wrote: linear sums from a
@@ -210,31 +234,33 @@ class RedisStore(SharedState, CatalogState):
         self,
         events: Sequence[Event],
         *,
-        learn: bool = True,
+        learn: bool | Sequence[bool] = True,
         positions: Sequence[Position | None] | None = None,
-    ) -> list[bool]:
-        """Apply a batch in one pipeline: per event True (new) or False (applied before). Any
-        event time is applied, in any order (decay.py). `positions`: where each event was
-        read (None: not from Kafka), each partition's in offset order; an event at or before
-        its partition's last applied offset is a redelivery. An event whose id its session
-        already holds is one too (apply_event.lua says how long each memory lasts)."""
+    ) -> Applied:
+        """Apply a batch in one pipeline: per event True (new) or False (applied before), and
+        per event whether its session is flagged as a bot (`Applied.flags`, bots.py). Any
+        event time is applied, in any order (decay.py). `learn`: whether the events may teach
+        shared state, for all or per event. `positions`: where each event was read (None: not
+        from Kafka), each partition's in offset order; an event at or before its partition's
+        last applied offset is a redelivery. An event whose id its session already holds is one
+        too (apply_event.lua says how long each memory lasts)."""
         if not events:
-            return []
+            return Applied([], [])
         at = positions if positions is not None else [None] * len(events)
         rows = apply.rows(self.settings, events, at, learn)
         if self._split is not None:
             split, decoded = self._split, [orjson.loads(r) for r in rows]
 
-            def run() -> Awaitable[list[bool]]:
+            def run() -> Awaitable[Applied]:
                 return split.apply(decoded, at, self._reached)
         else:
             calls = apply.calls(rows, at, self._reached)
 
-            async def run() -> list[bool]:
+            async def run() -> Applied:
                 pipe = self.client.pipeline(transaction=False)
                 for args in calls:
                     await self._apply(keys=[], args=[self._script_config, *args], client=pipe)
-                return [bool(flag) for call in await pipe.execute() for flag in call]
+                return apply.reply(v for call in await pipe.execute() for v in call)
 
         try:
             done = await self._retry("apply_events", run)
@@ -245,6 +271,7 @@ class RedisStore(SharedState, CatalogState):
             self._reached.clear()  # the store's offsets are where to resume from now
             raise behind from exc
         self._note_reached(at)
+        metrics.bots_seen(done)
         return done
 
     def _note_reached(self, at: Sequence[Position | None]) -> None:
@@ -312,9 +339,24 @@ class RedisStore(SharedState, CatalogState):
         seq_sources: int,
         sknn: bool,
         trending: bool,
+        user_id: str | None = None,
+        profile: int = 0,
+        profile_sources: int = 0,
     ) -> Gathered:
-        """The session and every list its candidates come from (storage/gather.py)."""
-        ask = Ask(n_popular, cooc_window, seq_sources, SKNN_ITEMS if sknn else 0, trending)
+        """The session and every list its candidates come from (storage/gather.py); for a
+        short session of a known user (`user_id`, else the session's stored one), the top
+        `profile` items of the user's profile too, and the co-occurrence lists of the first
+        `profile_sources` of them."""
+        ask = Ask(
+            n_popular,
+            cooc_window,
+            seq_sources,
+            SKNN_ITEMS if sknn else 0,
+            trending,
+            user_id or "",
+            profile,
+            profile_sources,
+        )
         return await self._retry("gather", lambda: self._reader.read(session_id, ask))
 
     async def read_popular(self, n: int, category: str | None = None) -> Scored:

@@ -8,7 +8,7 @@ from importlib import resources
 
 # Every event script reads its static config first; the parts' functions close over it.
 _HEAD = "local cfg = cjson.decode(ARGV[1])\n"
-_PARTS = ("common.lua", "session.lua", "items.lua")
+_PARTS = ("common.lua", "bots.lua", "session.lua", "items.lua")
 
 
 def _text(name: str) -> str:

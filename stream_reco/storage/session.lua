@@ -1,7 +1,10 @@
 -- A session's part of an event (its slot on a Redis Cluster), shared by apply_event.lua and
 -- session_step.lua: the session's state, and the plan of what the event teaches item lists.
 
--- Session state: the event joins its session; returns the items seen before it.
+-- Session state: the event joins its session, and the bot guard counts it (bots.lua: its state
+-- is a field of the session's info hash, read and written with the fields there anyway);
+-- returns the items seen before it, the reason the session is flagged as a bot ('' none) and
+-- whether this event flagged it.
 local function update_session(sid, etype, item, ts_text, qty, user, entry)
   local max_events = cfg.max_events
   local recent, cart = key(cfg.session, sid, 'recent'), key(cfg.session, sid, 'cart')
@@ -28,18 +31,26 @@ local function update_session(sid, etype, item, ts_text, qty, user, entry)
     end
     redis.call('HDEL', cart, item)
   end
-  local last = tonumber(redis.call('HGET', info, 'last_ts') or '0')
-  if tonumber(ts_text) > last then
-    redis.call('HSET', info, 'last_ts', ts_text)
+  local got = redis.call('HMGET', info, 'last_ts', 'bot')
+  local fields = {}
+  if tonumber(ts_text) > tonumber(got[1] or '0') then
+    fields[#fields + 1], fields[#fields + 2] = 'last_ts', ts_text
   end
   if user ~= '' then
-    redis.call('HSET', info, 'user_id', user)
+    fields[#fields + 1], fields[#fields + 2] = 'user_id', user
+  end
+  local flag, newly, state = watch(sid, etype, item, ts_text, previous, got[2])
+  if state then
+    fields[#fields + 1], fields[#fields + 2] = 'bot', state
+  end
+  if #fields > 0 then
+    redis.call('HSET', info, unpack(fields))
   end
   redis.call('HINCRBY', info, 'events', 1)
   for _, k in ipairs({recent, cart, bought, info}) do
     redis.call('EXPIRE', k, cfg.ttl)
   end
-  return previous
+  return previous, flag, newly
 end
 
 -- Session-kNN's half in the session: its items, kept past its own TTL so later sessions can

@@ -12,10 +12,15 @@
 --       outbox, marks (the cluster routes the call by them and refuses keys of another slot).
 -- ARGV 2: this slot's events of the batch, in order, as apply_event.lua reads them.
 -- ARGV 3: JSON {position: offset}: how far the shop-wide step has got, every position the
---         store knows; outbox entries at or before it are dropped (the client leaves such
---         events out).
--- Returns per event {status, row, ...}: status 1 applied now, 2 applied by an unfinished
--- earlier try (its kept rows), 0 seen before (none); rows {target, list, member, value}:
+--         store knows; outbox entries at or before it are dropped, and an event at or before
+--         it is committed: seen before, answered with its session's flag only.
+-- Returns per event {status, flag, row, ...}: status 1 applied now, 2 applied by an unfinished
+-- earlier try (its kept rows and flag), 0 seen before (none); flag: '' or, its session flagged
+-- as a bot (bots.lua: no rows), the reason, '!' before it when this event flagged it (status
+-- 1, or 2 from the outbox: that try never reached its commit, so never counted it); a seen
+-- before event, or a kept one whose session a later event flagged, answers the session's
+-- sticky flag with '=' before it, as apply_event.lua does on one node (a kept plan's rows and
+-- popularity stay what the outbox says); rows {target, list, member, value}:
 -- list co|next (value: log2 weight) or own (member: the session, value: the event time).
 local events = cjson.decode(ARGV[2])
 local watermark = cjson.decode(ARGV[3])
@@ -31,9 +36,9 @@ local function prune(outbox)
   end
 end
 
-local function new_rows(ev, previous)
+local function new_rows(ev, previous, flag)
   local rows = {}
-  if ev[8] ~= 1 then
+  if ev[8] ~= 1 or flag ~= '' then
     return rows
   end
   plan(ev[4], previous, ev[9], function(target, list, member, log_w)
@@ -54,13 +59,27 @@ local function mark(sid, position)
   return marks[k]
 end
 
-local function kept_plan(outbox, event_id, position, offset)
+-- An event seen before answers its session's sticky flag, '=' before it: the caller takes it
+-- as flagged, while what the event teaches stays what its kept plan says (it ran unflagged).
+local function seen_flag(sid)
+  local flag = flag_of(sid)
+  return flag ~= '' and '=' .. flag or ''
+end
+
+local function kept_plan(sid, outbox, event_id, position, offset)
   local kept = redis.call('HGET', outbox, event_id)
   local entry = kept and cjson.decode(kept)
   if entry and entry[1] == position and entry[2] == offset then
-    return {2, unpack(entry[3])}
+    local flag = entry[4] or ''
+    return {2, flag ~= '' and flag or seen_flag(sid), unpack(entry[3])}
   end
   return nil
+end
+
+-- Committed by the shop-wide step: the client sends such events only for their flags.
+local function committed(position, offset)
+  local upto = position ~= '' and watermark[position]
+  return upto and tonumber(offset) <= tonumber(upto)
 end
 
 local pruned = {}
@@ -73,27 +92,32 @@ local function apply_all()
       pruned[sid] = true
       prune(outbox)
     end
-    local done = position ~= '' and tonumber(offset) <= mark(sid, position)
-    if done then
+    local settled = committed(position, offset)
+    local done = settled or (position ~= '' and tonumber(offset) <= mark(sid, position))
+    if settled then
+      results[n] = {0, seen_flag(sid)}  -- no mark to move, no plan left to give
+    elseif done then
       -- This step applied it before (or found it a re-send): its kept plan if its batch is
       -- not committed yet, else nothing.
-      results[n] = kept_plan(outbox, event_id, position, offset) or {0}
+      results[n] = kept_plan(sid, outbox, event_id, position, offset) or {0, seen_flag(sid)}
     elseif redis.call('LPOS', ids, event_id) ~= false then
       -- A re-send by the storefront, or applied by a try that stopped before its marks.
-      results[n] = position ~= '' and kept_plan(outbox, event_id, position, offset) or {0}
+      local kept = position ~= '' and kept_plan(sid, outbox, event_id, position, offset)
+      results[n] = kept or {0, seen_flag(sid)}
     else
-      local previous = update_session(sid, ev[3], ev[4], ev[5], ev[6], ev[7], ev[11])
-      local rows = new_rows(ev, previous)
+      local previous, flag, newly = update_session(sid, ev[3], ev[4], ev[5], ev[6], ev[7], ev[11])
+      flag = (newly and '!' or '') .. flag
+      local rows = new_rows(ev, previous, flag)
       redis.call('LPUSH', ids, event_id)
       redis.call('LTRIM', ids, 0, cfg.max_events - 1)
       redis.call('EXPIRE', ids, cfg.ttl)
       if position ~= '' then
         -- Until the commit: at most a batch's events per session (the client removes them
         -- once committed; a crash leaves them to the pruning above).
-        redis.call('HSET', outbox, event_id, cjson.encode({position, offset, rows}))
+        redis.call('HSET', outbox, event_id, cjson.encode({position, offset, rows, flag}))
         redis.call('EXPIRE', outbox, cfg.ttl)
       end
-      results[n] = {1, unpack(rows)}
+      results[n] = {1, flag, unpack(rows)}
     end
     if position ~= '' and not done then
       reached[sid] = reached[sid] or {}

@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from stream_reco.errors import ERRORS
 from stream_reco.storage import scripts
-from stream_reco.storage.apply import Position
+from stream_reco.storage.apply import Applied, Position
 from stream_reco.storage.keys import Keys
 
 LOADS = 3  # tries of a batch when a node has lost the step scripts (failover, new node)
@@ -22,6 +22,11 @@ STEPS = ("session_step.lua", "item_step.lua", "global_step.lua")
 SESSION_KEYS = ("recent", "cart", "bought", "info", "ids", "items", "outbox", "marks")
 ITEM_KEYS = ("co", "next", "sessions", "meta", "marks")
 Rows = list[list[Any]]  # apply.rows decoded: one list per event
+# Per event of the session step: status (1 applied now, 2 by an earlier try, 0 seen before),
+# its bot flag as session_step.lua answers it ('' none; '=' before it: its session's sticky
+# flag, for an event seen before), the rows it teaches items.
+Plan = tuple[int, str, Rows]
+NOTHING: Plan = (0, "", [])
 
 
 class Split:
@@ -41,9 +46,10 @@ class Split:
 
     async def apply(
         self, rows: Rows, at: Sequence[Position | None], known: Mapping[str, int]
-    ) -> list[bool]:
+    ) -> Applied:
         """Apply a batch (rows as apply.rows makes them, their positions, how far this worker
-        knows it applied each position); per event whether it was applied now."""
+        knows it applied each position); per event whether it was applied now, and its
+        session's bot flag (bots.lua, run by the session step)."""
         for _ in range(LOADS - 1):
             try:
                 return await self._apply(rows, at, known)
@@ -53,16 +59,23 @@ class Split:
 
     async def _apply(
         self, rows: Rows, at: Sequence[Position | None], known: Mapping[str, int]
-    ) -> list[bool]:
+    ) -> Applied:
         if not self.sha:
             await self.load()
         done = await self.watermark(at)
         _refuse_if_rewound(at, done, known)
         todo = pending(at, done)
-        planned = await self.sessions(rows, todo, done)
+        # Every event, the committed ones too: their sessions' sticky bot flags (a redelivered
+        # event of a flagged session stays flagged, as on one node).
+        planned = await self.sessions(rows, list(range(len(rows))), done)
         categories = await self.items(rows, planned)
         await self.commit(rows, todo, planned, categories, at, known)
-        applied = [planned.get(n, (0, []))[0] == 1 for n in range(len(rows))]
+        plans = [planned.get(n, NOTHING) for n in range(len(rows))]
+        # A plan an unfinished try made (status 2) is committed now, by this call: its flag
+        # counts here, the only time (that try never got this far).
+        applied = Applied(
+            (p[0] == 1 for p in plans), [p[1] for p in plans], (p[0] > 0 for p in plans)
+        )
         try:
             await self.tidy(rows, planned)
         except RedisError:
@@ -79,10 +92,9 @@ class Split:
         got = await self.client.hmget(self.keys.global_("offsets"), markers)
         return {m: int(v) for m, v in zip(markers, got, strict=True) if v is not None}
 
-    async def sessions(
-        self, rows: Rows, todo: list[int], done: dict[str, int]
-    ) -> dict[int, tuple[int, Rows]]:
-        """Step 1: per event its status and the rows it teaches items."""
+    async def sessions(self, rows: Rows, todo: list[int], done: dict[str, int]) -> dict[int, Plan]:
+        """Step 1: per event its status, bot flag and the rows it teaches items; events at
+        or before `done` (committed) are only asked their sessions' flags."""
         groups = by_slot(todo, lambda n: self.keys.session(rows[n][1], "recent"))
         watermark = orjson.dumps({m: str(o) for m, o in done.items()})
         pipe = self.client.pipeline()
@@ -95,18 +107,19 @@ class Split:
             body = orjson.dumps([rows[n] for n in chunk])
             self._call(pipe, "session_step.lua", keys, body, watermark)
             calls.append(chunk)
-        out: dict[int, tuple[int, Rows]] = {}
+        out: dict[int, Plan] = {}
         for chunk, reply in zip(calls, await pipe.execute(), strict=True):
-            for n, (status, *planned) in zip(chunk, reply, strict=True):
-                out[n] = (int(status), [[_text(v) for v in row] for row in planned])
+            for n, (status, flag, *planned) in zip(chunk, reply, strict=True):
+                taught = [[_text(v) for v in row] for row in planned]
+                out[n] = (int(status), _text(flag), taught)
         return out
 
-    async def items(self, rows: Rows, planned: dict[int, tuple[int, Rows]]) -> dict[int, str]:
+    async def items(self, rows: Rows, planned: dict[int, Plan]) -> dict[int, str]:
         """Step 2: the planned rows on their items' slots; the category of each event's item."""
         flat: Rows = []
         for n in sorted(planned):
             position, offset = rows[n][11], rows[n][12]
-            flat += [[position, offset, n, *row] for row in planned[n][1]]
+            flat += [[position, offset, n, *row] for row in planned[n][2]]
         if not flat:
             return {}
         pipe = self.client.pipeline()
@@ -124,7 +137,7 @@ class Split:
         self,
         rows: Rows,
         todo: list[int],
-        planned: dict[int, tuple[int, Rows]],
+        planned: dict[int, Plan],
         categories: dict[int, str],
         at: Sequence[Position | None],
         known: Mapping[str, int],
@@ -135,7 +148,10 @@ class Split:
         shop: Rows = []
         for n in todo:
             counted = planned[n][0] > 0
-            pop = rows[n][9] if counted and rows[n][7] == 1 else None
+            # A flagged session's event (bots.lua) counts as applied, not as popular; '=': a
+            # kept plan made before its session's flag (the flag is the session's, not its).
+            learned = rows[n][7] == 1 and planned[n][1][:1] in ("", "=")
+            pop = rows[n][9] if counted and learned else None
             category = categories.get(n, "")
             shop.append(
                 [rows[n][11], rows[n][12], rows[n][3], pop, category, rows[n][4], int(counted)]
@@ -155,13 +171,13 @@ class Split:
         self._call(pipe, "global_step.lua", keys, orjson.dumps(shop), orjson.dumps(check))
         await pipe.execute()
 
-    async def tidy(self, rows: Rows, planned: dict[int, tuple[int, Rows]]) -> None:
+    async def tidy(self, rows: Rows, planned: dict[int, Plan]) -> None:
         """After the commit: the batch's plans leave their sessions' outboxes (else each
         session would keep its last batch's plans until its next event or its lifetime).
         Only tidying: a batch whose tidy fails is pruned by the session step later (and
         counted in ERRORS, outbox_tidy_failed)."""
         kept: dict[str, list[str]] = defaultdict(list)
-        for n, (status, _) in planned.items():
+        for n, (status, _, _) in planned.items():
             if status > 0:
                 kept[rows[n][1]].append(rows[n][0])
         if not kept:

@@ -111,7 +111,15 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
         "STREAM_RECO_BUDGET_MS": "1000",
         **{
             f"STREAM_RECO_TOPIC_{name.upper()}": f"test-{RUN}-{name}"
-            for name in ("events", "catalog", "requests", "responses", "deadletter", "config")
+            for name in (
+                "events",
+                "catalog",
+                "requests",
+                "responses",
+                "deadletter",
+                "config",
+                "privacy",
+            )
         },
     }
     yield Settings.from_env(env)
@@ -291,7 +299,8 @@ def wait_item(settings: Settings, item_id: str, in_stock: bool | None) -> None:
 
 
 TOPIC_FIELDS = [
-    f"topic_{t}" for t in ("events", "catalog", "requests", "responses", "deadletter", "config")
+    f"topic_{t}"
+    for t in ("events", "catalog", "requests", "responses", "deadletter", "config", "privacy")
 ]
 
 

@@ -30,6 +30,7 @@ def test_defaults_are_valid_and_documented() -> None:
         "reco-responses",
         "reco-deadletter",
         "reco-config",
+        "reco-privacy",
     )
     assert s.weight("purchase") == 8.0 and s.weight("remove_from_cart") == 0.0
     assert set(s.weights) == set(EVENT_TYPES)

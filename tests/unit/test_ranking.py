@@ -336,3 +336,11 @@ def test_every_blend_feature_can_be_overridden_by_settings() -> None:
 
     # config.py cannot import the ranking package, so the two lists are kept in step here.
     assert set(FEATURES) == set(blend.DEFAULT)
+
+
+def test_a_profile_candidate_says_it_comes_from_an_earlier_visit() -> None:
+    from stream_reco.candidates import Candidate
+
+    only_profile = Candidate("p", {"profile": 0.4, "pop": 0.1})
+    assert explain.reason(only_profile, {}) == "you looked at it on an earlier visit"
+    assert explain.reason(Candidate("q", {"pop": 0.1}), {}) == "popular"
