@@ -10,7 +10,7 @@ from stream_reco import logs
 
 # Failures handled without stopping a stream (and answers not given on purpose), by kind:
 # nothing is swallowed uncounted. /metrics reads it at scrape time (stream_reco_failures_total,
-# metrics.py), so counting stays one dict update wherever a failure is handled.
+# metrics_scrape.py), so counting stays one dict update wherever a failure is handled.
 ERRORS: Counter[str] = Counter()
 
 

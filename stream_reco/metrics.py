@@ -1,45 +1,42 @@
-"""Prometheus metrics of one worker: the hot path's O(1) counts, and collectors that read at
-scrape time the state the engine keeps anyway (failure counts, consumer lag, the model)."""
+"""A worker's hot-path Prometheus metrics: O(1) counters, their call sites, counting wrappers."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import Counter, Histogram, disable_created_metrics
 
 from stream_reco import logs
 from stream_reco.dashboard import recent
 from stream_reco.errors import ERRORS
+
+# Re-exported: callers reach all of a worker's metrics, scrape-time side included, as
+# `metrics.<name>`.
+from stream_reco.metrics_scrape import EXPERIMENT_FIELDS as EXPERIMENT_FIELDS
+from stream_reco.metrics_scrape import EXPERIMENTS_EVERY_S as EXPERIMENTS_EVERY_S
+from stream_reco.metrics_scrape import EXPERIMENTS_WAIT_S as EXPERIMENTS_WAIT_S
+from stream_reco.metrics_scrape import SUFFIXES as SUFFIXES
+from stream_reco.metrics_scrape import Lagging as Lagging
+from stream_reco.metrics_scrape import Observer as Observer
+from stream_reco.metrics_scrape import Summary as Summary
+from stream_reco.metrics_scrape import experiments_source as experiments_source
+from stream_reco.metrics_scrape import log as log
+from stream_reco.metrics_scrape import names as names
 from stream_reco.state import TYPE_RANK
 
 if TYPE_CHECKING:
     from stream_reco.config import Settings
-    from stream_reco.runtime import Runtime
     from stream_reco.storage.protocol import Store
 
-log = logging.getLogger(__name__)
 disable_created_metrics()  # `_created` series per label set: noise nobody here queries
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Prometheus' text format (generate_latest)
 # From a cached answer (a millisecond) to a Redis outage waited out (seconds).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 MAX_REASONS = 50  # distinct dead-letter reason kinds kept as labels; beyond, one "other"
 EVENT_TYPES = frozenset(TYPE_RANK)
-EXPERIMENT_FIELDS = ("sessions", "impressions", "clicks", "carts", "purchases", "revenue")
-EXPERIMENTS_WAIT_S = 0.5  # a scrape waits this long for the experiments summary, then goes on
-EXPERIMENTS_EVERY_S = 1.0  # scrapes and open dashboards share one read of the summary a second
 
 # Counted where things happen, each an O(1) increment; created unregistered, so every app's
 # own registry (Observer) can hold them without clashing with another's in one process.
@@ -127,15 +124,6 @@ class Outputs(Protocol):
     def flush(self, timeout: float = 10.0) -> None: ...
 
 
-class Lagging(Protocol):
-    """A consumer whose lag is measured (consumer.TopicLoop)."""
-
-    name: str
-    topic: str
-    consumed: int
-    lag: dict[int, int]
-
-
 # --- call sites: each O(1) ------------------------------------------------------------------
 
 
@@ -205,12 +193,12 @@ def bots_seen(applied: Any) -> None:
 
 
 def redis_retried(call: str) -> None:
-    """Hook for storage/redis_store.py `_retry`: a transient failure that will be retried."""
+    """Hook for storage/retry.py `Retrying._retry`: a transient failure that will be retried."""
     REDIS_RETRIES.labels(call).inc()
 
 
 def redis_gave_up(call: str) -> None:
-    """Hook for storage/redis_store.py `_retry`: retries exhausted, a StoreError raised."""
+    """Hook for storage/retry.py `Retrying._retry`: retries exhausted, a StoreError raised."""
     REDIS_ERRORS.labels(call).inc()
 
 
@@ -261,156 +249,3 @@ class CountedStore:
             ERRORS["metrics"] += 1
             COUNTING.failed("counting applied events", exc, trace=True)
         return applied
-
-
-# --- collectors read at scrape time ----------------------------------------------------------
-
-# The experiments' per-variant rows (experiments.report.summary): an async function of the
-# store; each row names its experiment and variant and carries the EXPERIMENT_FIELDS counts.
-Summary = Callable[["Store"], Awaitable[Sequence[Mapping[str, Any]]]]
-
-
-def experiments_source(settings: Settings, live: Runtime) -> Summary:
-    """The running experiments' summary, under the rules this worker holds now."""
-    # Imported here: the experiments package reaches the store and ranking, which the hot
-    # path's call sites above (imported by storage) must not pull in.
-    from stream_reco.experiments.report import summary
-
-    async def read(store: Store) -> Sequence[Mapping[str, Any]]:
-        return await summary(store, settings, live.rules)
-
-    return read
-
-
-class Observer:
-    """One worker's metrics registry: the hot-path counters plus collectors reading the
-    failure counts, consumer lag, the model in use and the experiments' counters."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        live: Runtime,
-        loops: Sequence[Lagging],
-        store: Callable[[], Store],
-        summary: Summary | None | bool = True,
-    ) -> None:
-        self.settings, self.live, self.loops, self.store = settings, live, loops, store
-        # True: the experiments' own summary; None: none (a test of the metrics alone).
-        self.summary = experiments_source(settings, live) if summary is True else summary or None
-        self.experiments: list[Mapping[str, Any]] = []  # the latest summary read
-        self._read_at = -EXPERIMENTS_EVERY_S
-        self.registry = CollectorRegistry(auto_describe=True)
-        for metric in HOT_PATH:
-            self.registry.register(metric)
-        self.registry.register(_Collected(self))
-
-    async def read_experiments(self) -> list[Mapping[str, Any]]:
-        """The experiments summary, read now (bounded); the last one read if it fails."""
-        if self.summary is None or time.monotonic() - self._read_at < EXPERIMENTS_EVERY_S:
-            return self.experiments
-        self._read_at = time.monotonic()
-        try:
-            async with asyncio.timeout(EXPERIMENTS_WAIT_S):
-                self.experiments = list(await self.summary(self.store()))
-        except Exception as exc:  # a scrape without experiments beats no scrape
-            ERRORS["experiments_summary"] += 1
-            log.debug("experiments summary not read: %s", exc)
-        return self.experiments
-
-    async def scrape(self) -> bytes:
-        await self.read_experiments()
-        return generate_latest(self.registry)
-
-    def ranker(self) -> str:
-        return "model" if self.live.model_ready(self.settings) else "blend"
-
-
-class _Collected:
-    """Metrics read from state the worker keeps anyway, at scrape time."""
-
-    def __init__(self, obs: Observer) -> None:
-        self.obs = obs
-
-    def collect(self) -> Iterator[Metric]:
-        yield _failures()
-        yield from _consumers(self.obs.loops)
-        yield from _model(self.obs)
-        yield from _experiments(self.obs.experiments)
-
-
-def _failures() -> Metric:
-    m = CounterMetricFamily(
-        "stream_reco_failures",
-        "Failures handled without stopping a stream, and answers not given on purpose, by kind",
-        labels=["kind"],
-    )
-    for kind, n in sorted(list(ERRORS.items())):  # copied at once: other threads count too
-        m.add_metric([kind], n)
-    return m
-
-
-def _consumers(loops: Sequence[Lagging]) -> Iterator[Metric]:
-    lag = GaugeMetricFamily(
-        "stream_reco_consumer_lag",
-        "Messages behind the partition's end: high watermark minus the offset stored after "
-        "handling (measured on the fetching thread, at most a second old)",
-        labels=["loop", "topic", "partition"],
-    )
-    consumed = CounterMetricFamily(
-        "stream_reco_consumed", "Messages read by each consumer loop", labels=["loop", "topic"]
-    )
-    for loop in loops:
-        consumed.add_metric([loop.name, loop.topic], loop.consumed)
-        for partition, behind in sorted(loop.lag.items()):
-            lag.add_metric([loop.name, loop.topic, str(partition)], behind)
-    yield lag
-    yield consumed
-
-
-def _model(obs: Observer) -> Iterator[Metric]:
-    model, ranker = obs.live.model, obs.ranker()
-    in_use = GaugeMetricFamily(
-        "stream_reco_ranker",
-        "The ranker ordering answers now (1) and the other (0)",
-        labels=["ranker"],
-    )
-    for name in ("blend", "model"):
-        in_use.add_metric([name], 1 if name == ranker else 0)
-    yield in_use
-    yield GaugeMetricFamily(
-        "stream_reco_model_version", "Version of the learned model loaded", value=model.version
-    )
-    yield GaugeMetricFamily(
-        "stream_reco_model_examples", "Examples the loaded model has seen", value=model.examples
-    )
-    yield GaugeMetricFamily(
-        "stream_reco_model_edge",
-        "How much better the model orders recent examples than the blend",
-        value=model.edge,
-    )
-
-
-def _experiments(rows: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
-    families = {
-        f: GaugeMetricFamily(
-            f"stream_reco_experiment_{f}",
-            f"Experiment {f} per variant, as attributed in the store (the same on every worker)",
-            labels=["experiment", "variant"],
-        )
-        for f in EXPERIMENT_FIELDS
-    }
-    for row in rows:
-        labels = [str(row.get("experiment")), str(row.get("variant"))]
-        for f, family in families.items():
-            if isinstance(row.get(f), int | float):
-                family.add_metric(labels, float(row[f]))
-    yield from families.values()
-
-
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
-
-
-def names(registry: CollectorRegistry) -> set[str]:
-    """Every series name a registry can expose, samples or not yet (a counter's `_total`, a
-    histogram's `_bucket`, `_count` and `_sum`): what dashboards and alerts may query."""
-    return {f.name + end for f in registry.collect() for end in SUFFIXES.get(f.type, ("",))}

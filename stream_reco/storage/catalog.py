@@ -36,7 +36,7 @@ def position(stream_id: str) -> tuple[int, int]:
 class CatalogCache:
     """Item metadata (None: the item has none) as of `at`, the newest catalogue change applied.
 
-    Writers log every changed item id (storage/redis_store.py apply_catalog); a reader that
+    Writers log every changed item id (`apply_catalog` below); a reader that
     has applied the log up to the position a request saw serves that request from memory, so
     metadata costs no round trip unless the catalogue changed."""
 
