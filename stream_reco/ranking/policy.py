@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,128 +12,35 @@ from typing import Any
 
 import orjson
 
-from stream_reco.config import EVENT_TYPES, Weights
+from stream_reco.config import Weights
 from stream_reco.errors import ConfigError
 from stream_reco.events import CONTROL, MAX_ID_LEN, Rejected, load_json
 from stream_reco.experiments import config as experiments
 from stream_reco.experiments.config import Experiment, Experiments
+from stream_reco.ranking import rule_values as values
+from stream_reco.ranking.rule_values import DISCOVERY_RANGE as DISCOVERY_RANGE
+from stream_reco.ranking.rule_values import MAX_IDS as MAX_IDS
+from stream_reco.ranking.rule_values import Invalid
 
 DEFAULT_KEY = "default"  # the reco-config key (and rules-file section) of the shop-wide policy
-MAX_IDS = 1000  # promoted or excluded ids per policy, like a request's `exclude`
 MAX_BOOST = 10.0  # beyond this a boost is a sort by margin/price, not a nudge
-DISCOVERY_RANGE = (0.15, 0.25)
 # What the shop is advised to set; the built-in defaults keep plain relevance (see docs/rules.md).
 RECOMMENDED = {"category_cap": 3, "mmr_lambda": 0.7, "discovery_share": 0.2}
 
-
-class _Invalid(ValueError):
-    """A bad value; the public functions turn it into a ConfigError or a Rejected."""
-
-
-def _share(lo: float, hi: float, why: str = "") -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        if not _is_number(value) or not lo <= value <= hi:
-            raise _Invalid(f"must be a number in {lo:g}..{hi:g}{why}, got {_show(value)}")
-        return float(value)
-
-    return parse
-
-
-def _show(value: Any) -> str:
-    """A value as it was written in JSON (true, not True), cut short for error messages."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # JSON has no NaN; orjson would print null
-    try:
-        return orjson.dumps(value).decode()[:80]
-    except TypeError:
-        return repr(value)[:80]
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass; true/false is never a share or a boost.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _cap(value: Any) -> int | None:
-    if value is None or (type(value) is int and value == 0):  # TOML has no null: 0 is off too
-        return None
-    if type(value) is not int or not 1 <= value <= MAX_IDS:
-        raise _Invalid(
-            f"must be an integer in 1..{MAX_IDS}, or 0/null for no cap; got {_show(value)}"
-        )
-    return value
-
-
-def _names(one: str, many: str, into: Callable[[Any], Any] = tuple) -> Callable[[Any], Any]:
-    """A parser of a bounded list of names (item ids, categories, brands), bounded like a
-    request's `exclude`, made `into` a tuple or a frozenset; `one`/`many` name them in errors."""
-
-    def parse(value: Any) -> Any:
-        if not isinstance(value, list | tuple | set | frozenset):
-            hint = f": write [{_show(value)}]" if isinstance(value, str) else ""
-            raise _Invalid(f"must be a list of {many}, got {type(value).__name__}{hint}")
-        if len(value) > MAX_IDS:
-            raise _Invalid(f"has {len(value)} {many}, more than {MAX_IDS}")
-        for x in value:
-            if not isinstance(x, str) or not x or len(x) > MAX_ID_LEN or CONTROL.search(x):
-                raise _Invalid(f"{_show(x)} is not {one} (1..{MAX_ID_LEN} characters, no controls)")
-        return into(dict.fromkeys(value))  # order kept (promotion priority), repeats dropped
-
-    return parse
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):  # 0/1 and "no" are typos here, not switches
-        raise _Invalid(f"must be true or false, got {_show(value)}")
-    return value
-
-
-def _discovery(value: Any) -> float:
-    lo, hi = DISCOVERY_RANGE
-    if _is_number(value) and (value == 0 or lo <= value <= hi):
-        return float(value)
-    raise _Invalid(
-        f"must be 0 (off) or in {lo:g}..{hi:g}, got {_show(value)}: fewer discovery slots show "
-        "too little to learn from, more crowd out what the shopper is looking for"
-    )
-
-
-def _weights(value: Any) -> Weights:
-    if not isinstance(value, Mapping):
-        raise _Invalid(f"must be an object of event type -> weight, got {type(value).__name__}")
-    unknown = sorted(set(value) - set(EVENT_TYPES))
-    if unknown:
-        raise _Invalid(f"unknown event types {unknown}; valid: {list(EVENT_TYPES)}")
-    bad = sorted(t for t, w in value.items() if not (_is_number(w) and w >= 0))
-    if bad:
-        raise _Invalid(f"weights of {bad} must be finite numbers >= 0")
-    return Weights({t: float(value[t]) for t in EVENT_TYPES if t in value})
-
-
-def _half_life(value: Any) -> float | None:
-    if value is None or (_is_number(value) and value == 0):  # TOML has no null: 0 is off too
-        return None
-    if not _is_number(value) or value < 0:
-        raise _Invalid(
-            f"must be a number of seconds > 0, or 0/null for per-step, got {_show(value)}"
-        )
-    return float(value)
-
-
 PARSERS: dict[str, Callable[[Any], Any]] = {
-    "category_cap": _cap,
-    "mmr_lambda": _share(0.0, 1.0, " (1 = pure relevance, lower = more variety)"),
-    "margin_boost": _share(0.0, MAX_BOOST),
-    "price_boost": _share(0.0, MAX_BOOST),
-    "promoted": _names("an item id", "item ids"),
-    "promoted_share": _share(0.0, 1.0),
-    "discovery_share": _discovery,
-    "exclude": _names("an item id", "item ids", frozenset),
-    "event_weights": _weights,
-    "session_half_life_s": _half_life,
-    "exclude_categories": _names("a category", "categories", frozenset),
-    "exclude_brands": _names("a brand", "brands", frozenset),
-    "exclude_item_in_view": _flag,
+    "category_cap": values.cap,
+    "mmr_lambda": values.share(0.0, 1.0, " (1 = pure relevance, lower = more variety)"),
+    "margin_boost": values.share(0.0, MAX_BOOST),
+    "price_boost": values.share(0.0, MAX_BOOST),
+    "promoted": values.names("an item id", "item ids"),
+    "promoted_share": values.share(0.0, 1.0),
+    "discovery_share": values.discovery,
+    "exclude": values.names("an item id", "item ids", frozenset),
+    "event_weights": values.weights,
+    "session_half_life_s": values.half_life,
+    "exclude_categories": values.names("a category", "categories", frozenset),
+    "exclude_brands": values.names("a brand", "brands", frozenset),
+    "exclude_item_in_view": values.flag,
 }
 
 
@@ -163,7 +69,7 @@ class Policy:
         for name, parse in PARSERS.items():
             try:
                 object.__setattr__(self, name, parse(getattr(self, name)))
-            except _Invalid as exc:
+            except Invalid as exc:
                 raise ConfigError(f"invalid policy: {name} {exc}") from None
 
     def weights(self, base: Mapping[str, float]) -> dict[str, float]:
@@ -178,25 +84,25 @@ FIELDS = tuple(PARSERS)
 def _overrides(doc: Any, where: str) -> Mapping[str, Any]:
     """A partial policy (JSON/TOML object) as typed values; `where` names it in errors."""
     if not isinstance(doc, Mapping):
-        raise _Invalid(f"{where} must be an object of policy fields, got {type(doc).__name__}")
+        raise Invalid(f"{where} must be an object of policy fields, got {type(doc).__name__}")
     unknown = sorted(set(doc) - set(PARSERS))
     if unknown:
-        raise _Invalid(f"{where}: unknown fields {unknown}; valid fields: {', '.join(FIELDS)}")
+        raise Invalid(f"{where}: unknown fields {unknown}; valid fields: {', '.join(FIELDS)}")
     out: dict[str, Any] = {}
     for name, value in doc.items():
         try:
             out[name] = PARSERS[name](value)
-        except _Invalid as exc:
-            raise _Invalid(f"{where}.{name} {exc}") from None
+        except Invalid as exc:
+            raise Invalid(f"{where}.{name} {exc}") from None
     return MappingProxyType(out)
 
 
 def _placement(name: Any, where: str) -> str:
     if not isinstance(name, str) or not name or len(name) > MAX_ID_LEN or CONTROL.search(name):
         shown = name[:MAX_ID_LEN] if isinstance(name, str) else name
-        raise _Invalid(f"{where}: {shown!r} is not a placement name (1..{MAX_ID_LEN} characters)")
+        raise Invalid(f"{where}: {shown!r} is not a placement name (1..{MAX_ID_LEN} characters)")
     if name.startswith(experiments.KEY_PREFIX):
-        raise _Invalid(f"{where}: {name!r}: names starting {experiments.KEY_PREFIX!r} name tests")
+        raise Invalid(f"{where}: {name!r}: names starting {experiments.KEY_PREFIX!r} name tests")
     return name
 
 
@@ -204,7 +110,7 @@ def _experiment(key: str, doc: Any) -> Experiment:
     try:
         return experiments.parse(key.removeprefix(experiments.KEY_PREFIX), doc)
     except experiments.Invalid as exc:
-        raise _Invalid(str(exc)) from None
+        raise Invalid(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +191,7 @@ def from_dict(doc: Any) -> RulesConfig:
     "experiments": {"name": {...}}}; raises ConfigError naming the field at fault."""
     try:
         rules = RulesConfig(file=_layer(doc))
-    except _Invalid as exc:
+    except Invalid as exc:
         raise ConfigError(str(exc)) from None
     problem = rules.problem()
     if problem:
@@ -295,25 +201,25 @@ def from_dict(doc: Any) -> RulesConfig:
 
 def _layer(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, Mapping):
-        raise _Invalid(f"the top level must be an object, got {type(doc).__name__}")
+        raise Invalid(f"the top level must be an object, got {type(doc).__name__}")
     top = [DEFAULT_KEY, "placements", "experiments"]
     unknown = sorted(set(doc) - set(top))
     if unknown:
-        raise _Invalid(f"unknown top-level keys {unknown}; valid: {top}")
+        raise Invalid(f"unknown top-level keys {unknown}; valid: {top}")
     layer: dict[str, Any] = {DEFAULT_KEY: _overrides(doc.get(DEFAULT_KEY, {}), DEFAULT_KEY)}
     tests = doc.get("experiments", {})
     if not isinstance(tests, Mapping):
-        raise _Invalid("experiments must be an object of experiment name -> definition")
+        raise Invalid("experiments must be an object of experiment name -> definition")
     for name, definition in tests.items():
         key = f"{experiments.KEY_PREFIX}{name}"
         layer[key] = _experiment(key, definition)
     placements = doc.get("placements", {})
     if not isinstance(placements, Mapping):
-        raise _Invalid("placements must be an object of placement name -> policy fields")
+        raise Invalid("placements must be an object of placement name -> policy fields")
     for name, overrides in placements.items():
         _placement(name, "placements")
         if name == DEFAULT_KEY:
-            raise _Invalid("placements.default: put the shop-wide policy under the top-level key")
+            raise Invalid("placements.default: put the shop-wide policy under the top-level key")
         layer[name] = _overrides(overrides, f"placements.{name}")
     return layer
 
@@ -341,24 +247,24 @@ def decode_config(key: bytes | None, value: bytes | None) -> RulesUpdate | Rejec
     a null/empty value (or JSON null) removes that key's entry."""
     try:
         if not key:
-            raise _Invalid("no key: set it to 'default', a placement or experiment:<name>")
+            raise Invalid("no key: set it to 'default', a placement or experiment:<name>")
         try:
             text = key.decode()
         except UnicodeDecodeError:
-            raise _Invalid("key is not UTF-8") from None
+            raise Invalid("key is not UTF-8") from None
         test = text.startswith(experiments.KEY_PREFIX)
         name = text if test else _placement(text, "key")
         if test:
             try:
                 experiments.check_name(text.removeprefix(experiments.KEY_PREFIX))
             except experiments.Invalid as exc:
-                raise _Invalid(f"key {text!r}: {exc}") from None
+                raise Invalid(f"key {text!r}: {exc}") from None
         if value is None or not value.strip() or value.strip() == b"null":
             return RulesUpdate(name, None)
         try:
             doc = load_json(value)
         except ValueError as exc:
-            raise _Invalid(str(exc)) from None
+            raise Invalid(str(exc)) from None
         return RulesUpdate(name, _experiment(name, doc) if test else _overrides(doc, name))
-    except _Invalid as exc:
+    except Invalid as exc:
         return Rejected(f"invalid rules message: {exc}")

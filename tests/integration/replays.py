@@ -21,6 +21,7 @@ from stream_reco.bench import machine
 from stream_reco.bench.fleet import free_port
 from stream_reco.client import RecoClient
 from stream_reco.config import Settings
+from stream_reco.errors import StackError
 from stream_reco.simulator import Storefront, make_catalog
 from stream_reco.stack_servers import OVERRIDES, Stack
 from stream_reco.workers import start_worker, stop_worker, wait_worker_ready
@@ -240,13 +241,37 @@ class ThrowawayRedis:
             self.proc.wait(30)
 
 
+START_ATTEMPTS = 3
+
+
 @contextlib.contextmanager
 def own_stack(
     settings: Settings, home: Path, overrides: Callable[[Settings], dict[str, str]] | None = None
 ) -> Iterator[Settings]:
     """A Kafka and a Redis of the test's own on free ports (the session's stack is never
     restarted or reconfigured), with the session stack's Kafka jars; `overrides` gives broker
-    settings for the stack's overrides file."""
+    settings for the stack's overrides file (called again for every start). A start that fails
+    is tried again on fresh ports and a fresh home: a port found free can be taken by another
+    process's connection before the broker binds it, which would fail a test for nothing."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        own = _own_settings(settings, home / f"start{attempt}", overrides)
+        try:
+            stack.up(own, say=lambda _: None)
+        except StackError:
+            stack.down(own, say=lambda _: None)  # what the failed start left running
+            if attempt == START_ATTEMPTS:
+                raise
+            continue
+        try:
+            yield own
+        finally:
+            stack.down(own, say=lambda _: None)
+        return
+
+
+def _own_settings(
+    settings: Settings, home: Path, overrides: Callable[[Settings], dict[str, str]] | None
+) -> Settings:
     (home / "kafka").mkdir(parents=True)
     (home / "kafka" / "libs").symlink_to(Stack(settings).libs)
     own = dataclasses.replace(
@@ -261,8 +286,4 @@ def own_stack(
     if overrides is not None:
         lines = "".join(f"{k}={v}\n" for k, v in overrides(own).items())
         (home / "kafka" / OVERRIDES).write_text(lines)
-    try:
-        stack.up(own, say=lambda _: None)
-        yield own
-    finally:
-        stack.down(own, say=lambda _: None)  # also what a failed start left running
+    return own

@@ -49,9 +49,12 @@ def tls_kafka(settings: Settings, tmp_path: Path) -> Iterator[TlsKafka]:
         serialization.NoEncryption(),
     )
     pem.write_bytes(pkcs8 + b"".join(c.bytes() for c in issued.cert_chain_pems))
-    port, user, password = free_port(), f"reco-{secrets.token_hex(4)}", secrets.token_hex(16)
+    user, password = f"reco-{secrets.token_hex(4)}", secrets.token_hex(16)
+    ports: list[int] = []  # the TLS listener of each start (own_stack may start again)
 
     def listener(own: Settings) -> dict[str, str]:
+        ports.append(free_port())
+        port = ports[-1]
         plain, ctrl = own.kafka_bootstrap_servers, own.kafka_controller_port
         sasl = own.kafka_sasl_port
         return {
@@ -68,7 +71,7 @@ def tls_kafka(settings: Settings, tmp_path: Path) -> Iterator[TlsKafka]:
         }
 
     with own_stack(settings, tmp_path / "stack", listener) as own:
-        yield TlsKafka(own, port, ca_file, user, password)
+        yield TlsKafka(own, ports[-1], ca_file, user, password)
 
 
 def acl_user(admin: redis.Redis, prefix: str) -> tuple[str, str]:
