@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -257,10 +258,12 @@ def own_stack(
         own = _own_settings(settings, home / f"start{attempt}", overrides)
         try:
             stack.up(own, say=lambda _: None)
-        except StackError:
-            stack.down(own, say=lambda _: None)  # what the failed start left running
-            if attempt == START_ATTEMPTS:
+        except BaseException as exc:  # a timeout or ^C mid-start too: nothing left running
+            stack.down(own, say=lambda _: None)
+            if not isinstance(exc, StackError) or attempt == START_ATTEMPTS:
                 raise
+            # Said, so a start that needed another try shows in the test's output.
+            warnings.warn(f"own stack: start {attempt} failed, trying again: {exc}", stacklevel=1)
             continue
         try:
             yield own
