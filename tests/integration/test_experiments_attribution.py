@@ -5,8 +5,6 @@ leaves no count behind, and every outcome of an exposed session counts for its a
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +20,7 @@ from stream_reco.pipeline import handle_events, handle_request
 from stream_reco.ranking import policy
 from stream_reco.runtime import Runtime
 from stream_reco.storage.apply import Position
-from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import uid
+from tests.integration.own_store import OwnStore, own_store
 
 TS = 1_760_000_000_000
 EXP = {
@@ -36,17 +33,12 @@ EXP = {
 }
 
 
-class Rig:
+class Rig(OwnStore):
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.store = RedisStore.connect(settings)
+        super().__init__(settings)
         self.live = Runtime(rules=policy.from_dict({"experiments": {"ab": EXP}}))
         self.exp = self.live.rules.experiments.for_placement(None)
         self.log = self.store.experiments
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
 
     def counters(self) -> dict[str, dict[str, float]]:
         return self.run(self.log.counters(self.exp))
@@ -70,13 +62,8 @@ class Rig:
 
 @pytest.fixture(params=["node", "cluster"])
 def rig(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Rig]:
-    base = settings if request.param == "node" else request.getfixturevalue("cluster")
-    own = dataclasses.replace(base, key_prefix=uid("xattr"), require_catalog=False)
-    r = Rig(own)
-    yield r
-    r.run(r.store.clear())
-    r.run(r.store.close())
-    r.loop.close()
+    with own_store(request, settings, "xattr", Rig, require_catalog=False) as r:
+        yield r
 
 
 def _shown(sid: str, rid: str, items: str, ts: int, variant: str = "a") -> Shown:

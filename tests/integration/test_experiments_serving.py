@@ -5,8 +5,6 @@ redelivered."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +18,7 @@ from stream_reco.pipeline import handle_events, handle_request
 from stream_reco.ranking import policy
 from stream_reco.runtime import Runtime
 from stream_reco.storage.apply import Position
-from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import uid
+from tests.integration.own_store import OwnStore, own_store
 
 TS = 1_760_000_000_000
 EXP = {
@@ -34,16 +31,11 @@ EXP = {
 }
 
 
-class Rig:
+class Rig(OwnStore):
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.store = RedisStore.connect(settings)
+        super().__init__(settings)
         self.live = Runtime(rules=policy.from_dict({"experiments": {"ab": EXP}}))
         self.exp = self.live.rules.experiments.for_placement(None)
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
 
     def counters(self) -> dict[str, dict[str, float]]:
         return self.run(self.store.experiments.counters(self.exp))
@@ -51,13 +43,8 @@ class Rig:
 
 @pytest.fixture(params=["node", "cluster"])
 def rig(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Rig]:
-    base = settings if request.param == "node" else request.getfixturevalue("cluster")
-    own = dataclasses.replace(base, key_prefix=uid("xserve"), require_catalog=False)
-    r = Rig(own)
-    yield r
-    r.run(r.store.clear())
-    r.run(r.store.close())
-    r.loop.close()
+    with own_store(request, settings, "xserve", Rig, require_catalog=False) as r:
+        yield r
 
 
 def _browse(sid: str, n: int, items: str) -> list[Event]:

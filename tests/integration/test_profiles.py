@@ -4,10 +4,9 @@ written by frozen evaluation."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -21,22 +20,12 @@ from stream_reco.storage.apply import Position
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.redis_store import RedisStore
 from tests.integration.conftest import uid
+from tests.integration.own_store import OwnStore, own_store
 
-T = TypeVar("T")
 TS = 1_750_000_000_000
 
 
-class On:
-    """A store of the test's own on one backend, driven from plain test code."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.store = RedisStore.connect(settings)
-
-    def __call__(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
-
+class On(OwnStore):
     def dump(self, user_id: str) -> dict[str, Any]:
         """Every key of a user, as raw Redis data (scores exactly as stored)."""
         client = connect.sync_client(self.settings)
@@ -53,14 +42,9 @@ class On:
 
 @pytest.fixture(params=["node", "cluster"])
 def on(request: pytest.FixtureRequest, settings: Settings) -> Iterator[On]:
-    base = settings if request.param == "node" else request.getfixturevalue("cluster")
     # No catalogue: the items are known by behaviour only.
-    prefix = uid(f"{settings.key_prefix}-profiles")
-    mine = On(dataclasses.replace(base, key_prefix=prefix, require_catalog=False))
-    yield mine
-    mine(mine.store.clear())
-    mine(mine.store.close())
-    mine.loop.close()
+    with own_store(request, settings, "profiles", On, require_catalog=False) as mine:
+        yield mine
 
 
 def _session(sid: str, items: str, user: str | None, start: int = 0) -> list[Event]:

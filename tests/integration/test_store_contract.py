@@ -3,10 +3,7 @@ and against a 3-primary Redis Cluster, and must hold on both."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,33 +15,19 @@ from stream_reco.storage import connect
 from stream_reco.storage.apply import Position
 from stream_reco.storage.keys import Keys
 from stream_reco.storage.protocol import Store
-from stream_reco.storage.redis_store import RedisStore
-from tests.integration.conftest import uid
+from tests.integration.own_store import OwnStore, own_store
 
-T = TypeVar("T")
 TS = 1_750_000_000_000
 
 
-class On:
-    """A store of the test's own on one backend, driven from plain test code."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.store: Store = RedisStore.connect(settings)
-
-    def __call__(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
+class On(OwnStore):
+    store: Store  # the contract is the protocol's: only what it names is used here
 
 
 @pytest.fixture(params=["node", "cluster"])
 def on(request: pytest.FixtureRequest, settings: Settings) -> Iterator[On]:
-    base = settings if request.param == "node" else request.getfixturevalue("cluster")
-    mine = On(dataclasses.replace(base, key_prefix=uid(f"{settings.key_prefix}-contract")))
-    yield mine
-    mine(mine.store.clear())
-    mine(mine.store.close())
-    mine.loop.close()
+    with own_store(request, settings, "contract", On) as mine:
+        yield mine
 
 
 def _ev(n: int, sid: str, item: str, kind: str = "view") -> Event:
