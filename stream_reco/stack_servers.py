@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,14 +67,27 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+# Redis blanks its command line for a moment while it retitles itself at start: read as "not
+# ours", a server just started would be left running by a `down` right after a failed `up`.
+BLANK_READS = 50
+BLANK_PAUSE_S = 0.005
+
+
 def our_pid(stack: Stack, svc: Service) -> int | None:
     """The pid we started for `svc`, if that process is still alive and still ours."""
     try:
         pid = int(stack.pid_file(svc).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if svc.marker.encode() in cmdline else None
+    for _ in range(BLANK_READS):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if cmdline:
+            return pid if svc.marker.encode() in cmdline else None
+        time.sleep(BLANK_PAUSE_S)  # retitling; a zombie stays blank, and is not ours
+    return None
 
 
 def reap(pid: int) -> None:

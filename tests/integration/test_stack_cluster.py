@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 from stream_reco import stack_cluster
 from stream_reco.config import Settings
 from stream_reco.errors import StackError
+from stream_reco.stack_servers import Stack
 from tests.integration.conftest import free_cluster_port
 
 
@@ -69,3 +70,17 @@ def test_a_port_held_by_another_process_is_refused(cluster_settings: Settings) -
         busy.listen()
         with pytest.raises(StackError, match=f"port {held} is in use by a process"):
             stack_cluster.up(cluster_settings, say=lambda _: None)
+    # The node started before the held port was met is stopped by `down` at once, though it
+    # is still starting (and retitling itself) then.
+    first = stack_cluster.nodes(cluster_settings)[0]
+    pid = int(Stack(cluster_settings).pid_file(first).read_text())
+    stack_cluster.down(cluster_settings, say=lambda _: None)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
